@@ -1,0 +1,149 @@
+"""The ``edgemeta`` command line: train, export, eval, inspect."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Meta-train on a workstation, adapt on the device. See README.md.")
+
+
+def _fail(msg: str) -> None:
+    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def train(
+    out: Path = typer.Option(..., "--out", help="Run directory (run.json + best.npz are written here)."),
+    method: str = typer.Option("proto", help="Adaptation rule: proto."),
+    backbone: str = typer.Option("conv4", help="Backbone name (conv4, mlp)."),
+    data: str = typer.Option("omniglot", help="'omniglot' or a path to a class-grouped .npz / image folder."),
+    split: str = typer.Option("vinyals", help="Omniglot protocol: vinyals or lake."),
+    omniglot: Optional[Path] = typer.Option(None, help="Folder with Omniglot's background.npz/evaluation.npz."),
+    image_size: int = typer.Option(28, help="Backbone input size (square)."),
+    ways: int = typer.Option(60), shots: int = typer.Option(1), queries: int = typer.Option(5),
+    episodes: int = typer.Option(40_000, help="Maximum meta-training episodes."),
+    episodes_per_step: int = typer.Option(1, help="Episodes averaged per optimizer step."),
+    lr: float = typer.Option(1e-3), lr_halve_every: int = typer.Option(2_000, help="Episodes between LR halvings."),
+    val_every: int = typer.Option(1_000), val_episodes: int = typer.Option(400),
+    val_ways: int = typer.Option(5, help="Validation episodes' ways (model selection)."),
+    val_shots: int = typer.Option(1, help="Validation episodes' shots."),
+    patience: int = typer.Option(6, help="Stop after this many validations without improvement."),
+    val_fraction: float = typer.Option(0.15, help="Classes held out for validation (user datasets)."),
+    seed: int = typer.Option(0), device: str = typer.Option("auto", help="cpu, cuda or auto."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Meta-train a backbone and adaptation rule on episodes; keep the best-validation weights."""
+    from edgemeta.data.sources import training_sets
+    from edgemeta.train.trainer import TrainConfig, meta_train
+
+    cfg = TrainConfig(method=method, backbone=backbone, dataset=data, split=split, image_size=(image_size, image_size),
+                      ways=ways, shots=shots, queries=queries, episodes_per_step=episodes_per_step,
+                      max_episodes=episodes, lr=lr, lr_halve_every=lr_halve_every, val_every=val_every,
+                      val_episodes=val_episodes, val_ways=val_ways, val_shots=val_shots, patience=patience, seed=seed, device=device)
+    try:
+        train_set, val_set, prov = training_sets(data, split, cfg.image_size, omniglot, val_fraction, seed)
+        rec = meta_train(cfg, train_set, val_set, out, provenance=prov, progress=progress)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    typer.echo(f"best val {rec['best']['val_acc']:.2f} ± {rec['best']['val_ci95']:.2f} at episode "
+               f"{rec['best']['episode']}; {rec['episodes']} episodes in {rec['train_seconds']:.0f}s -> {out}")
+
+
+@app.command()
+def export(
+    run: Path = typer.Argument(..., help="Run directory from `edgemeta train`."),
+    out: Path = typer.Argument(..., help="Bundle directory to write."),
+    omniglot: Optional[Path] = typer.Option(None, help="Omniglot folder (for parity and validation episodes)."),
+    zip_to: Optional[Path] = typer.Option(None, "--zip", help="Also pack the bundle into this .zip file."),
+) -> None:
+    """Export a run to a bundle; refuses if onnxruntime and torch disagree."""
+    from edgemeta.contract.bundle import zip_bundle
+    from edgemeta.data.sources import training_sets
+    from edgemeta.train.export import ExportError, export_bundle, load_run
+    from edgemeta.train.trainer import TrainConfig
+
+    try:
+        _, record = load_run(run)
+        cfg = TrainConfig.from_json(record["config"])
+        _, val_set, _ = training_sets(cfg.dataset, cfg.split, cfg.image_size, omniglot, seed=cfg.seed)
+        manifest = export_bundle(run, out, val_set)
+    except (ExportError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    if zip_to:
+        zip_bundle(out, zip_to)
+    v = manifest["validation"]
+    typer.echo(f"wrote {out}: val 5w1s {v['5w1s']['accuracy']:.2f} ± {v['5w1s']['ci95']:.2f}, "
+               f"parity max |Δembedding| {max(manifest['parity']['embedding_max_abs_random'], manifest['parity']['embedding_max_abs_episodes']):.2g}")
+
+
+@app.command("eval")
+def evaluate(
+    bundle: Path = typer.Argument(..., help="Bundle directory or .zip."),
+    ways: int = typer.Option(5), shots: int = typer.Option(1), queries: int = typer.Option(15),
+    episodes: int = typer.Option(1000), seed: int = typer.Option(0),
+    data: Optional[Path] = typer.Option(None, help="Test classes (.npz or image folder) instead of Omniglot's."),
+    omniglot: Optional[Path] = typer.Option(None, help="Omniglot folder."),
+    split: Optional[str] = typer.Option(None, help="Omniglot protocol; default: the bundle's own."),
+    threads: int = typer.Option(1, help="onnxruntime intra-op threads."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Episodic accuracy through the device runtime on classes never seen in meta-training."""
+    from edgemeta.contract.bundle import BundleError
+    from edgemeta.data.sources import evaluation_set
+    from edgemeta.evaluation import evaluate_episodes
+    from edgemeta.runtime.loaded_bundle import Bundle
+
+    try:
+        b = Bundle.load(bundle, threads=threads)
+        test, name = evaluation_set(b.manifest["provenance"], b.preprocess_spec, data, omniglot, split)
+        res = evaluate_episodes(b, test, ways, shots, queries, episodes, seed)
+    except (BundleError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    res.update({"split": name, "bundle": str(bundle), "method": b.method})
+    if as_json:
+        typer.echo(json.dumps(res))
+    else:
+        typer.echo(f"{b.method} on {name}: {ways}-way {shots}-shot {queries}-query, {episodes} episodes, "
+                   f"{res['precision']}: {res['accuracy']:.2f} ± {res['ci95']:.2f} % ({res['seconds']:.1f}s)")
+
+
+@app.command()
+def inspect(bundle: Path = typer.Argument(..., help="Bundle directory or .zip."),
+            as_json: bool = typer.Option(False, "--json", help="Print the verified manifest as JSON.")) -> None:
+    """Verify a bundle and describe it."""
+    from edgemeta.contract.bundle import BundleError, read_bundle
+
+    try:
+        m, _ = read_bundle(bundle)
+    except BundleError as exc:
+        _fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(m, indent=2))
+        return
+    p = m["provenance"]
+    typer.echo(f"{bundle}: {m['format']} v{m['format_version']} (verified: every sha256 matches)")
+    typer.echo(f"  method     {m['method']}  head {json.dumps({k: v for k, v in m['head'].items() if k != 'method'})}")
+    typer.echo(f"  input      {m['input']['shape']} {m['input']['dtype']}  preprocess {json.dumps(m['preprocess'])}")
+    typer.echo(f"  embedding  {m['embedding']['dim']}   backbone {p.get('backbone')}")
+    typer.echo(f"  trained    {p.get('dataset')} / {p.get('split')}, {p.get('train_episodes')} episodes, "
+               f"{p.get('train_seconds')}s on {p.get('train_device')}")
+    for k, v in m["validation"].items():
+        if isinstance(v, dict):
+            typer.echo(f"  val {k:6s} {v['accuracy']:.2f} ± {v['ci95']:.2f} ({v['episodes']} episodes)")
+    for name, f in m["files"].items():
+        typer.echo(f"  {name:16s} {f['bytes']:>9,d} B  sha256 {f['sha256'][:16]}…")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""User datasets: class-grouped ``.npz`` files and image folders (``root/<class>/*.png``).
+
+``.npz`` layout (the layout of ``../shared/data/omniglot``): ``images`` ``[n_classes, n_per_class, H, W]``
+as bool, uint8 0..255, uint8 0/1 (binary, 1 = ink) or float in [0, 1]; optional ``names`` (str
+``[n_classes]``). Loaded with ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from edgemeta.contract.preprocess import InputError, preprocess
+from edgemeta.data.classes import ClassImages
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".pgm")
+
+
+def _unit_images(x: np.ndarray) -> np.ndarray:
+    """uint8 arrays holding only 0/1 are binary masks (1 = ink), not 0..255 grey levels."""
+    if x.dtype == np.uint8 and x.size and int(x.max()) <= 1:
+        return x.astype(bool)
+    return x
+
+
+def load_class_npz(path: str | Path, spec: Mapping[str, Any], ink: str = "high") -> ClassImages:
+    """Read a class-grouped ``.npz`` and preprocess it to the spec's input size."""
+    path = Path(path)
+    with np.load(path, allow_pickle=False) as z:
+        if "images" not in z.files:
+            raise InputError(f"{path}: no 'images' array; expected images [n_classes, n_per_class, H, W]")
+        x = z["images"]
+        names = [str(n) for n in z["names"]] if "names" in z.files else [f"class{i:05d}" for i in range(len(x))]
+    if x.ndim != 4:
+        raise InputError(f"{path}: images have shape {x.shape}; expected [n_classes, n_per_class, H, W]")
+    n, per = x.shape[:2]
+    flat = preprocess(_unit_images(x.reshape(n * per, *x.shape[2:])), spec, ink=ink, what=f"{path} images")
+    return ClassImages.from_grouped(flat.reshape(n, per, *flat.shape[1:]), names)
+
+
+def read_image_file(path: Path) -> np.ndarray:
+    """One image file as a 2-D float32 array in [0, 1] (colour is converted to grey)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("L"), dtype=np.float32) / np.float32(255.0)
+
+
+def resolve_ink(images: list[np.ndarray], ink: str) -> str:
+    """``auto``: strokes are whatever is rarer, i.e. ink is 'low' when the median pixel is bright."""
+    if ink != "auto":
+        return ink
+    med = float(np.median(np.concatenate([im.reshape(-1) for im in images])))
+    return "low" if med > 0.5 else "high"
+
+
+def list_class_folders(root: str | Path) -> list[tuple[str, list[Path]]]:
+    """``[(class name, sorted image paths)]`` for every sub-folder of ``root`` holding images."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"{root} is not a folder; expected root/<class>/<image files>")
+    out = []
+    for d in sorted(p for p in root.iterdir() if p.is_dir()):
+        files = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if files:
+            out.append((d.name, files))
+    if not out:
+        raise InputError(f"{root} holds no class folders with images ({', '.join(IMAGE_SUFFIXES)})")
+    return out
+
+
+def load_image_folder(root: str | Path, spec: Mapping[str, Any], ink: str = "auto") -> ClassImages:
+    """Read ``root/<class>/*.png`` (any count per class) and preprocess to the spec."""
+    classes = list_class_folders(root)
+    raw = [[read_image_file(f) for f in files] for _, files in classes]
+    ink = resolve_ink([im for group in raw for im in group], ink)
+    per_class = [preprocess(group, spec, ink=ink, what=f"images of class {name!r}")
+                 for (name, _), group in zip(classes, raw)]
+    return ClassImages.from_lists(per_class, [name for name, _ in classes])
+
+
+def load_dataset(path: str | Path, spec: Mapping[str, Any], ink: str = "auto") -> ClassImages:
+    """A ``.npz`` file or an image folder, whichever ``path`` is."""
+    path = Path(path)
+    if path.suffix == ".npz":
+        return load_class_npz(path, spec, ink="high" if ink == "auto" else ink)
+    return load_image_folder(path, spec, ink=ink)
+
+
+def split_classes(data: ClassImages, val_fraction: float, seed: int) -> tuple[ClassImages, ClassImages]:
+    """Split by class (never by image) into meta-training and validation sets."""
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    perm = np.random.default_rng(seed).permutation(data.n_classes)
+    n_val = max(2, int(round(val_fraction * data.n_classes)))
+    return data.subset(np.sort(perm[n_val:])), data.subset(np.sort(perm[:n_val]))

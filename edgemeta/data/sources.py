@@ -1,0 +1,49 @@
+"""Name -> class set: the one place that turns a dataset name (``omniglot`` or a path) into data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from edgemeta.contract.preprocess import default_spec
+from edgemeta.data.classes import ClassImages
+from edgemeta.data.files import load_dataset, split_classes
+from edgemeta.data.omniglot import default_root, load_omniglot
+
+
+def training_sets(dataset: str, split: str, image_size: tuple[int, int], omniglot_root: str | Path | None,
+                  val_fraction: float = 0.15, seed: int = 0) -> tuple[ClassImages, ClassImages, dict[str, Any]]:
+    """Meta-training and validation classes plus the provenance a bundle records about them."""
+    if dataset == "omniglot":
+        root = Path(omniglot_root) if omniglot_root else default_root()
+        train = load_omniglot(split, "train", root, image_size)
+        val = load_omniglot(split, "val", root, image_size)
+        prov = {"dataset": "omniglot", "split": split, "train_classes": train.n_classes,
+                "val_classes": val.n_classes, "rotations": "train only"}
+        return train, val, prov
+    data = load_dataset(dataset, default_spec(image_size))
+    train, val = split_classes(data, val_fraction, seed)
+    prov = {"dataset": str(dataset), "split": f"by class, val_fraction={val_fraction}, seed={seed}",
+            "train_classes": train.n_classes, "val_classes": val.n_classes}
+    return train, val, prov
+
+
+def evaluation_set(provenance: dict[str, Any], spec: dict[str, Any], data: str | Path | None,
+                   omniglot_root: str | Path | None, split: str | None = None, part: str = "test") -> tuple[ClassImages, str]:
+    """The classes to evaluate on: ``data`` if given, else the test part of the bundle's own Omniglot split."""
+    size = (int(spec["size"][0]), int(spec["size"][1]))
+    if data is not None:
+        return load_dataset(data, spec), f"{data}"
+    if provenance.get("dataset") != "omniglot":
+        raise ValueError(f"this bundle was meta-trained on {provenance.get('dataset')!r}; pass --data with its "
+                         f"held-out test classes (a .npz or an image folder)")
+    trained_on = provenance.get("split", "vinyals")
+    split = split or trained_on
+    root = Path(omniglot_root) if omniglot_root else default_root()
+    evaluated = load_omniglot(split, part, root, size, rotations=False)
+    seen = load_omniglot(trained_on, "train", root, size, rotations=False)
+    overlap = set(evaluated.image_ids // 100) & set(seen.image_ids // 100)     # char_id of each drawing
+    if overlap:
+        raise ValueError(f"the {split!r} {part} classes include {len(overlap)} characters this bundle was "
+                         f"meta-trained on (split {trained_on!r}); evaluate on --split {trained_on} instead")
+    return evaluated, f"omniglot/{split}/{part}"

@@ -1,0 +1,90 @@
+"""A verified bundle with its three onnxruntime sessions (numpy + onnxruntime only)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from edgemeta.contract.bundle import BundleError, read_bundle
+from edgemeta.contract.preprocess import preprocess
+
+EMBED_CHUNK = 256
+
+
+def make_session(model: bytes, threads: int = 1) -> ort.InferenceSession:
+    """A CPU session; ``threads`` intra-op threads (1 gives predictable latency on a device)."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = int(threads)
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+
+
+class Bundle:
+    """A bundle loaded for the device: manifest plus ``backbone`` / ``adapt`` / ``classify`` sessions.
+
+    Load with :meth:`load`; every file is checked against the manifest's sha256 before any is used,
+    and the sessions are built from the verified bytes (nothing is re-read from disk).
+    """
+
+    def __init__(self, manifest: dict[str, Any], files: dict[str, bytes], source: str, threads: int = 1):
+        self.manifest = manifest
+        self.source = source
+        self.method: str = manifest["method"]
+        self.param_names: list[str] = list(manifest["head"]["outputs"])
+        self.embedding_dim: int = int(manifest["embedding"]["dim"])
+        self.preprocess_spec: dict[str, Any] = manifest["preprocess"]
+        self.input_shape: list[Any] = manifest["input"]["shape"]
+        self.identity: str = manifest["integrity"]["manifest_sha256"]
+        g = manifest["graphs"]
+        self._backbone = make_session(files[g["backbone"]], threads)
+        self._adapt = make_session(files[g["adapt"]], threads)
+        self._classify = make_session(files[g["classify"]], threads)
+        self._check_io()
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, threads: int = 1) -> "Bundle":
+        """Read, verify and open a bundle directory or ``.zip``; raises :class:`BundleError` on mismatch."""
+        manifest, files = read_bundle(path)
+        return cls(manifest, files, str(Path(path)), threads)
+
+    def _check_io(self) -> None:
+        names = lambda s, kind: [x.name for x in getattr(s, f"get_{kind}")()]  # noqa: E731
+        expect = [
+            (names(self._backbone, "inputs"), ["images"]), (names(self._backbone, "outputs"), ["embeddings"]),
+            (names(self._adapt, "inputs"), ["support_embeddings", "support_labels_onehot"]),
+            (names(self._adapt, "outputs"), self.param_names),
+            (names(self._classify, "inputs"), ["embeddings", *self.param_names]),
+            (names(self._classify, "outputs"), ["logits"]),
+        ]
+        for got, want in expect:
+            if got != want:
+                raise BundleError(f"{self.source}: graph inputs/outputs {got} do not follow the contract {want}")
+
+    def preprocess(self, images: np.ndarray | Sequence[np.ndarray], ink: str = "high",
+                   what: str = "images") -> np.ndarray:
+        """Raw single-channel images -> ``float32 [N, 1, H, W]`` as the manifest says."""
+        return preprocess(images, self.preprocess_spec, ink=ink, what=what)
+
+    def embed(self, x: np.ndarray) -> np.ndarray:
+        """Preprocessed ``float32 [N, 1, H, W]`` -> embeddings ``float32 [N, D]`` (chunked)."""
+        out = [self._backbone.run(["embeddings"], {"images": x[i:i + EMBED_CHUNK]})[0]
+               for i in range(0, len(x), EMBED_CHUNK)]
+        return out[0] if len(out) == 1 else np.concatenate(out)
+
+    def adapt(self, support: np.ndarray, onehot: np.ndarray) -> dict[str, np.ndarray]:
+        """Support embeddings ``[S, D]`` + one-hot labels ``[S, C]`` -> head parameters by name."""
+        outs = self._adapt.run(self.param_names, {"support_embeddings": support.astype(np.float32, copy=False),
+                                                  "support_labels_onehot": onehot.astype(np.float32, copy=False)})
+        return dict(zip(self.param_names, outs))
+
+    def classify(self, embeddings: np.ndarray, params: dict[str, np.ndarray]) -> np.ndarray:
+        """Embeddings ``[N, D]`` + head parameters -> logits ``[N, C]``."""
+        return self._classify.run(["logits"], {"embeddings": embeddings, **params})[0]
+
+    def __repr__(self) -> str:
+        return f"Bundle({self.source!r}, method={self.method!r}, embedding_dim={self.embedding_dim})"

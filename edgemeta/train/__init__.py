@@ -1,0 +1,1 @@
+"""Workstation side (torch): backbones, adaptation methods, episodic meta-training and export."""

@@ -1,0 +1,216 @@
+"""Export a meta-trained run to a bundle, after proving torch and onnxruntime agree.
+
+Graphs (names fixed by the contract, ``docs/bundle-format.md``):
+- ``backbone.onnx``: ``images [N, C, H, W]`` -> ``embeddings [N, D]`` (BatchNorm folded).
+- ``adapt.onnx``: ``support_embeddings [S, D]``, ``support_labels_onehot [S, C]`` -> head parameters.
+- ``classify.onnx``: ``embeddings [N, D]`` + every head parameter -> ``logits [N, C]``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import platform
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from edgemeta import __version__
+from edgemeta.contract.bundle import write_bundle
+from edgemeta.contract.preprocess import default_spec
+from edgemeta.data.classes import ClassImages
+from edgemeta.data.episodes import EpisodeSampler
+from edgemeta.train.checkpoint import load_json, load_weights
+from edgemeta.train.methods.base import HeadMethod
+from edgemeta.train.model import FewShotModel
+from edgemeta.train.trainer import TrainConfig
+
+OPSET = 17
+EMBEDDING_TOL = 1e-4
+
+
+class ExportError(RuntimeError):
+    """Export refused: the ONNX graphs do not reproduce the torch model closely enough."""
+
+
+class _AdaptGraph(nn.Module):
+    def __init__(self, method: HeadMethod):
+        super().__init__()
+        self.method = method
+
+    def forward(self, support_embeddings: torch.Tensor, support_labels_onehot: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        params = self.method.adapt(support_embeddings, support_labels_onehot)
+        return tuple(params[n] for n in self.method.param_names)
+
+
+class _ClassifyGraph(nn.Module):
+    def __init__(self, method: HeadMethod):
+        super().__init__()
+        self.method = method
+
+    def forward(self, embeddings: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+        return self.method.classify(embeddings, dict(zip(self.method.param_names, params)))
+
+
+def _to_onnx(module: nn.Module, args: tuple[torch.Tensor, ...], inputs: list[str], outputs: list[str],
+             dynamic_axes: dict[str, dict[int, str]]) -> bytes:
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, buf, input_names=inputs, output_names=outputs, opset_version=OPSET,
+                          dynamic_axes=dynamic_axes, do_constant_folding=True, dynamo=False)
+    return buf.getvalue()
+
+
+def graphs_from_model(model: FewShotModel, image_shape: tuple[int, int, int]) -> dict[str, bytes]:
+    """The three ONNX graphs of an eval-mode model, as bytes keyed by file name."""
+    model = model.eval().cpu()
+    method = model.method
+    D = model.embedding_dim
+    S, C, N = 10, 5, 7
+    x = torch.rand(N, *image_shape)
+    s = torch.randn(S, D)
+    onehot = torch.nn.functional.one_hot(torch.arange(S) % C, C).float()
+    with torch.no_grad():
+        params = method.adapt(s, onehot)
+    pnames = list(method.param_names)
+    param_axes = {n: {i: f"{n}_dim{i}" for i in range(params[n].dim())} for n in pnames}
+    # class-count axes are named C so onnxruntime checks that all inputs agree
+    for n in pnames:
+        for i, size in enumerate(params[n].shape):
+            if size == C:
+                param_axes[n][i] = "C"
+    return {
+        "backbone.onnx": _to_onnx(model.backbone.folded(), (x,), ["images"], ["embeddings"],
+                                  {"images": {0: "N"}, "embeddings": {0: "N"}}),
+        "adapt.onnx": _to_onnx(_AdaptGraph(method), (s, onehot), ["support_embeddings", "support_labels_onehot"],
+                               pnames, {"support_embeddings": {0: "S"}, "support_labels_onehot": {0: "S", 1: "C"},
+                                        **param_axes}),
+        "classify.onnx": _to_onnx(_ClassifyGraph(method), (s[:N], *[params[n] for n in pnames]),
+                                  ["embeddings", *pnames], ["logits"],
+                                  {"embeddings": {0: "N"}, "logits": {0: "N", 1: "C"}, **param_axes}),
+    }
+
+
+def _session(data: bytes) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+
+
+def check_parity(model: FewShotModel, graphs: dict[str, bytes], episodes: list[tuple[np.ndarray, ...]],
+                 seed: int = 0) -> dict[str, float]:
+    """Compare onnxruntime with torch on random inputs and on real episodes.
+
+    ``episodes``: ``(support_x, support_y, query_x)`` tuples. Raises :class:`ExportError` if any
+    embedding differs by more than ``EMBEDDING_TOL`` (max abs) or any predicted class differs.
+    """
+    model = model.eval().cpu()
+    bb, ad, cl = (_session(graphs[f]) for f in ("backbone.onnx", "adapt.onnx", "classify.onnx"))
+    pnames = list(model.method.param_names)
+    g = np.random.default_rng(seed)
+    report = {"embedding_max_abs_random": 0.0, "embedding_max_abs_episodes": 0.0, "logit_max_abs": 0.0,
+              "prediction_mismatches": 0, "episodes_checked": len(episodes)}
+
+    def run(x: np.ndarray, ys: np.ndarray | None, q: np.ndarray | None, key: str) -> None:
+        with torch.no_grad():
+            zt = model.backbone(torch.from_numpy(x)).numpy()
+        zo = bb.run(["embeddings"], {"images": x})[0]
+        report[key] = max(report[key], float(np.abs(zt - zo).max()))
+        if ys is None or q is None:
+            return
+        C = int(ys.max()) + 1
+        onehot = np.eye(C, dtype=np.float32)[ys]
+        s = zo[: len(ys)]
+        zq = bb.run(["embeddings"], {"images": q})[0]
+        with torch.no_grad():
+            pt = model.method.adapt(torch.from_numpy(s), torch.from_numpy(onehot))
+            lt = model.method.classify(torch.from_numpy(zq), pt).numpy()
+        po = ad.run(pnames, {"support_embeddings": s, "support_labels_onehot": onehot})
+        lo = cl.run(["logits"], {"embeddings": zq, **dict(zip(pnames, po))})[0]
+        scale = max(1.0, float(np.abs(lt).max()))
+        report["logit_max_abs"] = max(report["logit_max_abs"], float(np.abs(lt - lo).max()) / scale)
+        report["prediction_mismatches"] += int((lt.argmax(1) != lo.argmax(1)).sum())
+
+    shape = tuple(episodes[0][0].shape[1:]) if episodes else (1, 28, 28)
+    for n in (1, 3, 17):
+        run(g.random((n, *shape), dtype=np.float32), None, None, "embedding_max_abs_random")
+    for sx, sy, qx in episodes:
+        run(np.concatenate([sx, qx]), sy, qx, "embedding_max_abs_episodes")
+    worst = max(report["embedding_max_abs_random"], report["embedding_max_abs_episodes"])
+    if worst > EMBEDDING_TOL or report["prediction_mismatches"] or report["logit_max_abs"] > EMBEDDING_TOL:
+        raise ExportError(
+            f"torch/onnxruntime parity failed: embedding max abs diff {worst:.3g} (limit {EMBEDDING_TOL}), "
+            f"relative logit diff {report['logit_max_abs']:.3g}, {report['prediction_mismatches']} "
+            f"differing predictions over {len(episodes)} episodes; the bundle was not written")
+    return report
+
+
+def load_run(run_dir: str | Path) -> tuple[FewShotModel, dict[str, Any]]:
+    """The best-validation model of a run directory, in eval mode on the CPU."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "run.json").is_file() or not (run_dir / "best.npz").is_file():
+        raise FileNotFoundError(f"{run_dir} is not a finished run (expected run.json and best.npz from "
+                                f"`edgemeta train`)")
+    record = load_json(run_dir / "run.json")
+    cfg = TrainConfig.from_json(record["config"])
+    model = FewShotModel(cfg.backbone, cfg.method, cfg.image_size, cfg.backbone_kwargs, cfg.method_kwargs)
+    model.load_state_dict(load_weights(run_dir / "best.npz"))
+    return model.eval(), record
+
+
+def export_bundle(run_dir: str | Path, out_dir: str | Path, val: ClassImages,
+                  parity_episodes: int = 20, metric_episodes: int = 600) -> dict[str, Any]:
+    """Export ``run_dir``'s best model to ``out_dir`` after parity checks on ``val`` episodes.
+
+    ``val``: held-out validation classes (never the test classes). Returns the manifest.
+    """
+    model, record = load_run(run_dir)
+    cfg = TrainConfig.from_json(record["config"])
+    image_shape = (1, *cfg.image_size)
+    graphs = graphs_from_model(model, image_shape)
+    parity_eps = []
+    for ways, shots in ((5, 1), (5, 5), (20, 1)):
+        sampler = EpisodeSampler(val, ways, shots, 5, seed=17)
+        for e in range(max(1, parity_episodes // 3)):
+            ep = sampler.episode(e)
+            parity_eps.append((ep.support_x, ep.support_y, ep.query_x))
+    parity = check_parity(model, graphs, parity_eps)
+
+    from edgemeta.evaluation import evaluate_episodes  # device-path metrics, measured through the runtime
+    from edgemeta.runtime.loaded_bundle import Bundle
+
+    manifest: dict[str, Any] = {
+        "method": cfg.method,
+        "input": {"name": "images", "shape": [None, *image_shape], "dtype": "float32", "range": [0.0, 1.0]},
+        "preprocess": default_spec(cfg.image_size, "nearest"),
+        "embedding": {"name": "embeddings", "dim": model.embedding_dim},
+        "head": {"method": cfg.method, "outputs": list(model.method.param_names), **model.method.hparams()},
+        "graphs": {"backbone": "backbone.onnx", "adapt": "adapt.onnx", "classify": "classify.onnx"},
+        "limits": {"min_ways": 2, "max_ways": 1000, "min_shots": 1},
+        "provenance": {
+            **record.get("provenance", {}), "backbone": cfg.backbone, "seed": cfg.seed,
+            "train_config": record["config"], "train_episodes": record["episodes"],
+            "train_seconds": record["train_seconds"], "train_device": record.get("device"),
+            "best": record["best"], "code_version": __version__, "torch": torch.__version__,
+            "onnx_opset": OPSET, "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "platform": platform.platform(),
+        },
+        "parity": parity,
+        "validation": {},
+        "integrity": {},
+    }
+    # Validation metrics through the device runtime, on held-out validation classes.
+    tmp = write_bundle(Path(out_dir), manifest, graphs)
+    bundle = Bundle.load(tmp)
+    for ways, shots in ((5, 1), (5, 5), (20, 1)):
+        res = evaluate_episodes(bundle, val, ways, shots, 15, metric_episodes, seed=29)
+        manifest["validation"][f"{ways}w{shots}s"] = {k: res[k] for k in ("accuracy", "ci95", "episodes", "queries")}
+    manifest["validation"]["split"] = "val (held-out meta-validation classes, never test)"
+    write_bundle(Path(out_dir), manifest, graphs)
+    return Bundle.load(out_dir).manifest
