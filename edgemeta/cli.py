@@ -21,39 +21,56 @@ def _fail(msg: str) -> None:
 @app.command()
 def train(
     out: Path = typer.Option(..., "--out", help="Run directory (run.json + best.npz are written here)."),
-    method: str = typer.Option("proto", help="Adaptation rule: proto."),
+    method: str = typer.Option("proto", help="Adaptation rule: proto, metasgd, ridge or finetune."),
     backbone: str = typer.Option("conv4", help="Backbone name (conv4, mlp)."),
     data: str = typer.Option("omniglot", help="'omniglot' or a path to a class-grouped .npz / image folder."),
     split: str = typer.Option("vinyals", help="Omniglot protocol: vinyals or lake."),
     omniglot: Optional[Path] = typer.Option(None, help="Folder with Omniglot's background.npz/evaluation.npz."),
     image_size: int = typer.Option(28, help="Backbone input size (square)."),
     ways: int = typer.Option(60), shots: int = typer.Option(1), queries: int = typer.Option(5),
-    episodes: int = typer.Option(40_000, help="Maximum meta-training episodes."),
+    episodes: Optional[int] = typer.Option(None, help="Maximum meta-training episodes (default per method)."),
     episodes_per_step: int = typer.Option(1, help="Episodes averaged per optimizer step."),
-    lr: float = typer.Option(1e-3), lr_halve_every: int = typer.Option(2_000, help="Episodes between LR halvings."),
+    meta: str = typer.Option("gradient", help="Meta-update: gradient (through the head) or reptile."),
+    pretrain_steps: Optional[int] = typer.Option(None, help="Many-class classification steps before episodes."),
+    augment: bool = typer.Option(False, help="Random shift/rotation/scale of training images."),
+    lr: float = typer.Option(1e-3), lr_halve_every: int = typer.Option(2_000, help="Steps between LR halvings."),
     val_every: int = typer.Option(1_000), val_episodes: int = typer.Option(400),
     val_ways: int = typer.Option(5, help="Validation episodes' ways (model selection)."),
     val_shots: int = typer.Option(1, help="Validation episodes' shots."),
-    patience: int = typer.Option(6, help="Stop after this many validations without improvement."),
+    patience: int = typer.Option(6, help="Stop a phase after this many validations without improvement."),
     val_fraction: float = typer.Option(0.15, help="Classes held out for validation (user datasets)."),
+    method_kwargs: Optional[str] = typer.Option(None, help='JSON, e.g. \'{"steps": 5}\' for metasgd.'),
+    backbone_kwargs: Optional[str] = typer.Option(None, help='JSON, e.g. \'{"final_pool": false}\' for conv4.'),
     seed: int = typer.Option(0), device: str = typer.Option("auto", help="cpu, cuda or auto."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Meta-train a backbone and adaptation rule on episodes; keep the best-validation weights."""
     from edgemeta.data.sources import training_sets
-    from edgemeta.train.trainer import TrainConfig, meta_train
+    from edgemeta.train.trainer import METHOD_DEFAULTS, TrainConfig, meta_train
 
+    if method not in METHOD_DEFAULTS:
+        _fail(f"unknown method {method!r}; expected one of {sorted(METHOD_DEFAULTS)}")
+    defaults = METHOD_DEFAULTS[method]
+    try:
+        mk = {**defaults.get("method_kwargs", {}), **(json.loads(method_kwargs) if method_kwargs else {})}
+        bk = json.loads(backbone_kwargs) if backbone_kwargs else {}
+    except json.JSONDecodeError as exc:
+        _fail(f"--method-kwargs / --backbone-kwargs must be JSON objects: {exc}")
     cfg = TrainConfig(method=method, backbone=backbone, dataset=data, split=split, image_size=(image_size, image_size),
                       ways=ways, shots=shots, queries=queries, episodes_per_step=episodes_per_step,
-                      max_episodes=episodes, lr=lr, lr_halve_every=lr_halve_every, val_every=val_every,
-                      val_episodes=val_episodes, val_ways=val_ways, val_shots=val_shots, patience=patience, seed=seed, device=device)
+                      max_episodes=episodes if episodes is not None else defaults.get("max_episodes", 40_000),
+                      pretrain_steps=pretrain_steps if pretrain_steps is not None else defaults.get("pretrain_steps", 0),
+                      meta=meta, augment=augment, lr=lr, lr_halve_every=lr_halve_every, val_every=val_every,
+                      val_episodes=val_episodes, val_ways=val_ways, val_shots=val_shots, patience=patience,
+                      seed=seed, device=device, method_kwargs=mk, backbone_kwargs=bk)
     try:
         train_set, val_set, prov = training_sets(data, split, cfg.image_size, omniglot, val_fraction, seed)
         rec = meta_train(cfg, train_set, val_set, out, provenance=prov, progress=progress)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, TypeError) as exc:
         _fail(str(exc))
-    typer.echo(f"best val {rec['best']['val_acc']:.2f} ± {rec['best']['val_ci95']:.2f} at episode "
-               f"{rec['best']['episode']}; {rec['episodes']} episodes in {rec['train_seconds']:.0f}s -> {out}")
+    b = rec["best"]
+    typer.echo(f"best val {b['val_acc']:.2f} ± {b['val_ci95']:.2f} at {b['phase']} step {b['step']}; "
+               f"{rec['episodes']} episodes in {rec['train_seconds']:.0f}s -> {out}")
 
 
 @app.command()

@@ -2,7 +2,7 @@
 
 from edgemeta.contract.bundle import (FORMAT_NAME, FORMAT_VERSION, BundleError, read_bundle,
                                       verify, write_bundle, zip_bundle)
-from edgemeta.contract.preprocess import InputError, default_spec, preprocess
+from edgemeta.contract.preprocess import InputError, default_spec
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "BundleError", "InputError", "default_spec",
-           "preprocess", "read_bundle", "verify", "write_bundle", "zip_bundle"]
+           "read_bundle", "verify", "write_bundle", "zip_bundle"]

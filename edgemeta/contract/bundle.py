@@ -89,6 +89,12 @@ def verify(files: Mapping[str, bytes], source: str = "bundle") -> dict[str, Any]
     missing = [k for k in REQUIRED_KEYS if k not in manifest]
     if missing:
         raise BundleError(f"{source}: manifest lacks required fields {missing}")
+    for key in ("integrity", "graphs", "files", "head", "preprocess", "input", "embedding"):
+        if not isinstance(manifest[key], dict):
+            raise BundleError(f"{source}: manifest field {key!r} must be an object, got {type(manifest[key]).__name__}")
+    for name, meta in manifest["files"].items():
+        if not (isinstance(meta, dict) and isinstance(meta.get("sha256"), str) and isinstance(meta.get("bytes"), int)):
+            raise BundleError(f"{source}: manifest entry for {name!r} must be {{'sha256': str, 'bytes': int}}")
     digest = manifest_digest(manifest)
     if manifest["integrity"].get("manifest_sha256") != digest:
         raise BundleError(f"{source}: manifest.json was altered after export (its integrity digest "

@@ -7,7 +7,7 @@ never drift apart. The spec (stored in ``manifest.json`` under ``preprocess``)::
 
 - Raw input values: ``bool`` (True = ink), ``uint8`` (0..255) or float in [0, 1].
 - ``resize``: a Pillow filter name. ``nearest`` is computed here in numpy with Pillow's own
-  sampling rule (source pixel ``floor((i + 0.5) * in / out)``), other filters go through Pillow.
+  sampling rule (:func:`nearest_indices`), other filters go through Pillow.
 - ``ink: "high"``: strokes have high values after preprocessing. Callers whose images have dark
   ink on bright paper pass ``ink="low"`` and the image is inverted (``1 - x``).
 """
@@ -49,8 +49,15 @@ def _to_unit_float(img: np.ndarray, what: str) -> np.ndarray:
 
 
 def nearest_indices(n_in: int, n_out: int) -> np.ndarray:
-    """Pillow's nearest-neighbour source index for each output pixel: ``floor((i+0.5)*n_in/n_out)``."""
-    return np.minimum(((np.arange(n_out) + 0.5) * n_in / n_out).astype(np.int64), n_in - 1)
+    """Pillow's nearest-neighbour source index for each output pixel.
+
+    Pillow walks the source in float64 steps: ``x_0 = step / 2``, ``x_i = x_{i-1} + step`` with
+    ``step = n_in / n_out``, and takes ``floor(x_i)``. The running sum matters: where the exact
+    value ``(i + 0.5) * step`` is a whole number the sum can land just below it (e.g. 64 -> 28).
+    """
+    step = n_in / n_out
+    pos = np.cumsum(np.r_[0.5 * step, np.full(n_out - 1, step)])
+    return np.minimum(pos.astype(np.int64), n_in - 1)
 
 
 def _resize_batch(x: np.ndarray, size: tuple[int, int], method: str) -> np.ndarray:

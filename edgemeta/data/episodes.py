@@ -50,7 +50,7 @@ class EpisodeSampler:
         self.eligible = np.flatnonzero(data.counts >= shots + queries)
         if len(self.eligible) < ways:
             raise ValueError(f"{ways}-way {shots}-shot {queries}-query episodes need {ways} classes with at "
-                             f">= {shots + queries} images; this set has {len(self.eligible)}")
+                             f"least {shots + queries} images each; this set has {len(self.eligible)}")
         self._max_count = int(data.counts.max())
 
     def indices(self, episode: int) -> EpisodeIndices:

@@ -13,6 +13,13 @@ from edgemeta.runtime.loaded_bundle import Bundle
 
 def check_labels(labels: Any, n_images: int) -> np.ndarray:
     """Labels as a 1-D array of str or int, one per image; refuses mixed or missing labels."""
+    if not isinstance(labels, np.ndarray):
+        items = list(labels) if isinstance(labels, (list, tuple)) else None
+        if items is not None:
+            is_str = [isinstance(v, str) for v in items]
+            is_int = [isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in items]
+            if any(is_str) and any(is_int):
+                raise InputError("labels mix types; expected all ints or all strings (e.g. 'cat', 3)")
     y = np.asarray(labels)
     if y.ndim != 1:
         raise InputError(f"labels have shape {y.shape}; expected a 1-D sequence with one label per image")

@@ -64,6 +64,17 @@ class Bundle:
         for got, want in expect:
             if got != want:
                 raise BundleError(f"{self.source}: graph inputs/outputs {got} do not follow the contract {want}")
+        graph_in = list(self._backbone.get_inputs()[0].shape)[1:]
+        spec = self.preprocess_spec
+        declared = [self.input_shape[1:], [spec.get("channels", 1), *spec["size"]]]
+        for shape in declared:
+            if [int(v) for v in shape] != [int(v) if isinstance(v, int) else -1 for v in graph_in]:
+                raise BundleError(f"{self.source}: the manifest's input {shape} does not match backbone.onnx's "
+                                  f"input {graph_in}; the manifest and graphs are from different exports")
+        graph_out = self._backbone.get_outputs()[0].shape[-1]
+        if isinstance(graph_out, int) and graph_out != self.embedding_dim:
+            raise BundleError(f"{self.source}: embedding.dim is {self.embedding_dim} but backbone.onnx outputs "
+                              f"{graph_out}-d embeddings")
 
     def preprocess(self, images: np.ndarray | Sequence[np.ndarray], ink: str = "high",
                    what: str = "images") -> np.ndarray:

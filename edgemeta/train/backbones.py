@@ -29,19 +29,26 @@ def build_backbone(name: str, **kwargs: object) -> nn.Module:
     return BACKBONES[name](**kwargs)
 
 
-def _conv_block(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(), nn.MaxPool2d(2))
+def _conv_block(cin: int, cout: int, pool: bool = True) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(),
+                         nn.MaxPool2d(2) if pool else nn.Identity())
 
 
 class Conv4(nn.Module):
-    """4 x [conv3x3-``hidden``, BatchNorm, ReLU, maxpool2] then flatten: ``[N,C,28,28] -> [N, hidden]``."""
+    """4 x [conv3x3-``hidden``, BatchNorm, ReLU, maxpool2] then flatten: ``[N,C,28,28] -> [N, hidden]``.
 
-    def __init__(self, in_channels: int = 1, hidden: int = 64, image_size: tuple[int, int] = (28, 28)):
+    ``final_pool=False`` drops the last max-pool: a ``hidden x 3 x 3`` (576-d) embedding at 28x28.
+    """
+
+    def __init__(self, in_channels: int = 1, hidden: int = 64, image_size: tuple[int, int] = (28, 28),
+                 final_pool: bool = True):
         super().__init__()
-        self.blocks = nn.Sequential(*[_conv_block(in_channels if i == 0 else hidden, hidden) for i in range(4)])
+        pools = [True, True, True, final_pool]
+        self.blocks = nn.Sequential(*[_conv_block(in_channels if i == 0 else hidden, hidden, pools[i])
+                                      for i in range(4)])
         h, w = image_size
-        for _ in range(4):
-            h, w = h // 2, w // 2
+        for p in pools:
+            h, w = (h // 2, w // 2) if p else (h, w)
         if h < 1 or w < 1:
             raise ValueError(f"conv4 needs inputs of at least 16x16, got {image_size}")
         self.out_dim = hidden * h * w
@@ -83,8 +90,9 @@ class MLP(nn.Module):
 
 
 @register("conv4")
-def conv4(in_channels: int = 1, image_size: tuple[int, int] = (28, 28), hidden: int = 64) -> nn.Module:
-    return Conv4(in_channels, hidden, image_size)
+def conv4(in_channels: int = 1, image_size: tuple[int, int] = (28, 28), hidden: int = 64,
+          final_pool: bool = True) -> nn.Module:
+    return Conv4(in_channels, hidden, image_size, final_pool)
 
 
 @register("mlp")

@@ -174,8 +174,11 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, val: ClassImages,
     cfg = TrainConfig.from_json(record["config"])
     image_shape = (1, *cfg.image_size)
     graphs = graphs_from_model(model, image_shape)
+    settings = [(w, s) for w, s in ((5, 1), (5, 5), (20, 1)) if w <= val.n_classes]
+    if not settings:
+        raise ExportError(f"validation needs at least 5 classes, this run's validation set has {val.n_classes}")
     parity_eps = []
-    for ways, shots in ((5, 1), (5, 5), (20, 1)):
+    for ways, shots in settings:
         sampler = EpisodeSampler(val, ways, shots, 5, seed=17)
         for e in range(max(1, parity_episodes // 3)):
             ep = sampler.episode(e)
@@ -208,7 +211,7 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, val: ClassImages,
     # Validation metrics through the device runtime, on held-out validation classes.
     tmp = write_bundle(Path(out_dir), manifest, graphs)
     bundle = Bundle.load(tmp)
-    for ways, shots in ((5, 1), (5, 5), (20, 1)):
+    for ways, shots in settings:
         res = evaluate_episodes(bundle, val, ways, shots, 15, metric_episodes, seed=29)
         manifest["validation"][f"{ways}w{shots}s"] = {k: res[k] for k in ("accuracy", "ci95", "episodes", "queries")}
     manifest["validation"]["split"] = "val (held-out meta-validation classes, never test)"

@@ -18,8 +18,8 @@ class FewShotModel(nn.Module):
                  backbone_kwargs: dict[str, Any] | None = None, method_kwargs: dict[str, Any] | None = None):
         super().__init__()
         self.backbone = build_backbone(backbone, image_size=tuple(image_size), **(backbone_kwargs or {}))
-        self.method = build_method(method, **(method_kwargs or {}))
         self.embedding_dim = int(self.backbone.out_dim)
+        self.method = build_method(method, self.embedding_dim, **(method_kwargs or {}))
 
     def episode_logits(self, x: torch.Tensor, ways: int, shots: int) -> torch.Tensor:
         """``x``: ``[ways*shots + Q, C, H, W]`` support first (class-major) -> query logits ``[Q, ways]``."""

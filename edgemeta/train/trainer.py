@@ -1,4 +1,5 @@
-"""Episodic meta-training with Adam, periodic validation on held-out classes, best-checkpoint keeping.
+"""Meta-training: optional many-class pre-training, then episodic meta-training (gradient or Reptile),
+with periodic validation on held-out classes and best-checkpoint keeping.
 
 A run directory holds ``run.json`` (config, history, best validation) and ``best.npz`` (weights of
 the best validation so far), both written atomically after every validation.
@@ -16,13 +17,23 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from edgemeta import __version__
 from edgemeta.data.classes import ClassImages
 from edgemeta.data.episodes import EpisodeSampler
 from edgemeta.metrics import mean_ci95
+from edgemeta.train.augment import random_affine
 from edgemeta.train.checkpoint import save_json, save_weights
 from edgemeta.train.model import FewShotModel
+
+# Per-method defaults a user gets without flags (``edgemeta train --method M``).
+METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
+    "proto": {},
+    "metasgd": {"method_kwargs": {"steps": 3, "init_lr": 0.1}},
+    "ridge": {"method_kwargs": {"init_lambda": 1.0, "init_alpha": 10.0}},
+    "finetune": {"pretrain_steps": 20_000, "max_episodes": 0, "method_kwargs": {"steps": 100, "lr": 0.1}},
+}
 
 
 @dataclass
@@ -40,13 +51,20 @@ class TrainConfig:
     episodes_per_step: int = 1
     max_episodes: int = 40_000
     lr: float = 1e-3
-    lr_halve_every: int = 2_000        # episodes
-    val_every: int = 1_000             # episodes
+    lr_halve_every: int = 2_000        # episodes (or pre-training steps)
+    meta: str = "gradient"             # gradient | reptile
+    reptile_inner_steps: int = 5
+    reptile_inner_lr: float = 1e-3
+    reptile_outer_lr: float = 1.0
+    pretrain_steps: int = 0            # many-class classification steps before episodes
+    pretrain_batch: int = 256
+    augment: bool = False
+    val_every: int = 1_000             # episodes (or pre-training steps)
     val_episodes: int = 400
     val_ways: int = 5
     val_shots: int = 1
     val_queries: int = 15
-    patience: int = 6                  # validations without improvement before stopping
+    patience: int = 6                  # validations without improvement before stopping a phase
     seed: int = 0
     device: str = "auto"
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -99,85 +117,165 @@ def validate(model: FewShotModel, data: ClassImages, ways: int, shots: int, quer
     return mean_ci95(accs)
 
 
+class _Run:
+    """Shared bookkeeping of a run: progress, validation, best checkpoint, early stopping."""
+
+    def __init__(self, cfg: TrainConfig, model: FewShotModel, val: ClassImages, out: Path, device: torch.device,
+                 record: dict[str, Any], progress: bool, log: Callable[[str], None]):
+        self.cfg, self.model, self.val, self.out, self.device = cfg, model, val, out, device
+        self.record, self.progress, self.log = record, progress, log
+        self.best_acc = -1.0
+        self.t0 = time.perf_counter()
+
+    def phase(self, name: str, total: int, step: Callable[[int], tuple[float, float, int]], unit: str) -> None:
+        """Call ``step(done) -> (loss, acc, advanced)`` until ``total``; validate every ``val_every``."""
+        cfg = self.cfg
+        bar = None
+        if self.progress and total > 0:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, unit=unit, desc=name, dynamic_ncols=True, file=sys.stderr)
+        done, bad, run_loss, run_acc = 0, 0, None, None
+        while done < total:
+            loss, acc, adv = step(done)
+            done += adv
+            run_loss = loss if run_loss is None else 0.95 * run_loss + 0.05 * loss
+            run_acc = acc if run_acc is None else 0.95 * run_acc + 0.05 * acc
+            if bar is not None:
+                bar.update(adv)
+                bar.set_postfix(loss=f"{run_loss:.3f}", acc=f"{run_acc:.1f}", best=f"{self.best_acc:.2f}")
+            if done % cfg.val_every < adv or done >= total:
+                improved = self.validate(name, done, run_loss, run_acc)
+                bad = 0 if improved else bad + 1
+                if bad >= cfg.patience:
+                    self.record["stopped"] = f"{name}: no val improvement in {cfg.patience} validations"
+                    break
+        if bar is not None:
+            bar.close()
+        self.record.setdefault("phases", {})[name] = done
+
+    def validate(self, phase: str, done: int, loss: float | None, acc_train: float | None) -> bool:
+        cfg = self.cfg
+        acc, ci = validate(self.model, self.val, cfg.val_ways, cfg.val_shots, cfg.val_queries,
+                           cfg.val_episodes, cfg.seed + 1_000_003, self.device)
+        elapsed = round(time.perf_counter() - self.t0, 2)
+        self.record["history"].append({"phase": phase, "step": done, "seconds": elapsed, "train_loss": loss,
+                                       "train_acc": acc_train, "val_acc": acc, "val_ci95": ci})
+        improved = acc > self.best_acc
+        if improved:
+            self.best_acc = acc
+            save_weights(self.out / "best.npz", self.model.state_dict())
+            self.record["best"] = {"phase": phase, "step": done, "val_acc": acc, "val_ci95": ci, "seconds": elapsed,
+                                   "val_setting": f"{cfg.val_ways}-way {cfg.val_shots}-shot {cfg.val_queries}-query, "
+                                                  f"{cfg.val_episodes} episodes"}
+        self.record["train_seconds"] = elapsed
+        self.log(f"{phase} {done}: val {cfg.val_ways}w{cfg.val_shots}s {acc:.2f} ± {ci:.2f} "
+                 f"(best {self.best_acc:.2f}) loss {loss if loss is not None else float('nan'):.3f} [{elapsed:.0f}s]")
+        save_json(self.out / "run.json", self.record)
+        return improved
+
+
 def meta_train(cfg: TrainConfig, train: ClassImages, val: ClassImages, out_dir: str | Path,
                provenance: dict[str, Any] | None = None, progress: bool = True,
                log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Meta-train ``cfg.method`` on episodes of ``train``; keep the weights best on ``val``.
+    """Train ``cfg.method`` on ``train``; keep the weights best on ``val`` episodes.
 
-    Returns the run record (also written to ``out_dir/run.json``).
+    Phases: ``pretrain`` (``cfg.pretrain_steps`` batches of many-class classification over all
+    training classes, the transfer-learning recipe) then ``meta`` (``cfg.max_episodes`` episodes,
+    gradient or Reptile meta-updates). Returns the run record (also ``out_dir/run.json``).
     """
     log = log or (lambda s: print(s, file=sys.stderr))
+    if cfg.meta not in ("gradient", "reptile"):
+        raise ValueError(f"meta must be 'gradient' or 'reptile', got {cfg.meta!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    gen = torch.Generator(device=device)
+    gen.manual_seed(cfg.seed)
     model = FewShotModel(cfg.backbone, cfg.method, cfg.image_size, cfg.backbone_kwargs, cfg.method_kwargs).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    steps_per_halving = max(1, cfg.lr_halve_every // cfg.episodes_per_step)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=steps_per_halving, gamma=0.5)
-    sampler = EpisodeSampler(train, cfg.ways, cfg.shots, cfg.queries, cfg.seed)
     images = torch.from_numpy(train.images).to(device)
-    B, n_s = cfg.episodes_per_step, cfg.ways * cfg.shots
-    yq = torch.from_numpy(sampler.labels()[1]).to(device)
+    aug = (lambda x: random_affine(x, gen)) if cfg.augment else (lambda x: x)
     record: dict[str, Any] = {
         "config": cfg.to_json(), "provenance": provenance or {}, "code_version": __version__,
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-        "history": [], "best": None, "episodes": 0, "train_seconds": 0.0, "stopped": "max_episodes"}
-    best_acc, bad = -1.0, 0
-    t0 = time.perf_counter()
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg.max_episodes, unit="ep", dynamic_ncols=True, file=sys.stderr)
-    run_loss = run_acc = None
-    episode = 0
+        "history": [], "best": None, "episodes": 0, "train_seconds": 0.0, "stopped": "running (or killed)"}
+    run = _Run(cfg, model, val, out, device, record, progress, log)
     model.train()
-    while episode < cfg.max_episodes:
-        rows = torch.from_numpy(sampler.batch_indices(episode, B)).to(device)   # [B, n]
-        z = model.backbone(images[rows.reshape(-1)]).reshape(B, rows.shape[1], -1)
-        onehot = F.one_hot(torch.arange(cfg.ways, device=device).repeat_interleave(cfg.shots), cfg.ways).to(z.dtype)
-        logits = torch.cat([model.method.episode_logits(z[b, :n_s], onehot, z[b, n_s:]) for b in range(B)])
-        target = yq.repeat(B)
-        loss = F.cross_entropy(logits, target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        episode += B
-        l, a = loss.item(), (logits.argmax(1) == target).float().mean().item() * 100
-        run_loss = l if run_loss is None else 0.95 * run_loss + 0.05 * l
-        run_acc = a if run_acc is None else 0.95 * run_acc + 0.05 * a
-        if bar is not None:
-            bar.update(B)
-            bar.set_postfix(loss=f"{run_loss:.3f}", acc=f"{run_acc:.1f}", best=f"{best_acc:.2f}")
-        if episode % cfg.val_every < B or episode >= cfg.max_episodes:
-            acc, ci = validate(model, val, cfg.val_ways, cfg.val_shots, cfg.val_queries,
-                               cfg.val_episodes, cfg.seed + 1_000_003, device)
-            elapsed = time.perf_counter() - t0
-            record["history"].append({"episode": episode, "seconds": round(elapsed, 2), "train_loss": run_loss,
-                                      "train_acc": run_acc, "val_acc": acc, "val_ci95": ci,
-                                      "lr": opt.param_groups[0]["lr"]})
-            if acc > best_acc:
-                best_acc, bad = acc, 0
-                save_weights(out / "best.npz", model.state_dict())
-                record["best"] = {"episode": episode, "val_acc": acc, "val_ci95": ci, "seconds": round(elapsed, 2),
-                                  "val_setting": f"{cfg.val_ways}-way {cfg.val_shots}-shot {cfg.val_queries}-query, "
-                                                 f"{cfg.val_episodes} episodes"}
-            else:
-                bad += 1
-            record["episodes"], record["train_seconds"] = episode, round(elapsed, 2)
-            log(f"episode {episode}: val {cfg.val_ways}w{cfg.val_shots}s {acc:.2f} ± {ci:.2f} "
-                f"(best {best_acc:.2f}) loss {run_loss:.3f} [{elapsed:.0f}s]")
-            if bad >= cfg.patience:
-                record["stopped"] = f"no val improvement in {cfg.patience} validations"
-                save_json(out / "run.json", record)
-                break
-            save_json(out / "run.json", record)
-    if bar is not None:
-        bar.close()
-    record["episodes"], record["train_seconds"] = episode, round(time.perf_counter() - t0, 2)
+
+    if cfg.pretrain_steps > 0:
+        labels = torch.from_numpy(train.labels()).to(device)
+        head = nn.Linear(model.embedding_dim, train.n_classes).to(device)
+        opt = torch.optim.Adam([*model.backbone.parameters(), *head.parameters()], lr=cfg.lr)
+        sched = torch.optim.lr_scheduler.StepLR(opt, max(1, cfg.lr_halve_every), 0.5)
+
+        def pre_step(done: int) -> tuple[float, float, int]:
+            rows = torch.randint(0, len(images), (cfg.pretrain_batch,), generator=gen, device=device)
+            logits = head(model.backbone(aug(images[rows])))
+            loss = F.cross_entropy(logits, labels[rows])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            return loss.item(), (logits.argmax(1) == labels[rows]).float().mean().item() * 100, 1
+
+        run.phase("pretrain", cfg.pretrain_steps, pre_step, "step")
+
+    if cfg.max_episodes > 0:
+        sampler = EpisodeSampler(train, cfg.ways, cfg.shots, cfg.queries, cfg.seed)
+        B, n_s = cfg.episodes_per_step, cfg.ways * cfg.shots
+        yq = torch.from_numpy(sampler.labels()[1]).to(device)
+        onehot = F.one_hot(torch.arange(cfg.ways, device=device).repeat_interleave(cfg.shots), cfg.ways).float()
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        sched = torch.optim.lr_scheduler.StepLR(opt, max(1, cfg.lr_halve_every // B), 0.5)
+
+        def episode_loss(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            z = model.backbone(aug(x))
+            logits = model.method.episode_logits(z[:n_s], onehot, z[n_s:])
+            return F.cross_entropy(logits, yq), logits
+
+        def meta_step(done: int) -> tuple[float, float, int]:
+            rows = torch.from_numpy(sampler.batch_indices(done, B)).to(device)     # [B, n]
+            z = model.backbone(aug(images[rows.reshape(-1)])).reshape(B, rows.shape[1], -1)
+            logits = torch.cat([model.method.episode_logits(z[b, :n_s], onehot, z[b, n_s:]) for b in range(B)])
+            target = yq.repeat(B)
+            loss = F.cross_entropy(logits, target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            return loss.item(), (logits.argmax(1) == target).float().mean().item() * 100, B
+
+        def reptile_step(done: int) -> tuple[float, float, int]:
+            """Reptile (Nichol et al. 2018): move the weights toward the average task-adapted weights."""
+            theta = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            delta = {k: torch.zeros_like(v) for k, v in theta.items() if v.is_floating_point()}
+            rows = sampler.batch_indices(done, B)
+            losses, accs = [], []
+            for b in range(B):
+                model.load_state_dict(theta)
+                inner = torch.optim.Adam(model.parameters(), lr=cfg.reptile_inner_lr, betas=(0.0, 0.999))
+                x = images[torch.from_numpy(rows[b]).to(device)]
+                for _ in range(cfg.reptile_inner_steps):
+                    loss, logits = episode_loss(x)
+                    inner.zero_grad(set_to_none=True)
+                    loss.backward()
+                    inner.step()
+                losses.append(loss.item())
+                accs.append((logits.argmax(1) == yq).float().mean().item() * 100)
+                for k, v in model.state_dict().items():
+                    if k in delta:
+                        delta[k] += v.detach() - theta[k]
+            eps = cfg.reptile_outer_lr * (1.0 - done / max(1, cfg.max_episodes))
+            model.load_state_dict({k: theta[k] + eps * delta[k] / B if k in delta else theta[k] for k in theta})
+            return float(np.mean(losses)), float(np.mean(accs)), B
+
+        run.phase("meta", cfg.max_episodes, reptile_step if cfg.meta == "reptile" else meta_step, "ep")
+        record["episodes"] = record["phases"]["meta"]
+    record["train_seconds"] = round(time.perf_counter() - run.t0, 2)
+    if record["stopped"].startswith("running"):
+        record["stopped"] = "completed all steps"
     save_json(out / "run.json", record)
     return record

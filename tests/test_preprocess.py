@@ -1,0 +1,155 @@
+"""``preprocess``: the one raw-image -> backbone-input function, pinned to Pillow's resize and to its errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edgemeta.contract.preprocess import InputError, default_spec, nearest_indices, preprocess
+
+SPEC = default_spec((28, 28), "nearest")
+
+
+def pillow_nearest(img_u8: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """What an app that uses Pillow gets: ``Image.resize(..., NEAREST)`` of an 8-bit grey image, in [0, 1]."""
+    h, w = size
+    out = Image.fromarray(img_u8, mode="L").resize((w, h), Image.NEAREST)
+    return np.asarray(out, dtype=np.float32) / 255.0
+
+
+@pytest.fixture(scope="module")
+def binary_105():
+    rng = np.random.default_rng(0)
+    return rng.random((8, 105, 105)) < rng.uniform(0.05, 0.6, (8, 1, 1))
+
+
+def test_nearest_equals_pillow_on_105x105(binary_105):
+    u8 = binary_105.astype(np.uint8) * 255
+    expect = np.stack([pillow_nearest(im, (28, 28)) for im in u8])
+    for raw in (u8, binary_105, binary_105.astype(np.float32), binary_105.astype(np.float64),
+                u8[:, None]):                                       # [N, 1, H, W] too
+        out = preprocess(raw, SPEC)
+        assert out.shape == (8, 1, 28, 28) and out.dtype == np.float32 and out.flags.c_contiguous
+        np.testing.assert_array_equal(out[:, 0], expect)
+
+
+@pytest.mark.parametrize("in_size,out_size", [((64, 64), (28, 28)), ((104, 104), (28, 28)),
+                                              ((8, 8), (28, 28)), ((56, 98), (28, 28)),
+                                              ((14, 14), (5, 5)), ((105, 105), (84, 84))],
+                         ids=["64->28", "104->28", "8->28", "56x98->28", "14->5", "105->84"])
+def test_nearest_equals_pillow_on_other_sizes(in_size, out_size):
+    """The manifest names Pillow's ``nearest``; an app that calls Pillow must get the same pixels.
+
+    Pillow computes the source coordinate by accumulating ``in/out`` in floating point, so where
+    ``(i + 0.5) * in / out`` is exactly an integer it can land one pixel lower than the exact value.
+    """
+    rng = np.random.default_rng(sum(in_size) * 1000 + sum(out_size))
+    x = (rng.random((3, *in_size)) < 0.4).astype(np.uint8) * 255
+    expect = np.stack([pillow_nearest(im, out_size) for im in x])
+    out = preprocess(x, default_spec(out_size, "nearest"))
+    np.testing.assert_array_equal(out[:, 0], expect)
+
+
+def test_nearest_indices_rule():
+    np.testing.assert_array_equal(nearest_indices(105, 28), ((np.arange(28) + 0.5) * 105 / 28).astype(int))
+    np.testing.assert_array_equal(nearest_indices(28, 28), np.arange(28))
+    np.testing.assert_array_equal(nearest_indices(28, 56), np.repeat(np.arange(28), 2))
+    assert nearest_indices(3, 1).tolist() == [1]
+
+
+def test_value_mapping_by_dtype():
+    u8 = np.array([[[0, 51, 255]]], np.uint8)
+    np.testing.assert_allclose(preprocess(u8, default_spec((1, 3)))[0, 0], [[0.0, 0.2, 1.0]], rtol=1e-7)
+    b = np.array([[[True, False, True]]])
+    np.testing.assert_array_equal(preprocess(b, default_spec((1, 3)))[0, 0], [[1.0, 0.0, 1.0]])
+    f = np.array([[[0.0, 0.25, 1.0]]], np.float64)
+    np.testing.assert_array_equal(preprocess(f, default_spec((1, 3)))[0, 0], [[0.0, 0.25, 1.0]])
+    f16 = f.astype(np.float16)
+    np.testing.assert_array_equal(preprocess(f16, default_spec((1, 3)))[0, 0], [[0.0, 0.25, 1.0]])
+
+
+def test_ink_low_inverts(binary_105):
+    high = preprocess(binary_105, SPEC)
+    paper_bright = ~binary_105                                     # dark ink on white paper
+    np.testing.assert_array_equal(preprocess(paper_bright, SPEC, ink="low"), high)
+    np.testing.assert_array_equal(preprocess(binary_105, SPEC, ink="low"), 1.0 - high)
+    g = np.random.default_rng(1).random((2, 30, 30)).astype(np.float32)
+    np.testing.assert_allclose(preprocess(g, SPEC, ink="low"), 1.0 - preprocess(g, SPEC), atol=0)
+    # a bundle whose spec says ink is low inverts high-ink input instead
+    low_spec = dict(SPEC, ink="low")
+    np.testing.assert_array_equal(preprocess(binary_105, low_spec, ink="high"), 1.0 - high)
+    with pytest.raises(InputError, match=r"ink must be 'high'.*'low'.*got 'dark'"):
+        preprocess(binary_105, SPEC, ink="dark")
+
+
+def test_list_of_differently_sized_images(binary_105):
+    x28 = preprocess(binary_105[:3], SPEC)[:, 0]
+    items = [np.kron(x28[0], np.ones((2, 2), np.float32)),       # 56x56, nearest -> exactly x28[0]
+             np.kron(x28[1], np.ones((3, 3), np.float32)),       # 84x84
+             x28[2][None]]                                      # [1, 28, 28] is a 2-D image too
+    out = preprocess(items, SPEC)
+    assert out.shape == (3, 1, 28, 28) and out.dtype == np.float32
+    np.testing.assert_array_equal(out[:, 0], x28)
+    # a list of mixed dtypes, each mapped on its own
+    mixed = [binary_105[0], binary_105[1].astype(np.uint8) * 255, binary_105[2].astype(np.float32)]
+    np.testing.assert_array_equal(preprocess(mixed, SPEC), preprocess(binary_105[:3], SPEC))
+
+
+def test_other_pillow_filters_go_through_pillow():
+    x = np.random.default_rng(2).random((2, 50, 40)).astype(np.float32)
+    out = preprocess(x, default_spec((28, 28), "bilinear"))
+    expect = np.stack([np.asarray(Image.fromarray(im, mode="F").resize((28, 28), Image.BILINEAR))
+                       for im in x]).clip(0, 1)
+    np.testing.assert_allclose(out[:, 0], expect, rtol=0, atol=1e-6)
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    with pytest.raises(InputError, match=r"unknown resize filter 'cubic'; expected one of"):
+        preprocess(x, default_spec((28, 28), "cubic"))
+
+
+@pytest.mark.parametrize("bad,expected", [
+    (np.full((2, 28, 28), np.nan, np.float32), r"NaN or inf; expected finite values in \[0, 1\]"),
+    (np.where(np.eye(28, dtype=bool)[None], np.inf, 0.0), r"NaN or inf; expected finite"),
+    (np.full((1, 28, 28), 1.5), r"values in \[0, 1.5\]; expected float images scaled to \[0, 1\]"),
+    (np.full((1, 28, 28), -0.1, np.float32), r"values in \[-0.1, 0\]; expected float images scaled"),
+    (np.full((1, 28, 28), 200.0), r"expected float images scaled to \[0, 1\] \(or uint8 0..255, or bool\)"),
+])
+def test_bad_values(bad, expected):
+    with pytest.raises(InputError, match=expected):
+        preprocess(bad, SPEC)
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.int64, np.int32, np.uint16, object, np.str_])
+def test_bad_dtype_names_what_is_expected(dtype):
+    x = np.zeros((2, 28, 28), dtype=dtype)
+    with pytest.raises(InputError, match=r"dtype .*; expected bool, uint8 \(0..255\) or float in \[0, 1\]"):
+        preprocess(x, SPEC)
+
+
+@pytest.mark.parametrize("shape", [(28, 28), (784,), (2, 3, 28, 28), (1, 2, 1, 28, 28), ()])
+def test_wrong_ndim_array(shape):
+    with pytest.raises(InputError, match=r"have shape .*; expected \[N, H, W\] or \[N, 1, H, W\] single-channel"):
+        preprocess(np.zeros(shape, np.float32), SPEC, what="support images")
+
+
+def test_wrong_ndim_in_a_list():
+    with pytest.raises(InputError, match=r"images\[1\] has shape \(2, 28, 28\); expected a 2-D single-channel"):
+        preprocess([np.zeros((28, 28)), np.zeros((2, 28, 28))], SPEC)
+    with pytest.raises(InputError, match=r"images\[0\] has shape \(784,\); expected a 2-D"):
+        preprocess([np.zeros(784)], SPEC)
+
+
+@pytest.mark.parametrize("empty", [np.zeros((0, 28, 28), np.float32), np.zeros((0, 1, 28, 28), np.uint8), []])
+def test_empty_input(empty):
+    with pytest.raises(InputError, match="are empty; expected at least one image"):
+        preprocess(empty, SPEC)
+
+
+def test_empty_spatial_size():
+    with pytest.raises(InputError, match="empty spatial size"):
+        preprocess(np.zeros((2, 0, 5), np.float32), SPEC)
+
+
+def test_message_names_the_argument():
+    with pytest.raises(InputError, match=r"^query images contain NaN"):
+        preprocess(np.full((1, 4, 4), np.nan), SPEC, what="query images")
