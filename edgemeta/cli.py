@@ -158,6 +158,138 @@ def inspect(bundle: Path = typer.Argument(..., help="Bundle directory or .zip.")
         typer.echo(f"  {name:16s} {f['bytes']:>9,d} B  sha256 {f['sha256'][:16]}…")
 
 
+def _state_key(key_env: Optional[str]) -> Optional[bytes]:
+    """The state encryption key from an environment variable holding 64 hex digits."""
+    if not key_env:
+        return None
+    import os
+
+    val = os.environ.get(key_env)
+    if not val:
+        _fail(f"--key-env {key_env}: that environment variable is not set")
+    try:
+        key = bytes.fromhex(val)
+    except ValueError:
+        _fail(f"{key_env} must hold 64 hex digits (a 32-byte AES-256 key)")
+    if len(key) != 32:
+        _fail(f"{key_env} must hold 64 hex digits (a 32-byte AES-256 key), got {len(key)} bytes")
+    return key
+
+
+_KEY_HELP = "Environment variable holding a 64-hex-digit key: encrypt the state at rest (AES-256-GCM)."
+
+
+@app.command()
+def adapt(
+    bundle: Path = typer.Argument(..., help="Bundle directory or .zip."),
+    support: Path = typer.Option(..., help="Folder with one sub-folder of images per class (its name is the label)."),
+    state: Path = typer.Option(..., help="Private state file; created, or added to if it exists."),
+    ink: str = typer.Option("auto", help="high (bright strokes), low (dark strokes) or auto."),
+    key_env: Optional[str] = typer.Option(None, help=_KEY_HELP),
+) -> None:
+    """Learn (more of) the classes in SUPPORT on the device and save the private state."""
+    from edgemeta.contract.bundle import BundleError
+    from edgemeta.contract.preprocess import InputError
+    from edgemeta.data.files import list_class_folders, read_image_file, resolve_ink
+    from edgemeta.runtime.classifier import FewShotClassifier
+    from edgemeta.runtime.state import StateError
+
+    key = _state_key(key_env)
+    try:
+        classes = list_class_folders(support)
+        images = [read_image_file(f) for _, files in classes for f in files]
+        labels = [name for name, files in classes for _ in files]
+        clf = FewShotClassifier.load_or_new(bundle, state, key)
+        clf.ink = resolve_ink(images, ink)
+        clf.partial_fit(images, labels)
+        clf.save(state, key)
+    except (BundleError, InputError, StateError) as exc:
+        _fail(str(exc))
+    counts = clf.class_counts()
+    typer.echo(f"{state}: {len(counts)} classes " + ", ".join(f"{k} ({v})" for k, v in counts.items()))
+
+
+@app.command()
+def predict(
+    bundle: Path = typer.Argument(..., help="Bundle directory or .zip."),
+    images: list[Path] = typer.Argument(..., help="Image files to classify."),
+    state: Path = typer.Option(..., help="Private state file written by `edgemeta adapt`."),
+    unknown: bool = typer.Option(True, help="Answer 'unknown' below the bundle's calibrated threshold."),
+    key_env: Optional[str] = typer.Option(None, help=_KEY_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per image."),
+) -> None:
+    """Label and confidence for each image, from the saved state."""
+    from edgemeta.contract.bundle import BundleError
+    from edgemeta.contract.preprocess import InputError
+    from edgemeta.data.files import read_image_file
+    from edgemeta.runtime.classifier import FewShotClassifier, softmax
+    from edgemeta.runtime.state import StateError
+
+    key = _state_key(key_env)
+    try:
+        clf = FewShotClassifier.load(bundle, state, key)
+        raw = [read_image_file(p) for p in images]
+        logits = clf.decision_function(raw)
+        labels = clf.predict(raw, reject_unknown=unknown) if unknown and clf.threshold_for(1) is not None \
+            else clf.classes_[logits.argmax(1)]
+    except (BundleError, InputError, StateError, OSError) as exc:
+        _fail(str(exc))
+    proba = softmax(logits)
+    for path, label, p, lg in zip(images, labels, proba, logits):
+        label = label.item() if hasattr(label, "item") else label
+        if as_json:
+            typer.echo(json.dumps({"image": str(path), "label": label, "confidence": round(float(p.max()), 4),
+                                   "max_logit": round(float(lg.max()), 4)}))
+        else:
+            typer.echo(f"{path}\t{label}\t{p.max():.3f}")
+
+
+@app.command()
+def forget(
+    bundle: Path = typer.Argument(..., help="Bundle directory or .zip."),
+    label: str = typer.Argument(..., help="The class to remove, with every stored embedding of it."),
+    state: Path = typer.Option(..., help="Private state file."),
+    key_env: Optional[str] = typer.Option(None, help=_KEY_HELP),
+) -> None:
+    """Remove a class from the saved state (the user's right to be forgotten)."""
+    from edgemeta.contract.bundle import BundleError
+    from edgemeta.contract.preprocess import InputError
+    from edgemeta.runtime.classifier import FewShotClassifier
+    from edgemeta.runtime.state import StateError
+
+    key = _state_key(key_env)
+    try:
+        clf = FewShotClassifier.load(bundle, state, key)
+        known = clf.class_counts()
+        target = next((k for k in known if str(k) == label), label)
+        clf.forget(target)
+        clf.save(state, key)
+    except (BundleError, InputError, StateError) as exc:
+        _fail(str(exc))
+    typer.echo(f"forgot {label!r}; {state} now holds " + (", ".join(map(str, clf.class_counts())) or "no classes"))
+
+
+@app.command()
+def demo(
+    bundle: Optional[Path] = typer.Option(None, help="Bundle (default: the shipped models/omniglot-conv4-proto)."),
+    shots: int = typer.Option(5, help="Samples per digit the device learns from."),
+    draws: int = typer.Option(100, help="Random support draws averaged (95% CI over them)."),
+    figure: Optional[Path] = typer.Option(Path("edgemeta-demo.png"), help="PNG to write."),
+    no_figure: bool = typer.Option(False, "--no-figure", help="Skip the figure (no matplotlib needed)."),
+    omniglot: Optional[Path] = typer.Option(None, help="Omniglot folder (held-out characters for 'unknown')."),
+    as_json: bool = typer.Option(False, "--json", help="Also print the figures as one JSON object."),
+) -> None:
+    """Learn scikit-learn's handwritten digits from 5 samples each on the shipped bundle."""
+    from edgemeta.demo import DEFAULT_BUNDLE, run_demo
+
+    try:
+        res = run_demo(bundle or DEFAULT_BUNDLE, shots, draws, None if no_figure else figure, omniglot)
+    except (RuntimeError, ValueError) as exc:
+        _fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(res))
+
+
 def main() -> None:
     app()
 

@@ -59,14 +59,22 @@ def test_nearest_indices_rule():
 
 
 def test_value_mapping_by_dtype():
-    u8 = np.array([[[0, 51, 255]]], np.uint8)
-    np.testing.assert_allclose(preprocess(u8, default_spec((1, 3)))[0, 0], [[0.0, 0.2, 1.0]], rtol=1e-7)
-    b = np.array([[[True, False, True]]])
-    np.testing.assert_array_equal(preprocess(b, default_spec((1, 3)))[0, 0], [[1.0, 0.0, 1.0]])
-    f = np.array([[[0.0, 0.25, 1.0]]], np.float64)
-    np.testing.assert_array_equal(preprocess(f, default_spec((1, 3)))[0, 0], [[0.0, 0.25, 1.0]])
-    f16 = f.astype(np.float16)
-    np.testing.assert_array_equal(preprocess(f16, default_spec((1, 3)))[0, 0], [[0.0, 0.25, 1.0]])
+    def tile(row, dtype):                                   # a 4x4 image whose rows are all `row`
+        return np.tile(np.array(row, dtype), (1, 4, 1))
+
+    spec = default_spec((4, 4))
+    np.testing.assert_allclose(preprocess(tile([0, 51, 255, 0], np.uint8), spec)[0, 0, 0], [0.0, 0.2, 1.0, 0.0], rtol=1e-7)
+    np.testing.assert_array_equal(preprocess(tile([True, False, True, False], bool), spec)[0, 0, 0], [1.0, 0.0, 1.0, 0.0])
+    f = tile([0.0, 0.25, 1.0, 0.5], np.float64)
+    np.testing.assert_array_equal(preprocess(f, spec)[0, 0, 0], [0.0, 0.25, 1.0, 0.5])
+    np.testing.assert_array_equal(preprocess(f.astype(np.float16), spec)[0, 0, 0], [0.0, 0.25, 1.0, 0.5])
+
+
+def test_tiny_or_flattened_images_are_refused():
+    with pytest.raises(InputError, match=r"size 2x2; expected 2-D images at least 4x4"):
+        preprocess(np.zeros((1, 2, 2), np.float32), SPEC)
+    with pytest.raises(InputError, match=r"aspect ratio within 4:1 .*flattened"):
+        preprocess([np.zeros((1, 784), np.float32)], SPEC)
 
 
 def test_ink_low_inverts(binary_105):
@@ -146,7 +154,7 @@ def test_empty_input(empty):
 
 
 def test_empty_spatial_size():
-    with pytest.raises(InputError, match="empty spatial size"):
+    with pytest.raises(InputError, match="have size"):
         preprocess(np.zeros((2, 0, 5), np.float32), SPEC)
 
 

@@ -18,6 +18,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+MIN_SIDE = 4          # smaller images carry no usable strokes
+MAX_ASPECT = 4        # beyond this an "image" is almost always a flattened or mis-shaped array
 PILLOW_FILTERS = ("nearest", "box", "bilinear", "hamming", "bicubic", "lanczos")
 
 
@@ -109,8 +111,11 @@ def preprocess(images: np.ndarray | Iterable[np.ndarray], spec: Mapping[str, Any
         raise InputError(f"{what} are empty; expected at least one image")
     out = []
     for g in groups:
-        if min(g.shape[1:]) < 1:
-            raise InputError(f"{what} have an empty spatial size {g.shape[1:]}")
+        h, w = g.shape[1:]
+        if min(h, w) < MIN_SIDE or max(h, w) > MAX_ASPECT * min(h, w):
+            raise InputError(f"{what} have size {h}x{w}; expected 2-D images at least {MIN_SIDE}x{MIN_SIDE} with "
+                             f"an aspect ratio within {MAX_ASPECT}:1 (they are resized to {size[0]}x{size[1]}); "
+                             f"a flattened or transposed array looks like this")
         x = _to_unit_float(g, what)
         x = _resize_batch(np.ascontiguousarray(x), size, spec["resize"])
         out.append(x)

@@ -215,5 +215,9 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, val: ClassImages,
         res = evaluate_episodes(bundle, val, ways, shots, 15, metric_episodes, seed=29)
         manifest["validation"][f"{ways}w{shots}s"] = {k: res[k] for k in ("accuracy", "ci95", "episodes", "queries")}
     manifest["validation"]["split"] = "val (held-out meta-validation classes, never test)"
+    from edgemeta.openset import calibrate_bundle
+
+    if val.n_classes >= 4:
+        manifest["open_set"] = calibrate_bundle(bundle, val, episodes=max(20, metric_episodes // 2))
     write_bundle(Path(out_dir), manifest, graphs)
     return Bundle.load(out_dir).manifest
