@@ -42,11 +42,32 @@ def train(
     method_kwargs: Optional[str] = typer.Option(None, help='JSON, e.g. \'{"steps": 5}\' for metasgd.'),
     backbone_kwargs: Optional[str] = typer.Option(None, help='JSON, e.g. \'{"final_pool": false}\' for conv4.'),
     seed: int = typer.Option(0), device: str = typer.Option("auto", help="cpu, cuda or auto."),
+    amp: bool = typer.Option(False, help="bf16 autocast on CUDA (ignored on CPU)."),
+    resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint (its own config)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
-    """Meta-train a backbone and adaptation rule on episodes; keep the best-validation weights."""
+    """Meta-train a backbone and adaptation rule on episodes; keep the best-validation weights.
+
+    Several processes: `torchrun --nproc_per_node N -m edgemeta.cli train ...` (gloo on CPU, nccl on GPU).
+    """
     from edgemeta.data.sources import training_sets
+    from edgemeta.train.checkpoint import load_json
     from edgemeta.train.trainer import METHOD_DEFAULTS, TrainConfig, meta_train
+
+    if resume:
+        try:
+            record = load_json(out / "run.json")
+        except FileNotFoundError:
+            _fail(f"--resume: {out} has no run.json; start the run without --resume")
+        cfg = TrainConfig.from_json(record["config"])
+        try:
+            train_set, val_set, prov = training_sets(cfg.dataset, cfg.split, cfg.image_size, omniglot, val_fraction,
+                                                     cfg.seed)
+            rec = meta_train(cfg, train_set, val_set, out, provenance=prov, progress=progress, resume=True)
+        except (ValueError, FileNotFoundError) as exc:
+            _fail(str(exc))
+        typer.echo(f"resumed and finished: best val {rec['best']['val_acc']:.2f} -> {out}")
+        return
 
     if method not in METHOD_DEFAULTS:
         _fail(f"unknown method {method!r}; expected one of {sorted(METHOD_DEFAULTS)}")
@@ -62,7 +83,7 @@ def train(
                       pretrain_steps=pretrain_steps if pretrain_steps is not None else defaults.get("pretrain_steps", 0),
                       meta=meta, augment=augment, lr=lr, lr_halve_every=lr_halve_every, val_every=val_every,
                       val_episodes=val_episodes, val_ways=val_ways, val_shots=val_shots, patience=patience,
-                      seed=seed, device=device, method_kwargs=mk, backbone_kwargs=bk)
+                      seed=seed, device=device, amp=amp, method_kwargs=mk, backbone_kwargs=bk)
     try:
         train_set, val_set, prov = training_sets(data, split, cfg.image_size, omniglot, val_fraction, seed)
         rec = meta_train(cfg, train_set, val_set, out, provenance=prov, progress=progress)
@@ -79,6 +100,7 @@ def export(
     out: Path = typer.Argument(..., help="Bundle directory to write."),
     omniglot: Optional[Path] = typer.Option(None, help="Omniglot folder (for parity and validation episodes)."),
     zip_to: Optional[Path] = typer.Option(None, "--zip", help="Also pack the bundle into this .zip file."),
+    int8: bool = typer.Option(False, "--int8", help="Also write backbone.int8.onnx if it passes the accuracy gate."),
 ) -> None:
     """Export a run to a bundle; refuses if onnxruntime and torch disagree."""
     from edgemeta.contract.bundle import zip_bundle
@@ -89,13 +111,19 @@ def export(
     try:
         _, record = load_run(run)
         cfg = TrainConfig.from_json(record["config"])
-        _, val_set, _ = training_sets(cfg.dataset, cfg.split, cfg.image_size, omniglot, seed=cfg.seed)
-        manifest = export_bundle(run, out, val_set)
+        train_set, val_set, _ = training_sets(cfg.dataset, cfg.split, cfg.image_size, omniglot, seed=cfg.seed)
+        manifest = export_bundle(run, out, val_set, int8_calibration=train_set if int8 else None)
     except (ExportError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     if zip_to:
         zip_bundle(out, zip_to)
     v = manifest["validation"]
+    gate = manifest.get("precision", {}).get("int8")
+    if gate is not None:
+        verdict = "kept" if gate["passed"] else "REFUSED (not written)"
+        typer.echo(f"int8 backbone {verdict}: val 5w1s fp32 {gate['fp32_accuracy']:.2f} vs int8 "
+                   f"{gate['int8_accuracy']:.2f} (drop {gate['drop']:.2f}, limit {gate['max_drop']})",
+                   err=not gate["passed"])
     typer.echo(f"wrote {out}: val 5w1s {v['5w1s']['accuracy']:.2f} ± {v['5w1s']['ci95']:.2f}, "
                f"parity max |Δembedding| {max(manifest['parity']['embedding_max_abs_random'], manifest['parity']['embedding_max_abs_episodes']):.2g}")
 
@@ -109,6 +137,7 @@ def evaluate(
     omniglot: Optional[Path] = typer.Option(None, help="Omniglot folder."),
     split: Optional[str] = typer.Option(None, help="Omniglot protocol; default: the bundle's own."),
     threads: int = typer.Option(1, help="onnxruntime intra-op threads."),
+    precision: str = typer.Option("auto", help="auto (int8 if the bundle has it), fp32 or int8."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Episodic accuracy through the device runtime on classes never seen in meta-training."""
@@ -118,7 +147,7 @@ def evaluate(
     from edgemeta.runtime.loaded_bundle import Bundle
 
     try:
-        b = Bundle.load(bundle, threads=threads)
+        b = Bundle.load(bundle, threads=threads, precision=precision)
         test, name = evaluation_set(b.manifest["provenance"], b.preprocess_spec, data, omniglot, split)
         res = evaluate_episodes(b, test, ways, shots, queries, episodes, seed)
     except (BundleError, ValueError, FileNotFoundError) as exc:
@@ -156,6 +185,24 @@ def inspect(bundle: Path = typer.Argument(..., help="Bundle directory or .zip.")
             typer.echo(f"  val {k:6s} {v['accuracy']:.2f} ± {v['ci95']:.2f} ({v['episodes']} episodes)")
     for name, f in m["files"].items():
         typer.echo(f"  {name:16s} {f['bytes']:>9,d} B  sha256 {f['sha256'][:16]}…")
+
+
+@app.command()
+def bench(
+    bundle: Path = typer.Argument(..., help="Bundle directory or .zip."),
+    threads: int = typer.Option(1, help="onnxruntime intra-op threads."),
+    repeats: int = typer.Option(50, help="Timed runs per figure (after warm-up); the median is reported."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Device latency and memory on this machine: cold start, embed, adapt, predict."""
+    from edgemeta.bench import format_bench, run_bench
+    from edgemeta.contract.bundle import BundleError
+
+    try:
+        res = run_bench(str(bundle), threads, repeats)
+    except BundleError as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps(res) if as_json else format_bench(res))
 
 
 def _state_key(key_env: Optional[str]) -> Optional[bytes]:

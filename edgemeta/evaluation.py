@@ -15,7 +15,7 @@ from edgemeta.runtime.loaded_bundle import Bundle
 
 
 def evaluate_episodes(bundle: Bundle, data: ClassImages, ways: int, shots: int, queries: int,
-                      episodes: int, seed: int = 0, precision: str = "fp32") -> dict[str, Any]:
+                      episodes: int, seed: int = 0) -> dict[str, Any]:
     """Mean accuracy (%) ± 95% CI over ``episodes`` N-way K-shot episodes of ``data``'s classes.
 
     Each episode goes through :class:`FewShotClassifier` (``fit`` then ``predict``) with the class
@@ -32,6 +32,6 @@ def evaluate_episodes(bundle: Bundle, data: ClassImages, ways: int, shots: int, 
         clf.fit(ep.support_x, labels[ep.support_y])
         accs[e] = (clf.predict(ep.query_x) == labels[ep.query_y]).mean() * 100.0
     acc, ci = mean_ci95(accs)
-    return {"ways": ways, "shots": shots, "queries": queries, "episodes": episodes, "precision": precision,
+    return {"ways": ways, "shots": shots, "queries": queries, "episodes": episodes, "precision": bundle.precision,
             "accuracy": round(acc, 3), "ci95": round(ci, 3), "seed": seed, "classes": data.n_classes,
             "seconds": round(time.perf_counter() - t0, 2)}

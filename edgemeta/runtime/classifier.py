@@ -79,8 +79,8 @@ class FewShotClassifier:
     """
 
     def __init__(self, bundle: Bundle | str | os.PathLike, ink: str = "high", threads: int = 1,
-                 unknown_label: Any = "unknown", unknown_threshold: float | None = None):
-        self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle, threads=threads)
+                 unknown_label: Any = "unknown", unknown_threshold: float | None = None, precision: str = "auto"):
+        self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle, threads=threads, precision=precision)
         self.ink = ink
         self.unknown_label = unknown_label
         self.unknown_threshold = unknown_threshold

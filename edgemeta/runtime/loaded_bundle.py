@@ -15,12 +15,24 @@ from edgemeta.contract.preprocess import preprocess
 EMBED_CHUNK = 256
 
 
-def make_session(model: bytes, threads: int = 1) -> ort.InferenceSession:
-    """A CPU session; ``threads`` intra-op threads (1 gives predictable latency on a device)."""
+OPTIMIZATION_LEVELS = {"none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+                       "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                       "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                       "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+PRECISIONS = ("auto", "fp32", "int8")
+
+
+def make_session(model: bytes, threads: int = 1, optimization: str = "all") -> ort.InferenceSession:
+    """A CPU session; ``threads`` intra-op threads (1 gives predictable latency on a device),
+    ``optimization``: onnxruntime graph optimisation level (none, basic, extended, all)."""
+    if optimization not in OPTIMIZATION_LEVELS:
+        raise ValueError(f"optimization must be one of {sorted(OPTIMIZATION_LEVELS)}, got {optimization!r}")
+    if int(threads) < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
     so = ort.SessionOptions()
     so.intra_op_num_threads = int(threads)
     so.inter_op_num_threads = 1
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.graph_optimization_level = OPTIMIZATION_LEVELS[optimization]
     return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
 
 
@@ -31,7 +43,8 @@ class Bundle:
     and the sessions are built from the verified bytes (nothing is re-read from disk).
     """
 
-    def __init__(self, manifest: dict[str, Any], files: dict[str, bytes], source: str, threads: int = 1):
+    def __init__(self, manifest: dict[str, Any], files: dict[str, bytes], source: str, threads: int = 1,
+                 precision: str = "auto", optimization: str = "all"):
         self.manifest = manifest
         self.source = source
         self.method: str = manifest["method"]
@@ -41,16 +54,28 @@ class Bundle:
         self.input_shape: list[Any] = manifest["input"]["shape"]
         self.identity: str = manifest["integrity"]["manifest_sha256"]
         g = manifest["graphs"]
-        self._backbone = make_session(files[g["backbone"]], threads)
-        self._adapt = make_session(files[g["adapt"]], threads)
-        self._classify = make_session(files[g["classify"]], threads)
+        has_int8 = g.get("backbone_int8") in files
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if precision == "int8" and not has_int8:
+            raise BundleError(f"{source} has no int8 backbone; export it with `edgemeta export --int8` or use fp32")
+        self.precision = "int8" if precision == "int8" or (precision == "auto" and has_int8) else "fp32"
+        self.threads = int(threads)
+        backbone = g["backbone_int8"] if self.precision == "int8" else g["backbone"]
+        self._backbone = make_session(files[backbone], threads, optimization)
+        self._adapt = make_session(files[g["adapt"]], threads, optimization)
+        self._classify = make_session(files[g["classify"]], threads, optimization)
         self._check_io()
 
     @classmethod
-    def load(cls, path: str | os.PathLike, threads: int = 1) -> "Bundle":
-        """Read, verify and open a bundle directory or ``.zip``; raises :class:`BundleError` on mismatch."""
+    def load(cls, path: str | os.PathLike, threads: int = 1, precision: str = "auto",
+             optimization: str = "all") -> "Bundle":
+        """Read, verify and open a bundle directory or ``.zip``; raises :class:`BundleError` on mismatch.
+
+        ``precision``: ``auto`` (int8 backbone when the bundle has one, else fp32), ``fp32`` or ``int8``.
+        """
         manifest, files = read_bundle(path)
-        return cls(manifest, files, str(Path(path)), threads)
+        return cls(manifest, files, str(Path(path)), threads, precision, optimization)
 
     def _check_io(self) -> None:
         names = lambda s, kind: [x.name for x in getattr(s, f"get_{kind}")()]  # noqa: E731
@@ -98,4 +123,5 @@ class Bundle:
         return self._classify.run(["logits"], {"embeddings": embeddings, **params})[0]
 
     def __repr__(self) -> str:
-        return f"Bundle({self.source!r}, method={self.method!r}, embedding_dim={self.embedding_dim})"
+        return (f"Bundle({self.source!r}, method={self.method!r}, embedding_dim={self.embedding_dim}, "
+                f"precision={self.precision!r})")

@@ -165,10 +165,13 @@ def load_run(run_dir: str | Path) -> tuple[FewShotModel, dict[str, Any]]:
 
 
 def export_bundle(run_dir: str | Path, out_dir: str | Path, val: ClassImages,
-                  parity_episodes: int = 20, metric_episodes: int = 600) -> dict[str, Any]:
+                  parity_episodes: int = 20, metric_episodes: int = 600,
+                  int8_calibration: ClassImages | None = None) -> dict[str, Any]:
     """Export ``run_dir``'s best model to ``out_dir`` after parity checks on ``val`` episodes.
 
-    ``val``: held-out validation classes (never the test classes). Returns the manifest.
+    ``val``: held-out validation classes (never the test classes). ``int8_calibration``: meta-training
+    classes to calibrate an int8 backbone on; it is kept only if it passes the accuracy gate.
+    Returns the manifest.
     """
     model, record = load_run(run_dir)
     cfg = TrainConfig.from_json(record["config"])
@@ -215,9 +218,25 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, val: ClassImages,
         res = evaluate_episodes(bundle, val, ways, shots, 15, metric_episodes, seed=29)
         manifest["validation"][f"{ways}w{shots}s"] = {k: res[k] for k in ("accuracy", "ci95", "episodes", "queries")}
     manifest["validation"]["split"] = "val (held-out meta-validation classes, never test)"
+    files = dict(graphs)
+    if int8_calibration is not None:
+        from edgemeta.train.quantize import int8_gate, quantize_backbone
+
+        files["backbone.int8.onnx"] = quantize_backbone(graphs["backbone.onnx"], int8_calibration)
+        manifest["graphs"]["backbone_int8"] = "backbone.int8.onnx"
+        write_bundle(Path(out_dir), manifest, files)
+        acc = {p: evaluate_episodes(Bundle.load(out_dir, precision=p), val, 5, 1, 15, metric_episodes, seed=53)
+               for p in ("fp32", "int8")}
+        gate = int8_gate(acc["fp32"], acc["int8"])
+        gate["calibration"] = f"{min(1024, len(int8_calibration.images))} meta-training images, min-max, QDQ, " \
+                              f"per-channel int8 weights, uint8 activations"
+        manifest["precision"] = {"default": "int8" if gate["passed"] else "fp32", "int8": gate}
+        if not gate["passed"]:
+            del files["backbone.int8.onnx"], manifest["graphs"]["backbone_int8"]
     from edgemeta.openset import calibrate_bundle
 
-    if val.n_classes >= 4:
-        manifest["open_set"] = calibrate_bundle(bundle, val, episodes=max(20, metric_episodes // 2))
-    write_bundle(Path(out_dir), manifest, graphs)
+    if val.n_classes >= 4:   # calibrated at the precision the runtime will use by default
+        write_bundle(Path(out_dir), manifest, files)
+        manifest["open_set"] = calibrate_bundle(Bundle.load(out_dir), val, episodes=max(20, metric_episodes // 2))
+    write_bundle(Path(out_dir), manifest, files)
     return Bundle.load(out_dir).manifest

@@ -8,6 +8,7 @@ the best validation so far), both written atomically after every validation.
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -24,8 +25,11 @@ from edgemeta.data.classes import ClassImages
 from edgemeta.data.episodes import EpisodeSampler
 from edgemeta.metrics import mean_ci95
 from edgemeta.train.augment import random_affine
-from edgemeta.train.checkpoint import save_json, save_weights
+from edgemeta.train.checkpoint import load_json, save_json, save_weights
+from edgemeta.train.distributed import (Dist, average_buffers, average_gradients, barrier, broadcast_flag,
+                                        init_from_env)
 from edgemeta.train.model import FewShotModel
+from edgemeta.train.resume import has_checkpoint, load_checkpoint, save_checkpoint
 
 # Per-method defaults a user gets without flags (``edgemeta train --method M``).
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -59,6 +63,7 @@ class TrainConfig:
     pretrain_steps: int = 0            # many-class classification steps before episodes
     pretrain_batch: int = 256
     augment: bool = False
+    amp: bool = False                  # bf16 autocast on CUDA
     val_every: int = 1_000             # episodes (or pre-training steps)
     val_episodes: int = 400
     val_ways: int = 5
@@ -118,24 +123,31 @@ def validate(model: FewShotModel, data: ClassImages, ways: int, shots: int, quer
 
 
 class _Run:
-    """Shared bookkeeping of a run: progress, validation, best checkpoint, early stopping."""
+    """Shared bookkeeping of a run: progress, validation, best checkpoint, resume checkpoints,
+    early stopping. Only rank 0 validates, logs and writes; every rank follows its decisions."""
 
     def __init__(self, cfg: TrainConfig, model: FewShotModel, val: ClassImages, out: Path, device: torch.device,
-                 record: dict[str, Any], progress: bool, log: Callable[[str], None]):
+                 record: dict[str, Any], progress: bool, log: Callable[[str], None], d: Dist,
+                 gen: torch.Generator, stop_after: int | None):
         self.cfg, self.model, self.val, self.out, self.device = cfg, model, val, out, device
-        self.record, self.progress, self.log = record, progress, log
+        self.record, self.progress, self.log, self.d, self.gen = record, progress, log, d, gen
+        self.stop_after = stop_after
         self.best_acc = -1.0
-        self.t0 = time.perf_counter()
+        self.interrupted = False
+        self.t0 = time.perf_counter() - float(record.get("train_seconds", 0.0))
 
-    def phase(self, name: str, total: int, step: Callable[[int], tuple[float, float, int]], unit: str) -> None:
-        """Call ``step(done) -> (loss, acc, advanced)`` until ``total``; validate every ``val_every``."""
+    def phase(self, name: str, total: int, step: Callable[[int], tuple[float, float, int]], unit: str,
+              modules: dict[str, nn.Module], opt: torch.optim.Optimizer, sched: Any,
+              start: int = 0, bad: int = 0) -> None:
+        """Call ``step(done) -> (loss, acc, advanced)`` from ``start`` to ``total``; validate and
+        checkpoint every ``val_every``."""
         cfg = self.cfg
         bar = None
-        if self.progress and total > 0:
+        if self.progress and total > 0 and self.d.main:
             from tqdm import tqdm
 
-            bar = tqdm(total=total, unit=unit, desc=name, dynamic_ncols=True, file=sys.stderr)
-        done, bad, run_loss, run_acc = 0, 0, None, None
+            bar = tqdm(total=total, initial=start, unit=unit, desc=name, dynamic_ncols=True, file=sys.stderr)
+        done, run_loss, run_acc = start, None, None
         while done < total:
             loss, acc, adv = step(done)
             done += adv
@@ -145,10 +157,23 @@ class _Run:
                 bar.update(adv)
                 bar.set_postfix(loss=f"{run_loss:.3f}", acc=f"{run_acc:.1f}", best=f"{self.best_acc:.2f}")
             if done % cfg.val_every < adv or done >= total:
-                improved = self.validate(name, done, run_loss, run_acc)
-                bad = 0 if improved else bad + 1
-                if bad >= cfg.patience:
-                    self.record["stopped"] = f"{name}: no val improvement in {cfg.patience} validations"
+                average_buffers(self.model, self.d)
+                stop = False
+                if self.d.main:
+                    improved = self.validate(name, done, run_loss, run_acc)
+                    bad = 0 if improved else bad + 1
+                    stop = bad >= cfg.patience
+                    if stop:
+                        self.record["stopped"] = f"{name}: no val improvement in {cfg.patience} validations"
+                    position = {"phase": name, "done": done, "bad": bad, "best_acc": self.best_acc,
+                                "finished": stop or done >= total}
+                    save_checkpoint(self.out, modules, opt, sched, self.gen, position)
+                    save_json(self.out / "run.json", self.record)
+                if broadcast_flag(stop, self.d, self.device):
+                    break
+                if self.stop_after is not None and done >= self.stop_after:
+                    self.interrupted = True
+                    self.record["stopped"] = f"interrupted at {name} {done} (stop_after)"
                     break
         if bar is not None:
             bar.close()
@@ -171,82 +196,124 @@ class _Run:
         self.record["train_seconds"] = elapsed
         self.log(f"{phase} {done}: val {cfg.val_ways}w{cfg.val_shots}s {acc:.2f} ± {ci:.2f} "
                  f"(best {self.best_acc:.2f}) loss {loss if loss is not None else float('nan'):.3f} [{elapsed:.0f}s]")
-        save_json(self.out / "run.json", self.record)
         return improved
 
 
 def meta_train(cfg: TrainConfig, train: ClassImages, val: ClassImages, out_dir: str | Path,
                provenance: dict[str, Any] | None = None, progress: bool = True,
-               log: Callable[[str], None] | None = None) -> dict[str, Any]:
+               log: Callable[[str], None] | None = None, resume: bool = False,
+               stop_after: int | None = None) -> dict[str, Any]:
     """Train ``cfg.method`` on ``train``; keep the weights best on ``val`` episodes.
 
     Phases: ``pretrain`` (``cfg.pretrain_steps`` batches of many-class classification over all
     training classes, the transfer-learning recipe) then ``meta`` (``cfg.max_episodes`` episodes,
-    gradient or Reptile meta-updates). Returns the run record (also ``out_dir/run.json``).
+    gradient or Reptile meta-updates). ``resume``: continue from ``out_dir``'s last checkpoint.
+    Under ``torchrun`` each rank runs ``episodes_per_step`` episodes per step and gradients are
+    averaged. ``stop_after``: stop at the first checkpoint at or after this step (tests use it to
+    interrupt a run). Returns the run record (also ``out_dir/run.json``).
     """
     log = log or (lambda s: print(s, file=sys.stderr))
     if cfg.meta not in ("gradient", "reptile"):
         raise ValueError(f"meta must be 'gradient' or 'reptile', got {cfg.meta!r}")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     device = pick_device(cfg.device)
+    d = init_from_env(device.type)
+    if d.enabled and device.type == "cuda":
+        device = torch.device("cuda", d.local_rank)
+        torch.cuda.set_device(device)
+    if d.enabled and cfg.meta == "reptile":
+        raise ValueError("Reptile is single-process here; run it without torchrun")
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     gen = torch.Generator(device=device)
-    gen.manual_seed(cfg.seed)
+    gen.manual_seed(cfg.seed + 7919 * d.rank)
+    amp = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda")
     model = FewShotModel(cfg.backbone, cfg.method, cfg.image_size, cfg.backbone_kwargs, cfg.method_kwargs).to(device)
     images = torch.from_numpy(train.images).to(device)
     aug = (lambda x: random_affine(x, gen)) if cfg.augment else (lambda x: x)
-    record: dict[str, Any] = {
-        "config": cfg.to_json(), "provenance": provenance or {}, "code_version": __version__,
-        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-        "history": [], "best": None, "episodes": 0, "train_seconds": 0.0, "stopped": "running (or killed)"}
-    run = _Run(cfg, model, val, out, device, record, progress, log)
+    position: dict[str, Any] = {"phase": None}
+    if resume:
+        if not has_checkpoint(out):
+            raise ValueError(f"{out} has no checkpoint to resume from (expected last.json + last.npz)")
+        record = load_json(out / "run.json")
+        if TrainConfig.from_json(record["config"]) != cfg:
+            raise ValueError(f"{out} was started with another configuration; resume it with `edgemeta train "
+                             f"--resume {out}` alone")
+        position = json.loads((out / "last.json").read_text())["position"]
+    else:
+        record = {"config": cfg.to_json(), "provenance": provenance or {}, "code_version": __version__,
+                  "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+                  "world_size": d.world, "history": [], "best": None, "episodes": 0, "train_seconds": 0.0,
+                  "stopped": "running (or killed)"}
+    run = _Run(cfg, model, val, out, device, record, progress, log, d, gen, stop_after)
+    if resume:
+        run.best_acc = float(position["best_acc"])
+        record["stopped"] = "running (or killed)"
     model.train()
+    params = list(model.parameters())
 
-    if cfg.pretrain_steps > 0:
+    if cfg.pretrain_steps > 0 and position["phase"] != "meta":
         labels = torch.from_numpy(train.labels()).to(device)
         head = nn.Linear(model.embedding_dim, train.n_classes).to(device)
         opt = torch.optim.Adam([*model.backbone.parameters(), *head.parameters()], lr=cfg.lr)
         sched = torch.optim.lr_scheduler.StepLR(opt, max(1, cfg.lr_halve_every), 0.5)
+        modules = {"model": model, "pretrain_head": head}
+        start, bad = 0, 0
+        if position["phase"] == "pretrain":
+            load_checkpoint(out, modules, opt, sched, gen)
+            start, bad = (cfg.pretrain_steps, 0) if position["finished"] else (position["done"], position["bad"])
+        pre_params = [*model.backbone.parameters(), *head.parameters()]
 
         def pre_step(done: int) -> tuple[float, float, int]:
             rows = torch.randint(0, len(images), (cfg.pretrain_batch,), generator=gen, device=device)
-            logits = head(model.backbone(aug(images[rows])))
-            loss = F.cross_entropy(logits, labels[rows])
+            with amp:
+                logits = head(model.backbone(aug(images[rows])))
+                loss = F.cross_entropy(logits.float(), labels[rows])
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            average_gradients(pre_params, d)
             opt.step()
             sched.step()
             return loss.item(), (logits.argmax(1) == labels[rows]).float().mean().item() * 100, 1
 
-        run.phase("pretrain", cfg.pretrain_steps, pre_step, "step")
+        run.phase("pretrain", cfg.pretrain_steps, pre_step, "step", modules, opt, sched, start, bad)
+        position = {"phase": "pretrain-done"}
 
-    if cfg.max_episodes > 0:
+    if cfg.max_episodes > 0 and not run.interrupted:
         sampler = EpisodeSampler(train, cfg.ways, cfg.shots, cfg.queries, cfg.seed)
         B, n_s = cfg.episodes_per_step, cfg.ways * cfg.shots
         yq = torch.from_numpy(sampler.labels()[1]).to(device)
         onehot = F.one_hot(torch.arange(cfg.ways, device=device).repeat_interleave(cfg.shots), cfg.ways).float()
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-        sched = torch.optim.lr_scheduler.StepLR(opt, max(1, cfg.lr_halve_every // B), 0.5)
+        sched = torch.optim.lr_scheduler.StepLR(opt, max(1, cfg.lr_halve_every // (B * d.world)), 0.5)
+        modules = {"model": model}
+        start, bad = 0, 0
+        if position["phase"] == "meta":
+            load_checkpoint(out, modules, opt, sched, gen)
+            start, bad = (cfg.max_episodes, 0) if position["finished"] else (position["done"], position["bad"])
 
         def episode_loss(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            z = model.backbone(aug(x))
-            logits = model.method.episode_logits(z[:n_s], onehot, z[n_s:])
+            """Cross-entropy of one episode ``x [ways*(shots+queries), C, H, W]`` (support first)."""
+            with amp:
+                z = model.backbone(aug(x))
+                logits = model.method.episode_logits(z[:n_s].float(), onehot, z[n_s:].float())
             return F.cross_entropy(logits, yq), logits
 
         def meta_step(done: int) -> tuple[float, float, int]:
-            rows = torch.from_numpy(sampler.batch_indices(done, B)).to(device)     # [B, n]
-            z = model.backbone(aug(images[rows.reshape(-1)])).reshape(B, rows.shape[1], -1)
-            logits = torch.cat([model.method.episode_logits(z[b, :n_s], onehot, z[b, n_s:]) for b in range(B)])
-            target = yq.repeat(B)
-            loss = F.cross_entropy(logits, target)
+            # this rank's episodes: done + rank*B ... (+B); every rank together covers B*world episodes
+            rows = torch.from_numpy(sampler.batch_indices(done + d.rank * B, B)).to(device)     # [B, n]
+            losses, logits = zip(*(episode_loss(images[rows[b]]) for b in range(B)))   # BatchNorm per episode
+            loss = torch.stack(losses).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            average_gradients(params, d)
             opt.step()
             sched.step()
-            return loss.item(), (logits.argmax(1) == target).float().mean().item() * 100, B
+            acc = torch.cat([(lg.argmax(1) == yq).float() for lg in logits]).mean().item() * 100
+            return loss.item(), acc, B * d.world
 
         def reptile_step(done: int) -> tuple[float, float, int]:
             """Reptile (Nichol et al. 2018): move the weights toward the average task-adapted weights."""
@@ -272,10 +339,13 @@ def meta_train(cfg: TrainConfig, train: ClassImages, val: ClassImages, out_dir: 
             model.load_state_dict({k: theta[k] + eps * delta[k] / B if k in delta else theta[k] for k in theta})
             return float(np.mean(losses)), float(np.mean(accs)), B
 
-        run.phase("meta", cfg.max_episodes, reptile_step if cfg.meta == "reptile" else meta_step, "ep")
+        run.phase("meta", cfg.max_episodes, reptile_step if cfg.meta == "reptile" else meta_step, "ep",
+                  modules, opt, sched, start, bad)
         record["episodes"] = record["phases"]["meta"]
-    record["train_seconds"] = round(time.perf_counter() - run.t0, 2)
-    if record["stopped"].startswith("running"):
-        record["stopped"] = "completed all steps"
-    save_json(out / "run.json", record)
+    barrier(d)
+    if d.main:
+        record["train_seconds"] = round(time.perf_counter() - run.t0, 2)
+        if record["stopped"].startswith("running"):
+            record["stopped"] = "completed all steps"
+        save_json(out / "run.json", record)
     return record
