@@ -128,7 +128,8 @@ def write_bundle(directory: str | os.PathLike, manifest: dict[str, Any],
     """Write ``files`` plus a completed manifest (checksums, integrity) to ``directory`` atomically.
 
     The bundle is assembled in a sibling temporary directory and renamed into place, so a
-    reader sees either the previous bundle or the complete new one.
+    reader sees either the previous bundle or the complete new one. Files of the old directory
+    that are not part of a bundle (a model card, say) are carried over.
     """
     directory = Path(directory)
     manifest = dict(manifest)
@@ -145,6 +146,15 @@ def write_bundle(directory: str | os.PathLike, manifest: dict[str, Any],
             (tmp / name).write_bytes(data)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         verify(_read_raw(tmp), source=str(tmp))
+        if directory.is_dir():
+            old_listed: set[str] = set()
+            try:
+                old_listed = set(json.loads((directory / MANIFEST).read_text()).get("files", {}))
+            except (OSError, ValueError, AttributeError):
+                pass
+            for p in directory.iterdir():
+                if p.is_file() and p.name not in files and p.name != MANIFEST and p.name not in old_listed:
+                    shutil.copy2(p, tmp / p.name)
         if directory.exists():
             old = directory.with_name(f".{directory.name}.old")
             shutil.rmtree(old, ignore_errors=True)

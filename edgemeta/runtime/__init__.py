@@ -3,6 +3,7 @@
 from edgemeta.contract.bundle import BundleError
 from edgemeta.contract.preprocess import InputError
 from edgemeta.runtime.classifier import FewShotClassifier
+from edgemeta.runtime.ensemble import HeadEnsemble
 from edgemeta.runtime.loaded_bundle import Bundle
 
-__all__ = ["Bundle", "BundleError", "FewShotClassifier", "InputError"]
+__all__ = ["Bundle", "BundleError", "FewShotClassifier", "HeadEnsemble", "InputError"]

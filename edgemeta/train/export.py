@@ -151,29 +151,40 @@ def check_parity(model: FewShotModel, graphs: dict[str, bytes], episodes: list[t
     return report
 
 
-def load_run(run_dir: str | Path) -> tuple[FewShotModel, dict[str, Any]]:
-    """The best-validation model of a run directory, in eval mode on the CPU."""
+def load_run(run_dir: str | Path, method: str | None = None) -> tuple[FewShotModel, dict[str, Any]]:
+    """The best-validation model of a run directory, in eval mode on the CPU.
+
+    ``method``: put another adaptation rule (with its default settings) on the run's backbone, e.g.
+    to ship several heads over one backbone for :class:`edgemeta.runtime.HeadEnsemble`.
+    """
     run_dir = Path(run_dir)
     if not (run_dir / "run.json").is_file() or not (run_dir / "best.npz").is_file():
         raise FileNotFoundError(f"{run_dir} is not a finished run (expected run.json and best.npz from "
                                 f"`edgemeta train`)")
     record = load_json(run_dir / "run.json")
     cfg = TrainConfig.from_json(record["config"])
-    model = FewShotModel(cfg.backbone, cfg.method, cfg.image_size, cfg.backbone_kwargs, cfg.method_kwargs)
-    model.load_state_dict(load_weights(run_dir / "best.npz"))
+    weights = load_weights(run_dir / "best.npz")
+    if method is None or method == cfg.method:
+        model = FewShotModel(cfg.backbone, cfg.method, cfg.image_size, cfg.backbone_kwargs, cfg.method_kwargs)
+        model.load_state_dict(weights)
+    else:
+        model = FewShotModel(cfg.backbone, method, cfg.image_size, cfg.backbone_kwargs)
+        model.backbone.load_state_dict({k[len("backbone."):]: v for k, v in weights.items() if k.startswith("backbone.")})
+        record = {**record, "config": {**record["config"], "method": method, "method_kwargs": {}},
+                  "head_from": f"{cfg.method} run, {method} head with default settings"}
     return model.eval(), record
 
 
 def export_bundle(run_dir: str | Path, out_dir: str | Path, val: ClassImages,
                   parity_episodes: int = 20, metric_episodes: int = 600,
-                  int8_calibration: ClassImages | None = None) -> dict[str, Any]:
+                  int8_calibration: ClassImages | None = None, method: str | None = None) -> dict[str, Any]:
     """Export ``run_dir``'s best model to ``out_dir`` after parity checks on ``val`` episodes.
 
     ``val``: held-out validation classes (never the test classes). ``int8_calibration``: meta-training
     classes to calibrate an int8 backbone on; it is kept only if it passes the accuracy gate.
     Returns the manifest.
     """
-    model, record = load_run(run_dir)
+    model, record = load_run(run_dir, method)
     cfg = TrainConfig.from_json(record["config"])
     image_shape = (1, *cfg.image_size)
     graphs = graphs_from_model(model, image_shape)
