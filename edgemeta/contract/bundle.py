@@ -82,7 +82,7 @@ def verify(files: Mapping[str, bytes], source: str = "bundle") -> dict[str, Any]
         raise BundleError(f"{source}: format is {manifest.get('format') if isinstance(manifest, dict) else None!r}, "
                           f"expected {FORMAT_NAME!r}")
     version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
+    if not (type(version) is int and version == FORMAT_VERSION):     # the integer 1: not 1.0, not true
         raise BundleError(
             f"{source}: bundle format version {version!r} is not supported by this edgemeta "
             f"(it reads version {FORMAT_VERSION}); re-export the bundle with this edgemeta version")

@@ -1,0 +1,854 @@
+'use strict';
+/**
+ * edgemeta for Node.js: load, verify and personalise an edgemeta bundle with onnxruntime-node.
+ *
+ * A second, independent reader of the bundle contract (docs/bundle-format.md), written from the spec
+ * and checked against the Python runtime (edgemeta/runtime/) by test/parity.test.js. No Python, no
+ * build step: plain CommonJS over `onnxruntime-node`.
+ *
+ *   const { FewShotClassifier } = require('./edgemeta');
+ *   const clf = await FewShotClassifier.load('models/omniglot-conv4-proto');   // verifies everything
+ *   await clf.fit(supportImages, ['alpha', 'alpha', 'beta', 'beta', 'gamma']);
+ *   await clf.predict(queryImages);          // -> ['beta', ...]
+ *   await clf.predictProba(queryImages);     // -> [[p0, p1, p2], ...], columns in clf.classes order
+ *
+ * Images are raw single-channel pictures, one object each: `{ data, height, width }` with `data` in
+ * row-major order (`data[r * width + c]`, `height * width` values):
+ *   - Uint8Array / Uint8ClampedArray: uint8 0..255 (divided by 255);
+ *   - Float32Array / Float64Array / Array of numbers: floats already in [0, 1];
+ *   - Array of booleans, or any of the above with `dtype: 'bool'`: true / nonzero = ink = 1.
+ * An explicit `dtype` ('bool' | 'uint8' | 'float32' | 'float64') overrides the guess from `data`.
+ * Any size: images are resized to the manifest's `preprocess.size` (only the `nearest` filter is
+ * implemented here). Strokes are expected bright (`ink: 'high'`); pass `{ ink: 'low' }` to the
+ * classifier for dark ink on white paper.
+ *
+ * Labels are all strings or all integers; `classes` is sorted like numpy.unique (strings by code
+ * point, numbers numerically) and gives the column order of the probabilities.
+ */
+
+const crypto = require('crypto');
+const fs = require('fs');
+const path = require('path');
+const zlib = require('zlib');
+const ort = require('onnxruntime-node');
+
+const FORMAT_NAME = 'edgemeta-bundle';
+const FORMAT_VERSION = 1;
+const MANIFEST = 'manifest.json';
+const GRAPH_FILES = { backbone: 'backbone.onnx', adapt: 'adapt.onnx', classify: 'classify.onnx' };
+const REQUIRED_KEYS = ['format', 'format_version', 'method', 'input', 'preprocess', 'embedding',
+  'head', 'graphs', 'files', 'provenance', 'validation', 'integrity'];
+const PILLOW_FILTERS = ['nearest', 'box', 'bilinear', 'hamming', 'bicubic', 'lanczos'];
+const EMBED_CHUNK = 256;
+const MIN_SIDE = 4; // smaller images carry no usable strokes
+const MAX_ASPECT = 4; // beyond this an "image" is almost always a flattened or mis-shaped array
+
+/** A bundle is missing, malformed, of another format version, or altered. */
+class BundleError extends Error {
+  constructor(message) { super(message); this.name = 'BundleError'; }
+}
+
+/** Images or labels are not what the bundle expects; the message says what was. */
+class InputError extends Error {
+  constructor(message) { super(message); this.name = 'InputError'; }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Canonical JSON, byte for byte what Python's
+//   json.dumps(json.loads(text) minus "integrity", sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+// writes. JSON.parse/JSON.stringify cannot do this: they lose the int/float distinction ("1.0" and
+// "1" are different to Python), format floats differently (1e-05 vs 0.00001, 1.0 vs 1), sort keys by
+// UTF-16 unit instead of code point and do not escape non-ASCII. So: a small parser that keeps the
+// number tokens, and a writer that follows CPython's rules.
+// ---------------------------------------------------------------------------------------------
+
+/** Python's repr() of a float (shortest round-trip digits; what json.dumps writes for a float). */
+function pyFloatRepr(x) {
+  if (Number.isNaN(x)) return 'NaN';
+  if (x === Infinity) return 'Infinity';
+  if (x === -Infinity) return '-Infinity';
+  if (x === 0) return Object.is(x, -0) ? '-0.0' : '0.0';
+  const sign = x < 0 ? '-' : '';
+  // String(x) has the shortest round-trip digits too (ECMA-262 Number::toString); only the layout differs.
+  const [mant, expPart] = String(Math.abs(x)).split('e');
+  const [intPart, frac = ''] = mant.split('.');
+  let digits = intPart + frac;
+  let decpt = intPart.length + (expPart ? parseInt(expPart, 10) : 0); // value = 0.DIGITS * 10^decpt
+  const lead = digits.length - digits.replace(/^0+/, '').length;
+  digits = digits.slice(lead).replace(/0+$/, '');
+  decpt -= lead;
+  if (decpt > -4 && decpt <= 16) { // CPython float_repr_style 'short': fixed notation in this range
+    if (decpt <= 0) return `${sign}0.${'0'.repeat(-decpt)}${digits}`;
+    if (decpt >= digits.length) return `${sign}${digits}${'0'.repeat(decpt - digits.length)}.0`;
+    return `${sign}${digits.slice(0, decpt)}.${digits.slice(decpt)}`;
+  }
+  const e = decpt - 1;
+  const m = digits.length > 1 ? `${digits[0]}.${digits.slice(1)}` : digits;
+  return `${sign}${m}e${e < 0 ? '-' : '+'}${String(Math.abs(e)).padStart(2, '0')}`;
+}
+
+const SHORT_ESCAPES = { 0x22: '\\"', 0x5c: '\\\\', 0x08: '\\b', 0x0c: '\\f', 0x0a: '\\n', 0x0d: '\\r', 0x09: '\\t' };
+
+/** A string as json.dumps(ensure_ascii=True) writes it: everything outside ' '..'~' as \uXXXX (lowercase). */
+function pyJsonString(s) {
+  let out = '"';
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i); // UTF-16 units: astral characters come out as surrogate pairs, like Python
+    if (SHORT_ESCAPES[c] !== undefined) out += SHORT_ESCAPES[c];
+    else if (c < 0x20 || c > 0x7e) out += '\\u' + c.toString(16).padStart(4, '0');
+    else out += s[i];
+  }
+  return out + '"';
+}
+
+/** Compare strings by Unicode code point (Python's str order and numpy.unique's), not UTF-16 unit. */
+function compareCodePoints(a, b) {
+  const A = Array.from(a, (ch) => ch.codePointAt(0));
+  const B = Array.from(b, (ch) => ch.codePointAt(0));
+  const n = Math.min(A.length, B.length);
+  for (let i = 0; i < n; i++) if (A[i] !== B[i]) return A[i] < B[i] ? -1 : 1;
+  return A.length - B.length;
+}
+
+/**
+ * Parse JSON text the way Python's json.loads does (NaN / Infinity accepted, last duplicate key
+ * wins, raw control characters in strings refused) into a tree that remembers int vs float.
+ */
+function parsePyJson(text) {
+  let i = 0;
+  const fail = (what) => { throw new SyntaxError(`${what} at character ${i}`); };
+  const ws = () => { while (i < text.length && ' \t\n\r'.includes(text[i])) i++; };
+  const NUMBER = /-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?/y;
+
+  function value() {
+    ws();
+    const c = text[i];
+    if (c === '{') return object();
+    if (c === '[') return array();
+    if (c === '"') return { t: 'str', v: string() };
+    for (const [lit, node] of [['true', { t: 'lit', v: 'true' }], ['false', { t: 'lit', v: 'false' }],
+      ['null', { t: 'lit', v: 'null' }], ['NaN', { t: 'float', v: NaN }],
+      ['Infinity', { t: 'float', v: Infinity }], ['-Infinity', { t: 'float', v: -Infinity }]]) {
+      if (text.startsWith(lit, i)) { i += lit.length; return node; }
+    }
+    NUMBER.lastIndex = i;
+    const m = NUMBER.exec(text);
+    if (!m) fail('expecting value');
+    i += m[0].length;
+    if (m[1] === undefined && m[2] === undefined) return { t: 'int', v: m[0] };
+    return { t: 'float', v: Number(m[0]) };
+  }
+
+  function string() {
+    i++; // opening quote
+    let out = '';
+    for (;;) {
+      if (i >= text.length) fail('unterminated string');
+      const c = text.charCodeAt(i);
+      if (c === 0x22) { i++; return out; }
+      if (c < 0x20) fail('invalid control character in string');
+      if (c !== 0x5c) { out += text[i++]; continue; }
+      const e = text[i + 1];
+      const simple = { '"': '"', '\\': '\\', '/': '/', b: '\b', f: '\f', n: '\n', r: '\r', t: '\t' }[e];
+      if (simple !== undefined) { out += simple; i += 2; continue; }
+      if (e !== 'u' || !/^[0-9a-fA-F]{4}$/.test(text.slice(i + 2, i + 6))) fail('invalid escape');
+      out += String.fromCharCode(parseInt(text.slice(i + 2, i + 6), 16));
+      i += 6;
+    }
+  }
+
+  function array() {
+    i++;
+    const items = [];
+    ws();
+    if (text[i] === ']') { i++; return { t: 'arr', v: items }; }
+    for (;;) {
+      items.push(value());
+      ws();
+      if (text[i] === ',') { i++; continue; }
+      if (text[i] === ']') { i++; return { t: 'arr', v: items }; }
+      fail("expecting ',' delimiter");
+    }
+  }
+
+  function object() {
+    i++;
+    const entries = new Map();
+    ws();
+    if (text[i] === '}') { i++; return { t: 'obj', v: entries }; }
+    for (;;) {
+      ws();
+      if (text[i] !== '"') fail('expecting property name enclosed in double quotes');
+      const key = string();
+      ws();
+      if (text[i] !== ':') fail("expecting ':' delimiter");
+      i++;
+      entries.set(key, value()); // a later duplicate replaces the value, as in a Python dict
+      ws();
+      if (text[i] === ',') { i++; continue; }
+      if (text[i] === '}') { i++; return { t: 'obj', v: entries }; }
+      fail("expecting ',' delimiter");
+    }
+  }
+
+  const tree = value();
+  ws();
+  if (i !== text.length) fail('extra data');
+  return tree;
+}
+
+function canonicalTree(node) {
+  switch (node.t) {
+    case 'obj': {
+      const keys = [...node.v.keys()].sort(compareCodePoints);
+      return `{${keys.map((k) => `${pyJsonString(k)}:${canonicalTree(node.v.get(k))}`).join(',')}}`;
+    }
+    case 'arr': return `[${node.v.map(canonicalTree).join(',')}]`;
+    case 'str': return pyJsonString(node.v);
+    case 'int': return BigInt(node.v).toString(); // Python int: arbitrary precision, "-0" -> "0"
+    case 'float': return pyFloatRepr(node.v);
+    default: return node.v; // true / false / null
+  }
+}
+
+function treeValue(node) {
+  switch (node.t) {
+    case 'obj': {
+      const out = {};
+      for (const [k, v] of node.v) Object.defineProperty(out, k, { value: treeValue(v), enumerable: true, writable: true, configurable: true });
+      return out;
+    }
+    case 'arr': return node.v.map(treeValue);
+    case 'str': return node.v;
+    case 'int': return Number(node.v);
+    case 'float': return node.v;
+    default: return JSON.parse(node.v);
+  }
+}
+
+/** The canonical form of a manifest's JSON text: its top-level object without "integrity". */
+function canonicalManifest(text) {
+  const tree = parsePyJson(text);
+  if (tree.t !== 'obj') throw new SyntaxError('the manifest is not a JSON object');
+  const body = new Map(tree.v);
+  body.delete('integrity');
+  return canonicalTree({ t: 'obj', v: body });
+}
+
+const sha256 = (bytes) => crypto.createHash('sha256').update(bytes).digest('hex');
+
+/** sha256 of the canonical manifest body: what manifest.integrity.manifest_sha256 must be. */
+function manifestDigest(text) {
+  return sha256(Buffer.from(canonicalManifest(text), 'ascii'));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading and verifying a bundle (directory or flat .zip), exactly the checks of contract/bundle.py.
+// ---------------------------------------------------------------------------------------------
+
+/** Entries of a .zip (stored or deflated, no zip64, no encryption) as basename -> bytes. */
+function readZip(buf, source) {
+  let eocd = -1;
+  for (let p = buf.length - 22; p >= Math.max(0, buf.length - 22 - 65535); p--) {
+    if (buf.readUInt32LE(p) === 0x06054b50) { eocd = p; break; }
+  }
+  if (eocd < 0) return null;
+  const count = buf.readUInt16LE(eocd + 10);
+  let p = buf.readUInt32LE(eocd + 16);
+  if (count === 0xffff || p === 0xffffffff) throw new BundleError(`${source}: zip64 archives are not supported by this example`);
+  const files = new Map();
+  for (let k = 0; k < count; k++) {
+    if (buf.readUInt32LE(p) !== 0x02014b50) throw new BundleError(`${source}: damaged zip central directory`);
+    const flags = buf.readUInt16LE(p + 8);
+    const method = buf.readUInt16LE(p + 10);
+    const compSize = buf.readUInt32LE(p + 20);
+    const nameLen = buf.readUInt16LE(p + 28);
+    const local = buf.readUInt32LE(p + 42);
+    const name = buf.toString(flags & 0x800 ? 'utf8' : 'latin1', p + 46, p + 46 + nameLen);
+    p += 46 + nameLen + buf.readUInt16LE(p + 30) + buf.readUInt16LE(p + 32);
+    if (name.endsWith('/')) continue; // a folder entry
+    if (flags & 1) throw new BundleError(`${source}: encrypted zip entries are not supported`);
+    const start = local + 30 + buf.readUInt16LE(local + 26) + buf.readUInt16LE(local + 28);
+    const raw = buf.subarray(start, start + compSize);
+    let data;
+    if (method === 0) data = Buffer.from(raw);
+    else if (method === 8) data = zlib.inflateRawSync(raw);
+    else throw new BundleError(`${source}: zip compression method ${method} is not supported (stored or deflate only)`);
+    files.set(name.split('/').pop(), data); // flat: any folder inside the zip is ignored
+  }
+  return files;
+}
+
+/** All files of a bundle directory or .zip as name -> Buffer (nothing in them is executed). */
+function readBundleFiles(bundlePath) {
+  const source = String(bundlePath);
+  let st;
+  try { st = fs.statSync(bundlePath); } catch (e) {
+    throw new BundleError(`bundle not found: ${source} (expected a bundle directory or .zip)`);
+  }
+  if (st.isDirectory()) {
+    const files = new Map();
+    for (const name of fs.readdirSync(bundlePath).sort()) {
+      const p = path.join(bundlePath, name);
+      let isFile = false;
+      try { isFile = fs.statSync(p).isFile(); } catch (e) { /* a dangling link is not a file */ }
+      if (isFile) files.set(name, fs.readFileSync(p));
+    }
+    return files;
+  }
+  let zipped = null;
+  if (st.isFile()) {
+    try {
+      zipped = readZip(fs.readFileSync(bundlePath), source);
+    } catch (e) {
+      if (e instanceof BundleError) throw e;
+      throw new BundleError(`${source}: damaged zip (${e.message})`); // e.g. offsets pointing past the end
+    }
+  }
+  if (!zipped) throw new BundleError(`${source} is neither a bundle directory nor a .zip bundle`);
+  return zipped;
+}
+
+const isObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
+
+/**
+ * Check a bundle's manifest, format version, integrity digest and every file's size and sha256.
+ * `files`: Map name -> bytes. Returns the parsed manifest; throws BundleError naming the mismatch.
+ */
+function verify(files, source = 'bundle') {
+  if (!files.has(MANIFEST)) throw new BundleError(`${source}: no ${MANIFEST}; is this an edgemeta bundle?`);
+  let text;
+  let tree;
+  try {
+    // fatal: invalid UTF-8 is an error; ignoreBOM: keep a BOM so the parser refuses it, as Python does
+    text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(files.get(MANIFEST));
+    tree = parsePyJson(text);
+  } catch (e) {
+    throw new BundleError(`${source}: ${MANIFEST} is not valid JSON (${e.message}); the file is damaged`);
+  }
+  const manifest = treeValue(tree);
+  if (!isObject(manifest) || manifest.format !== FORMAT_NAME) {
+    const got = isObject(manifest) ? manifest.format : undefined;
+    throw new BundleError(`${source}: format is ${JSON.stringify(got ?? null)}, expected "${FORMAT_NAME}"`);
+  }
+  if (manifest.format_version !== FORMAT_VERSION) {
+    throw new BundleError(`${source}: bundle format version ${JSON.stringify(manifest.format_version ?? null)} is not ` +
+      `supported by this reader (it reads version ${FORMAT_VERSION}); re-export the bundle with a matching edgemeta version`);
+  }
+  const missing = REQUIRED_KEYS.filter((k) => !Object.hasOwn(manifest, k));
+  if (missing.length) throw new BundleError(`${source}: manifest lacks required fields ${JSON.stringify(missing)}`);
+  for (const key of ['integrity', 'graphs', 'files', 'head', 'preprocess', 'input', 'embedding']) {
+    if (!isObject(manifest[key])) throw new BundleError(`${source}: manifest field "${key}" must be an object`);
+  }
+  for (const [name, entry] of tree.v.get('files').v) {
+    const sha = entry.t === 'obj' ? entry.v.get('sha256') : undefined;
+    const size = entry.t === 'obj' ? entry.v.get('bytes') : undefined;
+    if (!(sha && sha.t === 'str' && size && size.t === 'int')) {
+      throw new BundleError(`${source}: manifest entry for "${name}" must be {"sha256": string, "bytes": integer}`);
+    }
+  }
+  if (manifest.integrity.manifest_sha256 !== manifestDigest(text)) {
+    throw new BundleError(`${source}: manifest.json was altered after export (its integrity digest does not match); ` +
+      'use the bundle as exported');
+  }
+  const listed = manifest.files;
+  for (const [role, name] of Object.entries(GRAPH_FILES)) {
+    if (manifest.graphs[role] !== name || !Object.hasOwn(listed, name)) {
+      throw new BundleError(`${source}: manifest must list graph "${role}" as "${name}"`);
+    }
+  }
+  for (const [name, meta] of Object.entries(listed)) {
+    if (!files.has(name)) throw new BundleError(`${source}: file "${name}" listed in the manifest is missing`);
+    const data = files.get(name);
+    if (data.length !== meta.bytes) {
+      throw new BundleError(`${source}: ${name} is ${data.length} bytes, the manifest says ${meta.bytes} (truncated or replaced)`);
+    }
+    if (sha256(data) !== meta.sha256) {
+      throw new BundleError(`${source}: sha256 of ${name} does not match the manifest (the file was altered)`);
+    }
+  }
+  return manifest;
+}
+
+/** Read and verify a bundle directory or .zip. Returns { manifest, files } (only the listed files). */
+function readBundle(bundlePath) {
+  const all = readBundleFiles(bundlePath);
+  const manifest = verify(all, String(bundlePath));
+  const files = new Map(Object.keys(manifest.files).map((n) => [n, all.get(n)]));
+  return { manifest, files };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Preprocessing (contract/preprocess.py): raw single-channel image -> float32 [N, 1, H, W].
+// ---------------------------------------------------------------------------------------------
+
+function dtypeOf(img) {
+  if (img.dtype !== undefined) {
+    if (!['bool', 'uint8', 'float32', 'float64'].includes(img.dtype)) {
+      throw new InputError(`dtype ${JSON.stringify(img.dtype)} is not one of 'bool', 'uint8', 'float32', 'float64'`);
+    }
+    return img.dtype;
+  }
+  const d = img.data;
+  if (d instanceof Uint8Array || d instanceof Uint8ClampedArray) return 'uint8';
+  if (d instanceof Float32Array) return 'float32';
+  if (d instanceof Float64Array) return 'float64';
+  if (Array.isArray(d) && d.length && d.every((v) => typeof v === 'boolean')) return 'bool';
+  if (Array.isArray(d) && d.every((v) => typeof v === 'number')) return 'float64';
+  throw new InputError('image data must be a Uint8Array (0..255), a Float32Array/Float64Array or Array of numbers ' +
+    '(in [0, 1]), or booleans');
+}
+
+/**
+ * Check one raw image's values (float: finite and in [0, 1]; uint8 given as a plain Array: integers
+ * 0..255) and return a function writing pixel k mapped onto float32 [0, 1] (bool -> 0/1, uint8 / 255).
+ * Only the pixels the resize keeps are converted; every pixel is checked, as in Python.
+ */
+function unitConverter(img, what) {
+  const { data } = img;
+  const dtype = dtypeOf(img);
+  if (dtype === 'bool') return (out, o, k) => { out[o] = data[k] ? 1 : 0; };
+  if (dtype === 'uint8') {
+    if (!(data instanceof Uint8Array || data instanceof Uint8ClampedArray)) {
+      for (let k = 0; k < data.length; k++) {
+        const v = data[k];
+        if (!Number.isInteger(v) || v < 0 || v > 255) throw new InputError(`${what} declared uint8 hold ${v}; expected 0..255`);
+      }
+    }
+    return (out, o, k) => { out[o] = data[k] / 255; }; // float32 result of numpy's astype(float32) / float32(255)
+  }
+  let lo = 0;
+  let hi = 0;
+  for (let k = 0; k < data.length; k++) {
+    const v = Math.fround(data[k]);
+    if (!Number.isFinite(v)) throw new InputError(`${what} contain NaN or inf; expected finite values in [0, 1]`);
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+  }
+  if (lo < 0 || hi > 1) {
+    throw new InputError(`${what} have values in [${lo}, ${hi}]; expected float images scaled to [0, 1] ` +
+      '(or uint8 0..255, or bool)');
+  }
+  return (out, o, k) => { out[o] = data[k]; };
+}
+
+/**
+ * Pillow's nearest-neighbour source index of each output pixel (docs/bundle-format.md, preprocess 3):
+ * a float64 running sum x_0 = step / 2, x_i = x_{i-1} + step with step = nIn / nOut, index
+ * min(floor(x_i), nIn - 1). Not (i + 0.5) * step: where that is a whole number the running sum can
+ * land just below it (64 -> 28 differs by one pixel).
+ */
+function nearestIndices(nIn, nOut) {
+  const idx = new Int32Array(nOut);
+  const step = nIn / nOut;
+  let x = 0.5 * step;
+  for (let i = 0; i < nOut; i++, x += step) idx[i] = Math.min(Math.floor(x), nIn - 1);
+  return idx;
+}
+
+/**
+ * Raw images -> { data: Float32Array [N * 1 * H * W], n, height: H, width: W } as the manifest's
+ * `preprocess` spec says. `images`: an Array of { data, height, width[, dtype] } (sizes may differ).
+ * `ink`: 'high' if strokes are bright in the input, 'low' if dark.
+ */
+function preprocess(images, spec, { ink = 'high', what = 'images' } = {}) {
+  if ((spec.channels ?? 1) !== 1) throw new InputError('only single-channel bundles are supported by this runtime');
+  if (!PILLOW_FILTERS.includes(spec.resize)) {
+    throw new InputError(`unknown resize filter ${JSON.stringify(spec.resize)}; expected one of ${PILLOW_FILTERS.join(', ')}`);
+  }
+  if (ink !== 'high' && ink !== 'low') throw new InputError(`ink must be 'high' (bright strokes) or 'low' (dark strokes), got ${JSON.stringify(ink)}`);
+  if (!Array.isArray(images)) throw new InputError(`${what} must be an Array of {data, height, width} images`);
+  if (images.length === 0) throw new InputError(`${what} are empty; expected at least one image`);
+  const [H, W] = [Number(spec.size[0]), Number(spec.size[1])];
+  const invert = ink !== (spec.ink ?? 'high');
+  const out = new Float32Array(images.length * H * W);
+  images.forEach((img, n) => {
+    const name = `${what}[${n}]`;
+    if (!img || img.data === undefined || !Number.isInteger(img.height) || !Number.isInteger(img.width)) {
+      throw new InputError(`${name} must be an object {data, height, width} (one single-channel image)`);
+    }
+    const { height: h, width: w } = img;
+    if (Math.min(h, w) < MIN_SIDE || Math.max(h, w) > MAX_ASPECT * Math.min(h, w)) {
+      throw new InputError(`${name} has size ${h}x${w}; expected 2-D images at least ${MIN_SIDE}x${MIN_SIDE} with an ` +
+        `aspect ratio within ${MAX_ASPECT}:1 (they are resized to ${H}x${W}); a flattened or transposed array looks like this`);
+    }
+    if (img.data.length !== h * w) throw new InputError(`${name} has ${img.data.length} values; expected height * width = ${h * w}`);
+    const put = unitConverter(img, name);
+    const base = n * H * W;
+    if (h === H && w === W) {
+      for (let k = 0; k < H * W; k++) put(out, base + k, k);
+    } else if (spec.resize === 'nearest') {
+      const rows = nearestIndices(h, H);
+      const cols = nearestIndices(w, W);
+      for (let i = 0; i < H; i++) {
+        const src = rows[i] * w;
+        const dst = base + i * W;
+        for (let j = 0; j < W; j++) put(out, dst + j, src + cols[j]);
+      }
+    } else {
+      throw new InputError(`resize filter "${spec.resize}" is not supported in this example (only "nearest"); ` +
+        `give ${H}x${W} images or resize them with Pillow's ${spec.resize} filter first`);
+    }
+  });
+  if (invert) for (let k = 0; k < out.length; k++) out[k] = 1 - out[k]; // float32 1 - x
+  return { data: out, n: images.length, height: H, width: W };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The bundle with its three onnxruntime sessions.
+// ---------------------------------------------------------------------------------------------
+
+/** A CPU session options object; `threads` intra-op threads (1 gives predictable latency on a device). */
+function sessionOptions(threads = 1) {
+  return { executionProviders: ['cpu'], intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: 'all' };
+}
+
+class Bundle {
+  /**
+   * Read, verify and open a bundle directory or .zip; throws BundleError on any mismatch.
+   * Options: threads (intra-op threads, default 1); precision: 'auto' (the optional int8 backbone,
+   * manifest graphs.backbone_int8, when the bundle has one, else fp32; what the Python runtime does),
+   * 'fp32' or 'int8'.
+   */
+  static async load(bundlePath, { threads = 1, precision = 'auto' } = {}) {
+    const { manifest, files } = readBundle(bundlePath);
+    const g = manifest.graphs;
+    if (!['auto', 'fp32', 'int8'].includes(precision)) throw new Error(`precision must be 'auto', 'fp32' or 'int8', got ${JSON.stringify(precision)}`);
+    const hasInt8 = typeof g.backbone_int8 === 'string' && files.has(g.backbone_int8);
+    if (precision === 'int8' && !hasInt8) throw new BundleError(`${bundlePath} has no int8 backbone; use precision 'fp32'`);
+    const useInt8 = precision === 'int8' || (precision === 'auto' && hasInt8);
+    const opts = sessionOptions(threads);
+    // sessions are built from the verified bytes: nothing is re-read from disk between check and use
+    const [backbone, adapt, classify] = await Promise.all([useInt8 ? g.backbone_int8 : g.backbone, g.adapt, g.classify].map(
+      (f) => ort.InferenceSession.create(new Uint8Array(files.get(f)), opts)));
+    const bundle = new Bundle(manifest, String(bundlePath), backbone, adapt, classify);
+    bundle.precision = useInt8 ? 'int8' : 'fp32';
+    return bundle;
+  }
+
+  constructor(manifest, source, backbone, adapt, classify) {
+    this.manifest = manifest;
+    this.source = source;
+    this.method = manifest.method;
+    if (!Array.isArray(manifest.head.outputs) || !manifest.head.outputs.every((n) => typeof n === 'string')) {
+      throw new BundleError(`${source}: manifest head.outputs must be a list of graph output names`);
+    }
+    if (!Array.isArray(manifest.input.shape) || !Array.isArray(manifest.preprocess.size) || manifest.preprocess.size.length !== 2) {
+      throw new BundleError(`${source}: manifest input.shape and preprocess.size must be lists ([N, C, H, W] and [H, W])`);
+    }
+    this.paramNames = [...manifest.head.outputs];
+    this.embeddingDim = Number(manifest.embedding.dim);
+    this.preprocessSpec = manifest.preprocess;
+    this.identity = manifest.integrity.manifest_sha256;
+    this.sessions = { backbone, adapt, classify };
+    const expect = [
+      [backbone.inputNames, ['images']], [backbone.outputNames, ['embeddings']],
+      [adapt.inputNames, ['support_embeddings', 'support_labels_onehot']], [adapt.outputNames, this.paramNames],
+      [classify.inputNames, ['embeddings', ...this.paramNames]], [classify.outputNames, ['logits']],
+    ];
+    for (const [got, want] of expect) {
+      if (JSON.stringify(got) !== JSON.stringify(want)) {
+        throw new BundleError(`${source}: graph inputs/outputs ${JSON.stringify(got)} do not follow the contract ${JSON.stringify(want)}`);
+      }
+    }
+    // the manifest's input shape and preprocess size must be what backbone.onnx takes (symbolic dims = -1)
+    const meta = (list) => (Array.isArray(list) && list[0] && Array.isArray(list[0].shape) ? list[0].shape : null);
+    const graphIn = meta(backbone.inputMetadata);
+    if (graphIn) {
+      const g = graphIn.slice(1).map((v) => (Number.isInteger(v) ? v : -1));
+      const spec = manifest.preprocess;
+      for (const shape of [manifest.input.shape.slice(1), [spec.channels ?? 1, ...spec.size]]) {
+        if (JSON.stringify(shape.map(Number)) !== JSON.stringify(g)) {
+          throw new BundleError(`${source}: the manifest's input ${JSON.stringify(shape)} does not match backbone.onnx's input ` +
+            `${JSON.stringify(graphIn.slice(1))}; the manifest and graphs are from different exports`);
+        }
+      }
+    }
+    const graphOut = meta(backbone.outputMetadata);
+    if (graphOut && Number.isInteger(graphOut[graphOut.length - 1]) && graphOut[graphOut.length - 1] !== this.embeddingDim) {
+      throw new BundleError(`${source}: embedding.dim is ${this.embeddingDim} but backbone.onnx outputs ${graphOut[graphOut.length - 1]}-d embeddings`);
+    }
+  }
+
+  /** Raw images -> preprocessed batch (see preprocess()). */
+  preprocess(images, { ink = 'high', what = 'images' } = {}) {
+    return preprocess(images, this.preprocessSpec, { ink, what });
+  }
+
+  /** Preprocessed batch -> embeddings Float32Array [N * D] (row-major), in chunks of 256 images. */
+  async embed(batch) {
+    const { n, height: H, width: W } = batch;
+    const D = this.embeddingDim;
+    const out = new Float32Array(n * D);
+    for (let s = 0; s < n; s += EMBED_CHUNK) {
+      const m = Math.min(EMBED_CHUNK, n - s);
+      const images = new ort.Tensor('float32', batch.data.subarray(s * H * W, (s + m) * H * W), [m, 1, H, W]);
+      const { embeddings } = await this.sessions.backbone.run({ images });
+      if (embeddings.dims[1] !== D) throw new BundleError(`${this.source}: backbone gives ${embeddings.dims[1]}-d embeddings, the manifest says ${D}`);
+      out.set(embeddings.data, s * D);
+    }
+    return out;
+  }
+
+  /** Support embeddings [S * D] + one-hot labels [S * C] -> head parameters { name: ort.Tensor }. */
+  async adapt(support, S, onehot, C) {
+    const D = this.embeddingDim;
+    const res = await this.sessions.adapt.run({
+      support_embeddings: new ort.Tensor('float32', support, [S, D]),
+      support_labels_onehot: new ort.Tensor('float32', onehot, [S, C]),
+    });
+    return Object.fromEntries(this.paramNames.map((name) => [name, res[name]]));
+  }
+
+  /** Embeddings [N * D] + head parameters -> logits { data: Float32Array [N * C], n, c }. */
+  async classify(embeddings, n, params) {
+    const res = await this.sessions.classify.run({
+      embeddings: new ort.Tensor('float32', embeddings, [n, this.embeddingDim]), ...params,
+    });
+    return { data: res.logits.data, n: res.logits.dims[0], c: res.logits.dims[1] };
+  }
+
+  async release() {
+    await Promise.all(Object.values(this.sessions).map((s) => s.release()));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// FewShotClassifier: learn a user's classes from a few samples (mirrors edgemeta.runtime).
+// ---------------------------------------------------------------------------------------------
+
+function labelKind(labels, what = 'labels') {
+  if (!Array.isArray(labels)) throw new InputError(`${what} must be an Array with one label per image`);
+  if (labels.every((y) => typeof y === 'string')) return 'string';
+  if (labels.every((y) => Number.isInteger(y))) return 'int';
+  throw new InputError(`${what} must be all integers or all strings (e.g. 'cat', 3); got ${JSON.stringify(labels.slice(0, 5))}`);
+}
+
+/** Distinct labels sorted like numpy.unique: strings by code point, integers numerically. */
+function uniqueSorted(labels) {
+  const u = [...new Set(labels)];
+  return typeof u[0] === 'string' ? u.sort(compareCodePoints) : u.sort((a, b) => a - b);
+}
+
+function softmaxRows(logits) {
+  const rows = [];
+  for (let r = 0; r < logits.n; r++) {
+    const row = logits.data.subarray(r * logits.c, (r + 1) * logits.c);
+    const mx = Math.max(...row);
+    const e = Array.from(row, (v) => Math.exp(v - mx));
+    const sum = e.reduce((a, b) => a + b, 0);
+    rows.push(e.map((v) => v / sum));
+  }
+  return rows;
+}
+
+class FewShotClassifier {
+  /**
+   * Load and verify a bundle, then wrap it. Options: ink ('high' | 'low'), threads (intra-op, default 1),
+   * precision ('auto' | 'fp32' | 'int8', see Bundle.load),
+   * unknownLabel (what predict(..., {rejectUnknown: true}) answers, default 'unknown'), unknownThreshold
+   * (a max-logit threshold overriding the manifest's open_set calibration).
+   */
+  static async load(bundlePath, { threads = 1, precision = 'auto', ...options } = {}) {
+    return new FewShotClassifier(await Bundle.load(bundlePath, { threads, precision }), options);
+  }
+
+  constructor(bundle, { ink = 'high', unknownLabel = 'unknown', unknownThreshold = null } = {}) {
+    if (ink !== 'high' && ink !== 'low') throw new InputError(`ink must be 'high' or 'low', got ${JSON.stringify(ink)}`);
+    this.bundle = bundle;
+    this.ink = ink;
+    this.unknownLabel = unknownLabel;
+    this.unknownThreshold = unknownThreshold;
+    // Held support set: embeddings [M * D] (never the raw images) and one label per row, in the order
+    // given (later samples appended). Every change re-adapts on all of it, so the head always equals
+    // a fit() on everything held.
+    this._support = new Float32Array(0);
+    this._labels = [];
+    this._head = null; // { classes, params, shots } or null while fewer than min_ways classes are held
+  }
+
+  /** The labels in column order (sorted like numpy.unique), or null while there is no head. */
+  get classes() { return this._head ? [...this._head.classes] : null; }
+
+  /** Samples held per class, as a Map in label order (also while there is no head yet). */
+  classCounts() {
+    const counts = new Map(uniqueSorted(this._labels).map((c) => [c, 0]));
+    for (const y of this._labels) counts.set(y, counts.get(y) + 1);
+    return counts;
+  }
+
+  /** Raw images -> embeddings Float32Array [N * D]. */
+  async embed(images, what = 'images') {
+    return this.bundle.embed(this.bundle.preprocess(images, { ink: this.ink, what }));
+  }
+
+  _minWays() { return (this.bundle.manifest.limits || {}).min_ways ?? 2; }
+
+  _checkClasses(labels, { allowFewer = false } = {}) {
+    labelKind(labels);
+    const n = new Set(labels).size;
+    const lo = this._minWays();
+    const hi = (this.bundle.manifest.limits || {}).max_ways ?? 1e9;
+    if (n < lo && !allowFewer) {
+      throw new InputError(`the support set has ${n} class (${JSON.stringify(uniqueSorted(labels))}); expected at least ` +
+        `${lo} different labels to tell apart`);
+    }
+    if (n > hi) throw new InputError(`${n} classes exceed this bundle's limit of ${hi}`);
+  }
+
+  async _embedSupport(images, labels) {
+    if (!Array.isArray(images) || images.length === 0) {
+      throw new InputError('the support set is empty; expected at least one image per class');
+    }
+    const x = this.bundle.preprocess(images, { ink: this.ink, what: 'support images' });
+    if (!Array.isArray(labels) || labels.length !== images.length) {
+      throw new InputError(`got ${images.length} images but ${Array.isArray(labels) ? labels.length : 'no'} labels; expected one label per image`);
+    }
+    labelKind(labels);
+    return this.bundle.embed(x);
+  }
+
+  /** Re-adapt on all held embeddings and commit (state changes only once adapt succeeded). */
+  async _set(support, labels) {
+    const classes = uniqueSorted(labels);
+    const col = new Map(classes.map((c, j) => [c, j]));
+    const S = labels.length;
+    const C = classes.length;
+    const onehot = new Float32Array(S * C);
+    const counts = new Array(C).fill(0);
+    labels.forEach((y, r) => { onehot[r * C + col.get(y)] = 1; counts[col.get(y)] += 1; });
+    const params = await this.bundle.adapt(support, S, onehot, C);
+    this._support = support;
+    this._labels = labels;
+    this._head = { classes, params, shots: Math.min(...counts) };
+  }
+
+  /** Hold these samples; adapt a head if there are enough classes, else hold none. */
+  async _store(support, labels) {
+    if (new Set(labels).size >= this._minWays()) return this._set(support, labels);
+    this._support = support;
+    this._labels = labels;
+    this._head = null;
+    return undefined;
+  }
+
+  /** Learn the classes in `labels` from `images`; replaces everything learned before. */
+  async fit(images, labels) {
+    const emb = await this._embedSupport(images, labels);
+    this._checkClasses(labels);
+    await this._set(emb, [...labels]);
+    return this;
+  }
+
+  /** fit on precomputed support embeddings (Float32Array [S * D]). */
+  async fitEmbeddings(support, labels) {
+    if (!Array.isArray(labels) || support.length !== labels.length * this.bundle.embeddingDim) {
+      throw new InputError(`got ${support.length / this.bundle.embeddingDim} embeddings but ${Array.isArray(labels) ? labels.length : 'no'} labels; expected one label per image`);
+    }
+    this._checkClasses(labels);
+    await this._set(Float32Array.from(support), [...labels]);
+    return this;
+  }
+
+  /**
+   * Add samples of known or new classes; equals fit() on everything held so far. Earlier samples
+   * are kept as embeddings, nothing is re-embedded. Classes may arrive one at a time: until
+   * min_ways (2) classes are held there is no head to predict with.
+   */
+  async partialFit(images, labels) {
+    const emb = await this._embedSupport(images, labels);
+    const all = [...this._labels, ...labels];
+    if (this._labels.length && labelKind(labels) !== labelKind(this._labels)) {
+      throw new InputError('labels mix types with the classes already registered; expected all ints or all strings');
+    }
+    this._checkClasses(all, { allowFewer: true });
+    const support = new Float32Array(this._support.length + emb.length);
+    support.set(this._support);
+    support.set(emb, this._support.length);
+    await this._store(support, all);
+    return this;
+  }
+
+  /** Add one class (or more samples of an existing one) from `images`. */
+  async addClass(label, images) {
+    return this.partialFit(images, Array.isArray(images) ? images.map(() => label) : []);
+  }
+
+  /** Remove class `label` and every stored embedding of it, then re-adapt without it. */
+  async forget(label) {
+    if (!this._labels.includes(label)) {
+      throw new InputError(`cannot forget ${JSON.stringify(label)}: not a registered class; registered: ` +
+        `${JSON.stringify(uniqueSorted(this._labels))}`);
+    }
+    const D = this.bundle.embeddingDim;
+    const keep = [];
+    this._labels.forEach((y, r) => { if (y !== label) keep.push(r); });
+    const support = new Float32Array(keep.length * D);
+    keep.forEach((r, k) => support.set(this._support.subarray(r * D, (r + 1) * D), k * D));
+    await this._store(support, keep.map((r) => this._labels[r]));
+    return this;
+  }
+
+  _snapshot() {
+    if (this._head) return this._head;
+    const held = uniqueSorted(this._labels);
+    if (held.length) {
+      throw new InputError(`this classifier holds ${held.length} class (${JSON.stringify(held)}); it needs at least ` +
+        `${this._minWays()} to tell apart: add another with addClass(label, images)`);
+    }
+    throw new InputError('this classifier has no classes to tell apart yet; call fit(images, labels) with at least two classes first');
+  }
+
+  async _logits(images) {
+    const head = this._snapshot(); // one consistent head for this call, even if another call re-adapts meanwhile
+    const emb = await this.embed(images);
+    return { logits: await this.bundle.classify(emb, images.length, head.params), head };
+  }
+
+  /** Logits { data: Float32Array [N * C], n, c } (column j = classes[j]). */
+  async decisionFunction(images) {
+    return (await this._logits(images)).logits;
+  }
+
+  /** Class probabilities: one Array of C numbers per image (column j = classes[j]). */
+  async predictProba(images) {
+    return softmaxRows(await this.decisionFunction(images));
+  }
+
+  /**
+   * The open-set threshold on the max logit: unknownThreshold if set, else the manifest's optional
+   * open_set.threshold_by_shots entry for the calibrated shot count nearest to `shots`; null if none.
+   */
+  thresholdFor(shots) {
+    if (this.unknownThreshold !== null && this.unknownThreshold !== undefined) return Number(this.unknownThreshold);
+    const cal = (this.bundle.manifest.open_set || {}).threshold_by_shots;
+    if (!cal || !Object.keys(cal).length) return null;
+    const keys = Object.keys(cal).sort((a, b) => (Math.abs(Number(a) - shots) - Math.abs(Number(b) - shots)) || (Number(a) - Number(b)));
+    return Number(cal[keys[0]]);
+  }
+
+  /**
+   * The most probable label of each image. With { rejectUnknown: true }, unknownLabel where the
+   * max logit is below the open-set threshold (thresholdFor the fewest shots of any class).
+   */
+  async predict(images, { rejectUnknown = false } = {}) {
+    const { logits: { data, n, c }, head } = await this._logits(images);
+    const thr = rejectUnknown ? this.thresholdFor(head.shots) : null;
+    if (rejectUnknown && thr === null) {
+      throw new InputError('this bundle has no calibrated open-set threshold; pass unknownThreshold to the classifier');
+    }
+    const out = [];
+    for (let r = 0; r < n; r++) {
+      let best = 0;
+      for (let j = 1; j < c; j++) if (data[r * c + j] > data[r * c + best]) best = j; // first max, like argmax
+      out.push(rejectUnknown && data[r * c + best] < thr ? this.unknownLabel : head.classes[best]);
+    }
+    return out;
+  }
+}
+
+module.exports = {
+  FORMAT_NAME, FORMAT_VERSION, BundleError, InputError, Bundle, FewShotClassifier,
+  readBundle, readBundleFiles, verify, manifestDigest, canonicalManifest, parsePyJson, pyFloatRepr,
+  pyJsonString, compareCodePoints, preprocess, nearestIndices, uniqueSorted, sessionOptions, MIN_SIDE, MAX_ASPECT,
+};

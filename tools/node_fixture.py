@@ -1,0 +1,414 @@
+"""Write the fixtures the Node.js example's parity test (examples/node/test/parity.test.js) checks against.
+
+    python tools/node_fixture.py examples/node/test/fixtures      # then: cd examples/node && node --test
+
+The Python runtime (``edgemeta.runtime.FewShotClassifier``) is the reference: for each bundle and
+scenario this writes the raw support/query images (bool, uint8 and float32, 28x28 and raw 105x105
+Omniglot drawings, non-square crops, dark-ink variants), the labels, and what the Python runtime
+computed from them (classes, logits, probabilities, predictions). Node must reproduce them.
+
+Bundles:
+- ``models/omniglot-conv4-proto``, the shipped one (also packed as a ``.zip`` and with a reformatted
+  but equivalent manifest);
+- one bundle per other adaptation method (``metasgd``, ``ridge``, ``finetune``), built here from a
+  randomly initialised conv4 model with a fixed seed (BatchNorm statistics made non-trivial by a few
+  train-mode forwards, the rule's parameters nudged off their initial values), exported with
+  ``graphs_from_model`` + ``check_parity`` + ``write_bundle`` and a manifest shaped like
+  ``export_bundle``'s. They are for parity tests only: their accuracy means nothing.
+
+Also ``json_cases.json``: manifest texts (real and synthetic: non-ASCII, astral characters, float
+formatting edge cases, NaN, duplicate keys) with Python's canonical form and integrity digest, so a
+second implementation of ``manifest_digest`` can be checked byte for byte.
+
+Images come from the Omniglot test classes of the Vinyals split (``load_omniglot('vinyals', 'test',
+rotations=False)``) and the raw 105x105 drawings of the same characters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as _dt
+import inspect
+import json
+import math
+import platform
+import shutil
+import struct
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = REPO / "models" / "omniglot-conv4-proto"
+RANDOM_METHODS = ("metasgd", "ridge", "finetune")
+SEED = 7
+MARGIN = 1e-3        # queries closer than this to a tie are not used (10x the 1e-4 logit tolerance)
+# Random heads are nearly flat on random embeddings; these settings spread their logits so the
+# predictions test something (the rules themselves are unchanged).
+METHOD_KWARGS = {"metasgd": {"init_scale": 30.0}, "ridge": {"init_alpha": 300.0, "init_lambda": 0.05}, "finetune": {}}
+
+
+# ----------------------------------------------------------------------------------------- data
+
+class Omniglot:
+    """Vinyals test characters: preprocessed 28x28 float32 images and the raw 105x105 drawings."""
+
+    def __init__(self, root: Path | None):
+        from edgemeta.data import load_omniglot
+        from edgemeta.data.omniglot import FILES, default_root
+
+        self.test = load_omniglot("vinyals", "test", root, rotations=False)
+        root = Path(root) if root is not None else default_root()
+        parts = [np.load(root / f, allow_pickle=False) for f in FILES]
+        char_ids = np.concatenate([p["char_id"] for p in parts]).astype(np.int64)
+        self._row = {int(c): i for i, c in enumerate(char_ids)}
+        self._raw = np.concatenate([p["images"] for p in parts])          # uint8 0/1, 1 = ink
+
+    def pick(self, rng: np.random.Generator, ways: int, per_class: int) -> list[dict[str, Any]]:
+        """``ways`` random test characters, ``per_class`` distinct drawings each."""
+        out = []
+        for c in rng.choice(self.test.n_classes, ways, replace=False):
+            rows = self.test.offsets[c] + rng.permutation(self.test.counts[c])[:per_class]
+            ids = self.test.image_ids[rows]
+            out.append({
+                "name": self.test.names[c],
+                "small": [self.test.images[r, 0] for r in rows],                         # float32 28x28 0/1
+                "raw": [self._raw[self._row[int(i) // 100], int(i) % 100].astype(bool) for i in ids],  # 105x105
+            })
+        return out
+
+
+def enc(img: np.ndarray) -> dict[str, Any]:
+    """One raw image for the Node side: dtype, size and the row-major bytes (base64)."""
+    if img.dtype == np.bool_:
+        dtype, data = "bool", img.astype(np.uint8)
+    elif img.dtype == np.uint8:
+        dtype, data = "uint8", img
+    elif img.dtype == np.float32:
+        dtype, data = "float32", img.astype("<f4")
+    else:
+        raise TypeError(img.dtype)
+    h, w = img.shape
+    return {"dtype": dtype, "height": int(h), "width": int(w),
+            "b64": base64.b64encode(np.ascontiguousarray(data).tobytes()).decode("ascii")}
+
+
+def dark_uint8(raw_bool: np.ndarray) -> np.ndarray:
+    """A drawing as a phone camera would give it: dark ink (0) on white paper (255)."""
+    return np.where(raw_bool, 0, 255).astype(np.uint8)
+
+
+# -------------------------------------------------------------------------- random-model bundles
+
+def untrained_manifest(model: Any, method: str, image_size: tuple[int, int], seed: int,
+                       parity: dict[str, Any]) -> dict[str, Any]:
+    """The manifest ``export_bundle`` would write, for a model that has no training run behind it.
+
+    The field layout mirrors ``edgemeta.train.export.export_bundle`` (which builds it inline from a
+    run record); only provenance differs. See the report of issue 7 for the helper export.py could
+    offer instead of this copy.
+    """
+    import torch
+
+    from edgemeta import __version__
+    from edgemeta.contract.preprocess import default_spec
+    from edgemeta.train.export import OPSET
+
+    image_shape = (1, *image_size)
+    return {
+        "method": method,
+        "input": {"name": "images", "shape": [None, *image_shape], "dtype": "float32", "range": [0.0, 1.0]},
+        "preprocess": default_spec(image_size, "nearest"),
+        "embedding": {"name": "embeddings", "dim": model.embedding_dim},
+        "head": {"method": method, "outputs": list(model.method.param_names), **model.method.hparams()},
+        "graphs": {"backbone": "backbone.onnx", "adapt": "adapt.onnx", "classify": "classify.onnx"},
+        "limits": {"min_ways": 2, "max_ways": 1000, "min_shots": 1},
+        "provenance": {
+            "dataset": None, "backbone": "conv4", "seed": seed, "trained": False,
+            "note": "randomly initialised model for runtime parity tests (tools/node_fixture.py); not for use",
+            "code_version": __version__, "torch": torch.__version__, "onnx_opset": OPSET,
+            "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "platform": platform.platform(),
+        },
+        "parity": parity,
+        "validation": {},
+        "integrity": {},
+    }
+
+
+def random_bundle(method: str, out: Path, data: Omniglot, seed: int) -> Path:
+    """Export a randomly initialised conv4 + ``method`` model as a bundle (parity-checked)."""
+    import torch
+
+    from edgemeta.contract.bundle import write_bundle
+    from edgemeta.data.episodes import EpisodeSampler
+    from edgemeta.train.export import check_parity, graphs_from_model
+    from edgemeta.train.model import FewShotModel
+
+    torch.manual_seed(seed)
+    model = FewShotModel("conv4", method, (28, 28), method_kwargs=METHOD_KWARGS[method])
+    model.train()
+    rows = np.random.default_rng(seed).choice(len(data.test.images), (3, 64), replace=False)
+    with torch.no_grad():
+        for r in rows:                                       # BatchNorm running stats off their defaults
+            model.backbone(torch.from_numpy(data.test.images[np.sort(r)]))
+        for p in model.method.parameters():                  # meta-learned scalars off their init values
+            p.add_(0.05 * torch.randn_like(p))
+    model.eval()
+    graphs = graphs_from_model(model, (1, 28, 28))
+    episodes = []
+    for ways, shots in ((5, 1), (5, 5)):
+        ep = EpisodeSampler(data.test, ways, shots, 5, seed=seed).episode(0)
+        episodes.append((ep.support_x, ep.support_y, ep.query_x))
+    parity = check_parity(model, graphs, episodes)
+    write_bundle(out, untrained_manifest(model, method, (28, 28), seed, parity), graphs)
+    return out
+
+
+# ---------------------------------------------------------------------------------- scenarios
+
+def answers(clf: Any, query: list[np.ndarray]) -> dict[str, Any]:
+    """What the Python runtime answers on ``query`` with its current head (every query)."""
+    logits = clf.decision_function(query)
+    top2 = np.sort(logits, axis=1)[:, -2:]
+    out = {
+        "classes": [x.item() if hasattr(x, "item") else x for x in clf.classes_],
+        "logits": logits.astype(float).tolist(),
+        "proba": clf.predict_proba(query).astype(float).tolist(),
+        "predictions": [x.item() if hasattr(x, "item") else x for x in clf.predict(query)],
+        "margin": (top2[:, 1] - top2[:, 0]).astype(float).tolist(),
+    }
+    # open-set rejection (the Python runtime's predict(reject_unknown=True), manifest "open_set")
+    if hasattr(clf, "threshold_for"):
+        from edgemeta.runtime import InputError
+
+        shots = min(clf.class_counts().values())
+        thr = clf.threshold_for(shots)
+        if thr is None:
+            try:
+                clf.predict(query, reject_unknown=True)
+                raise AssertionError("expected a refusal without an open-set threshold")
+            except InputError as exc:
+                out["open_set"] = {"error": str(exc)}
+        else:
+            pred = clf.predict(query, reject_unknown=True)
+            out["open_set"] = {"threshold": thr, "predictions": [x.item() if hasattr(x, "item") else x for x in pred]}
+            out["margin"] = np.minimum(out["margin"], np.abs(logits.max(axis=1) - thr)).astype(float).tolist()
+    return out
+
+
+def keep_decided(results: list[dict[str, Any]], n_query: int) -> np.ndarray:
+    """Queries whose predicted class is decided well beyond float noise at every step: Python's
+    top-2 logit margin (and distance to the open-set threshold) at least ``MARGIN``. Predictions
+    must then match exactly whenever the logits match within the test's 1e-4."""
+    keep = np.ones(n_query, bool)
+    for r in results:
+        keep &= np.asarray(r["margin"]) >= MARGIN
+    return keep
+
+
+def subset(result: dict[str, Any], keep: np.ndarray) -> dict[str, Any]:
+    out = dict(result)
+    for k in ("logits", "proba", "predictions", "margin"):
+        out[k] = [v for v, m in zip(result[k], keep) if m]
+    if "predictions" in result.get("open_set", {}):
+        out["open_set"] = {**result["open_set"], "predictions": [v for v, m in zip(result["open_set"]["predictions"], keep) if m]}
+    out["min_margin"] = min(out["margin"]) if out["margin"] else None
+    del out["margin"]
+    return out
+
+
+def fit_case(clf: Any, support: list[np.ndarray], labels: list[Any], query: list[np.ndarray]) -> dict[str, Any]:
+    clf.fit(support, np.asarray(labels))
+    res = answers(clf, query)
+    keep = keep_decided([res], len(query))
+    return {"support": support, "labels": labels, "query": [q for q, m in zip(query, keep) if m],
+            "expected": subset(res, keep), "dropped_near_ties": int((~keep).sum())}
+
+
+def scenario_strings(clf: Any, data: Omniglot, rng: np.random.Generator) -> dict[str, Any]:
+    """5-way 5-shot, string labels (two non-ASCII ones, to check code-point ordering), bright ink;
+    float 28x28 and raw bool 105x105 support; queries of every dtype and size (nearest resize)."""
+    chars = data.pick(rng, 5, 9)
+    names = [c["name"] for c in chars[:3]] + ["\ufb00 ligature", "\U0001F600 smile"]
+    support, labels, query = [], [], []
+    for c, name in zip(chars, names):
+        support += c["small"][:3] + c["raw"][3:5]
+        labels += [name] * 5
+        query += c["small"][5:7]                                            # float32 28x28
+        query.append(c["raw"][7])                                           # bool 105x105
+        query.append(c["raw"][8].astype(np.uint8) * np.uint8(255))          # uint8 105x105
+        query.append(c["raw"][6][:80, :])                                   # bool 80x105 (non-square)
+        query.append(c["raw"][5][::2, 1:])                                  # bool 53x104 (non-square)
+    query.append(rng.random((20, 17), dtype=np.float32))                    # float noise, upsampled
+    query.append(rng.random((64, 40), dtype=np.float32))                    # float noise, 64 -> 28 (running sum)
+    return {"ink": "high", **fit_case(clf, support, labels, query)}
+
+
+def scenario_ints_dark(clf: Any, data: Omniglot, rng: np.random.Generator) -> dict[str, Any]:
+    """4-way 3-shot, integer labels (numeric, not lexicographic, order), dark ink on white paper
+    (``ink='low'``): uint8 105x105 photos-of-paper and inverted float images."""
+    chars = data.pick(rng, 4, 8)
+    ints = [10, 2, 100, -7]
+    support, labels, query = [], [], []
+    for c, y in zip(chars, ints):
+        support += [dark_uint8(r) for r in c["raw"][:3]]
+        labels += [y] * 3
+        query += [dark_uint8(r) for r in c["raw"][3:5]]
+        query += [np.float32(1.0) - s for s in c["small"][5:7]]             # float32 28x28, dark ink
+        query.append((~c["raw"][7][:, :80]).astype(np.float32))             # float32 105x80, dark ink
+    return {"ink": "low", **fit_case(clf, support, labels, query)}
+
+
+def scenario_sequence(clf: Any, data: Omniglot, rng: np.random.Generator) -> dict[str, Any]:
+    """fit -> forget -> addClass -> partialFit -> forget, each step checked against the Python
+    runtime doing the same (``partial_fit`` / ``forget``; where the runtime lacks them, a fresh
+    ``fit`` on what the classifier should then hold, samples in the order given)."""
+    chars = {k: c for k, c in zip("abcde", data.pick(rng, 5, 8))}
+    query = [img for c in chars.values() for img in c["small"][6:8]]
+    first = [(img, k) for k in "abcd" for img in chars[k]["small"][:2]]
+    new = [(img, "e") for img in chars["e"]["raw"][:3]]
+    more = [(chars["a"]["raw"][2], "a"), (chars["a"]["small"][3], "a"), (chars["c"]["raw"][4], "c")]
+    ops = [("fit", first, None), ("forget", None, "b"), ("addClass", new, "e"), ("partialFit", more, None),
+           ("forget", None, "a")]
+    native = hasattr(clf, "partial_fit") and hasattr(clf, "forget")
+    held: list[tuple[np.ndarray, Any]] = []
+    steps, results = [], []
+    for op, samples, label in ops:
+        step: dict[str, Any] = {"op": op}
+        if samples is not None:
+            step["images"] = [enc(i) for i, _ in samples]
+            if op != "addClass":
+                step["labels"] = [y for _, y in samples]
+        if label is not None:
+            step["label"] = label
+        if op == "fit":
+            held = list(samples)
+        elif op == "forget":
+            held = [h for h in held if h[1] != label]
+        else:
+            held += samples
+        if op == "fit" or not native:
+            clf.fit([h[0] for h in held], np.asarray([h[1] for h in held]))
+        elif op == "forget":
+            clf.forget(label)
+        else:
+            clf.partial_fit([i for i, _ in samples], np.asarray([y for _, y in samples]))
+        results.append(answers(clf, query))
+        steps.append(step)
+    keep = keep_decided(results, len(query))
+    for step, res in zip(steps, results):
+        step["expected"] = subset(res, keep)
+    return {"ink": "high", "query": [q for q, m in zip(query, keep) if m], "steps": steps,
+            "dropped_near_ties": int((~keep).sum()), "python_ops": "native" if native else "emulated with fit"}
+
+
+# ------------------------------------------------------------------------------ canonical JSON
+
+def json_cases(manifest_texts: dict[str, str]) -> list[dict[str, Any]]:
+    """Manifest texts with Python's canonical form (``bundle._canonical``) and digest."""
+    from edgemeta.contract.bundle import _canonical, manifest_digest
+
+    rng = np.random.default_rng(SEED)
+    base = json.loads(manifest_texts["shipped"])
+    tricky = {
+        "text": ["caf\u00e9", "\u65e5\u672c\u8a9e", "\U0001F600", "\u2028\u2029", "ctl\u0000\u0001\u001f\u007f",
+                 "quote\" back\\ slash/ tab\t nl\n cr\r bs\b ff\f", "lone \ud800 surrogate", "\ufeffbom"],
+        "keys": {"\uffff": 1, "\U0001F600": 2, "a": 3, "B": 4, "\u00e9": 5, "": 6, "aa": 7, "a\u0000": 8},
+        "ints": [0, -1, 2**53 + 1, 2**64, -2**70, 10**30],
+        "floats": [0.0, -0.0, 1.0, -2.5, 0.1, 1 / 3, 1e-4, 9.999e-5, 1e-5, 1.5e-7, 1e15, 1e16, 123456789012345.6,
+                   1234567890123456.0, 9999999999999998.0, 1e21, 1e22, 1.7976931348623157e308, 5e-324, 2.2250738585072014e-308,
+                   float(np.float32(0.9389647245407104)), float(np.float32(1e-3)), 100.0, 1e100],
+        "special": [math.nan, math.inf, -math.inf],
+    }
+    bits = rng.integers(0, 2**63, 1500, dtype=np.int64)
+    doubles = [struct.unpack("<d", struct.pack("<q", int(b)))[0] for b in bits]
+    doubles = [d for d in doubles if math.isfinite(d)]
+    doubles += (rng.random(1500) * 10.0 ** rng.integers(-25, 25, 1500)).tolist()
+    doubles += [float(np.float32(x)) for x in rng.standard_normal(500)]
+    doubles += [float(round(x, k)) for x, k in zip(rng.random(500) * 1000, rng.integers(0, 8, 500))]
+    synthetic = {**base, "extra": tricky, "doubles": doubles}
+
+    texts = dict(manifest_texts)
+    texts["synthetic-ascii-indented"] = json.dumps(synthetic, indent=2, sort_keys=True)
+    texts["synthetic-utf8-unsorted"] = json.dumps(synthetic, ensure_ascii=False)
+    texts["synthetic-compact-reversed"] = json.dumps(dict(reversed(list(synthetic.items()))), separators=(",", ":"))
+    texts["handwritten"] = ('{ "b" : [1, 1.0, 1E5, 1e-7, -0, -0.0, 2.50, 1.000000000000000000001] ,\n\t"a":1, "a": {"y": '
+                            'null, "x": [true, false, {}, []]}, "integrity": {"manifest_sha256": "x"},\r\n "esc": '
+                            '"\\u00E9\\ud83d\\ude00\\/\\u0041", "raw": "\u00e9\U0001F600"}')
+    return [{"name": name, "text": text, "canonical": _canonical(json.loads(text)).decode("ascii"),
+             "digest": manifest_digest(json.loads(text))} for name, text in texts.items()]
+
+
+# ------------------------------------------------------------------------------------- driver
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("out", type=Path, help="folder to (re)write the fixtures into")
+    ap.add_argument("--omniglot", type=Path, default=None, help="Omniglot folder (default: the usual search)")
+    args = ap.parse_args(argv)
+
+    import onnxruntime
+
+    from edgemeta.contract.bundle import read_bundle, zip_bundle
+    from edgemeta.runtime import Bundle, FewShotClassifier
+
+    t0 = time.perf_counter()
+    out: Path = args.out.resolve()
+    shutil.rmtree(out, ignore_errors=True)
+    (out / "bundles").mkdir(parents=True)
+    data = Omniglot(args.omniglot)
+
+    bundles = {"proto": SHIPPED}
+    for i, method in enumerate(RANDOM_METHODS):
+        bundles[method] = random_bundle(method, out / "bundles" / f"random-{method}", data, SEED + i)
+    # the shipped bundle in two other valid forms: a .zip, and the manifest re-serialised differently
+    zip_bundle(SHIPPED, out / "bundles" / "omniglot-conv4-proto.zip")
+    reformatted = out / "bundles" / "reformatted"
+    shutil.copytree(SHIPPED, reformatted)
+    text = (SHIPPED / "manifest.json").read_text(encoding="utf-8")
+    (reformatted / "manifest.json").write_text(json.dumps(json.loads(text), indent=4, ensure_ascii=False), encoding="utf-8")
+    read_bundle(reformatted)  # still valid for Python
+
+    # (name, method, bundle path, precision): the runtime's default precision, and where the shipped
+    # bundle also carries an int8 backbone (manifest graphs.backbone_int8), its fp32 graph explicitly
+    runs = [(m, m, p, None) for m, p in bundles.items()]
+    if "backbone_int8" in read_bundle(SHIPPED)[0]["graphs"] and "precision" in inspect.signature(Bundle.load).parameters:
+        runs.append(("proto-fp32", "proto", SHIPPED, "fp32"))
+    cases = []
+    for k, (label, method, path, precision) in enumerate(runs):
+        bundle = Bundle.load(path, threads=1, **({"precision": precision} if precision else {}))
+        for j, (kind, fn) in enumerate((("strings", scenario_strings), ("ints-dark", scenario_ints_dark),
+                                         ("sequence", scenario_sequence))):
+            rng = np.random.default_rng([SEED, k, j])
+            probe = FewShotClassifier(bundle, ink="low" if kind == "ints-dark" else "high")
+            sc = fn(probe, data, rng)
+            case = {"name": f"{label}-{kind}", "method": method, "bundle": str(path), "ink": sc["ink"],
+                    "precision": precision or "auto", "python_precision": getattr(bundle, "precision", "fp32"),
+                    "query": [enc(q) for q in sc["query"]], "dropped_near_ties": sc["dropped_near_ties"]}
+            if "steps" in sc:
+                case.update(steps=sc["steps"], python_ops=sc["python_ops"])
+            else:
+                case.update(support=[enc(s) for s in sc["support"]], labels=sc["labels"], expected=sc["expected"])
+            (out / f"case-{case['name']}.json").write_text(json.dumps(case), encoding="utf-8")
+            cases.append(case["name"])
+
+    texts = {"shipped": (SHIPPED / "manifest.json").read_text(encoding="utf-8"),
+             "reformatted": (reformatted / "manifest.json").read_text(encoding="utf-8")}
+    texts.update({f"random-{m}": (bundles[m] / "manifest.json").read_text(encoding="utf-8") for m in RANDOM_METHODS})
+    (out / "json_cases.json").write_text(json.dumps(json_cases(texts)), encoding="utf-8")
+    (out / "index.json").write_text(json.dumps({
+        "cases": cases, "shipped": str(SHIPPED), "zip": str(out / "bundles" / "omniglot-conv4-proto.zip"),
+        "reformatted": str(reformatted), "python": sys.version.split()[0],
+        "onnxruntime_python": onnxruntime.__version__, "seconds": round(time.perf_counter() - t0, 2),
+    }, indent=2))
+    print(f"wrote {len(cases)} cases and {len(texts) + 4} JSON cases to {out} in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
