@@ -112,3 +112,57 @@ def task(lake_test):
         sy += [lake_test.names[c]] * 5
         qy += [lake_test.names[c]] * 5
     return np.concatenate(sx), np.array(sy), np.concatenate(qx), np.array(qy)
+
+
+# ---- the shipped bundle and its own (Vinyals) test classes: shared by the device-runtime tests --------
+
+SHIPPED_BUNDLE = Path(__file__).resolve().parents[1] / "models" / "omniglot-conv4-proto"
+
+
+@pytest.fixture(scope="session")
+def shipped_bundle_dir() -> Path:
+    """``models/omniglot-conv4-proto`` (meta-trained on the Vinyals split; never modify it)."""
+    if not (SHIPPED_BUNDLE / "manifest.json").is_file():  # pragma: no cover - shipped with the checkout
+        pytest.skip(f"shipped bundle not found at {SHIPPED_BUNDLE}")
+    return SHIPPED_BUNDLE
+
+
+@pytest.fixture(scope="session")
+def shipped_bundle(shipped_bundle_dir):
+    from edgemeta.runtime import Bundle
+
+    return Bundle.load(shipped_bundle_dir)
+
+
+@pytest.fixture(scope="session")
+def vinyals_test(omniglot_root):
+    """The 423 Vinyals test characters (no rotations): never seen by the shipped bundle."""
+    return load_omniglot("vinyals", "test", omniglot_root, rotations=False)
+
+
+def draw_task(data, n_classes: int, shots: int, queries: int, seed: int, exclude=()):
+    """``(support_x, support_y, query_x, query_y)`` from ``n_classes`` random classes of ``data``
+    (none of ``exclude``): float32 ``[N, 28, 28]`` images (1 = ink), labels the character names."""
+    rng = np.random.default_rng(seed)
+    pool = [c for c in range(data.n_classes) if data.names[c] not in set(exclude)]
+    classes = rng.choice(pool, n_classes, replace=False)
+    sx, sy, qx, qy = [], [], [], []
+    for c in classes:
+        rows = data.offsets[c] + rng.permutation(data.counts[c])[:shots + queries]
+        sx.append(data.images[rows[:shots], 0])
+        qx.append(data.images[rows[shots:], 0])
+        sy += [data.names[c]] * shots
+        qy += [data.names[c]] * queries
+    return np.concatenate(sx), np.array(sy), np.concatenate(qx), np.array(qy)
+
+
+@pytest.fixture(scope="session")
+def shipped_task(vinyals_test):
+    """A fixed 5-way 5-shot task (5 queries per class) from never-seen Vinyals test characters."""
+    return draw_task(vinyals_test, 5, 5, 5, seed=4321)
+
+
+@pytest.fixture(scope="session")
+def task_drawer():
+    """:func:`draw_task` for tests that need more tasks than the fixed ones."""
+    return draw_task

@@ -182,8 +182,12 @@ def zip_bundle(directory: str | os.PathLike, out: str | os.PathLike) -> Path:
     return out
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a mix."""
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a mix.
+
+    The temporary file is ``.<name>.<random>`` in the same folder; a crash can leave one behind,
+    which :func:`remove_stale_temporaries` clears.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -192,9 +196,19 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> None:
+    """Delete ``.<name>.*`` files beside ``path``: what crashed :func:`atomic_write_bytes` calls left."""
+    path = Path(path)
+    for p in path.parent.glob(f".{path.name}.*"):
+        try:
+            p.unlink()
+        except OSError:
+            pass

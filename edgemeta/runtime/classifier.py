@@ -133,7 +133,7 @@ class FewShotClassifier:
         """Remove class ``label`` and every stored embedding of it (save again to erase it on disk)."""
         with self._lock:
             if label not in self._lab:
-                known = self._head.classes.tolist() if self._head is not None else []
+                known = sorted(set(self._lab), key=lambda v: (isinstance(v, str), v))
                 raise InputError(f"cannot forget {label!r}: not a registered class; registered: {known}")
             keep = [i for i, v in enumerate(self._lab) if v != label]
             self._store(self._emb[keep], [self._lab[i] for i in keep])
@@ -188,8 +188,10 @@ class FewShotClassifier:
     def _snapshot(self) -> _Head:
         h = self._head
         if h is None:
-            raise InputError("this classifier has no classes to tell apart yet; call fit(images, labels) "
-                             "with at least two classes first")
+            held = sorted(set(self._lab), key=lambda v: (isinstance(v, str), v))
+            raise InputError(f"this classifier has no classes to tell apart yet (it holds {len(held)}: {held}); "
+                             f"call fit(images, labels) with at least two classes first, or add another class with "
+                             f"partial_fit / `edgemeta adapt`")
         return h
 
     def _logits(self, images: Images) -> tuple[np.ndarray, _Head]:

@@ -18,17 +18,19 @@ import hashlib
 import io
 import json
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgemeta.contract.bundle import atomic_write_bytes
+from edgemeta.contract.bundle import atomic_write_bytes, remove_stale_temporaries
 
 MAGIC = b"EDGEMETA-STATE\n"
 STATE_FORMAT = "edgemeta-state"
 STATE_VERSION = 1
+_WRITE_LOCK = threading.Lock()
 
 
 class StateError(ValueError):
@@ -85,9 +87,11 @@ def decode_state(data: bytes, key: bytes | None = None, source: str = "state") -
     if end < 0:
         raise StateError(f"{source} is truncated (no header)")
     try:
-        header = json.loads(data[len(MAGIC):end])
-    except json.JSONDecodeError as exc:
+        header = json.loads(data[len(MAGIC):end].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise StateError(f"{source}: damaged header ({exc})") from exc
+    if not isinstance(header, dict):
+        raise StateError(f"{source}: damaged header (not a JSON object)")
     if header.get("format") != STATE_FORMAT or header.get("version") != STATE_VERSION:
         raise StateError(f"{source}: state format {header.get('format')!r} version {header.get('version')!r} "
                          f"is not supported (this edgemeta reads {STATE_FORMAT} v{STATE_VERSION})")
@@ -97,7 +101,8 @@ def decode_state(data: bytes, key: bytes | None = None, source: str = "state") -
                          f"{header.get('payload_bytes')}")
     if hashlib.sha256(payload).hexdigest() != header.get("payload_sha256"):
         raise StateError(f"{source}: checksum mismatch, the file was altered or damaged")
-    if header["encryption"] == "aes-256-gcm":
+    encryption = header.get("encryption")
+    if encryption == "aes-256-gcm":
         if key is None:
             raise StateError(f"{source} is encrypted; pass the key it was saved with")
         from cryptography.exceptions import InvalidTag
@@ -107,8 +112,8 @@ def decode_state(data: bytes, key: bytes | None = None, source: str = "state") -
             payload = _aesgcm(key).decrypt(payload[:12], payload[12:], aad)
         except InvalidTag as exc:
             raise StateError(f"{source}: wrong key (or altered ciphertext); cannot decrypt") from exc
-    elif header["encryption"] != "none":
-        raise StateError(f"{source}: unknown encryption {header['encryption']!r}")
+    elif encryption != "none":
+        raise StateError(f"{source}: unknown encryption {encryption!r}")
     elif key is not None:
         raise StateError(f"{source} is not encrypted but a key was given; refusing to guess")
     try:
@@ -116,15 +121,24 @@ def decode_state(data: bytes, key: bytes | None = None, source: str = "state") -
             meta = json.loads(bytes(z["meta"]).decode())
             head = {k[5:]: z[k].copy() for k in z.files if k.startswith("head.")}
             emb, cls = z["embeddings"].copy(), z["sample_class"].copy()
-    except (ValueError, KeyError, OSError) as exc:
-        raise StateError(f"{source}: damaged payload ({exc})") from exc
-    labels = [int(x) for x in meta["labels"]] if meta.get("label_type") == "int" else [str(x) for x in meta["labels"]]
-    return StateData(meta.pop("bundle_id"), labels, emb, cls, head, meta)
+        labels = [int(x) for x in meta["labels"]] if meta.get("label_type") == "int" else [str(x) for x in meta["labels"]]
+        bundle_id = str(meta.pop("bundle_id"))
+    except (ValueError, KeyError, OSError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+        raise StateError(f"{source}: damaged payload ({exc!r})") from exc
+    if (cls.ndim != 1 or cls.dtype.kind not in "iu" or emb.ndim != 2 or len(cls) != len(emb)
+            or (len(cls) and (cls.min() < 0 or cls.max() >= len(labels)))):
+        raise StateError(f"{source}: damaged payload (sample_class must be one index into labels per embedding)")
+    return StateData(bundle_id, labels, emb, cls, head, meta)
 
 
 def write_state(path: str | os.PathLike, state: StateData, key: bytes | None = None) -> None:
-    """Write atomically: a crash leaves the previous file or the new one, never a mix."""
-    atomic_write_bytes(path, encode_state(state, key))
+    """Write atomically, readable by this user only: a crash leaves the previous file or the new one,
+    never a mix; temporaries left by earlier crashed saves (full copies of an old state, which may
+    hold a class the user has since forgotten) are deleted once the new state is in place."""
+    data = encode_state(state, key)
+    with _WRITE_LOCK:
+        atomic_write_bytes(path, data, mode=0o600)
+        remove_stale_temporaries(path)
 
 
 def read_state(path: str | os.PathLike, key: bytes | None = None) -> StateData:

@@ -1,0 +1,121 @@
+"""Bad inputs a device user can cause: each an InputError whose message names what was expected.
+
+Complements the cases in ``test_runtime.py`` (RGB batches, a 1-D image, one 2-D image without a
+batch axis, NaN in fit, inf in predict, empty support set, one class, label mismatches).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgemeta.runtime import FewShotClassifier, InputError
+
+
+@pytest.fixture(scope="module")
+def fitted(bundle, task):
+    return FewShotClassifier(bundle).fit(task[0], task[1])
+
+
+SIZE_MSG = r"expected 2-D images at least 4x4 with an aspect ratio within 4:1"
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.uint16, np.int8, np.complex64])
+def test_wrong_dtype(fitted, task, dtype):
+    qx = (task[2] * 255).astype(dtype)
+    with pytest.raises(InputError, match=rf"images have dtype {np.dtype(dtype)}; expected bool, uint8 \(0..255\) "
+                                         r"or float in \[0, 1\]"):
+        fitted.predict(qx)
+
+
+def test_strings_are_not_images(fitted):
+    with pytest.raises(InputError, match=r"have dtype <U\d+; expected bool, uint8"):
+        fitted.predict(np.full((2, 28, 28), "x"))
+
+
+def test_float_images_outside_unit_range(fitted, task):
+    with pytest.raises(InputError, match=r"images have values in \[0, 255\]; expected float images scaled to \[0, 1\]"):
+        fitted.predict(task[2] * 255.0)
+    with pytest.raises(InputError, match=r"values in \[-1, 1\]"):
+        fitted.predict(task[2] * 2.0 - 1.0)
+
+
+def test_float64_in_unit_range_is_fine(fitted, task):
+    np.testing.assert_allclose(fitted.decision_function(task[2].astype(np.float64)),
+                               fitted.decision_function(task[2]), rtol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_values_in_partial_fit_and_lists(bundle, fitted, task, bad):
+    sx, sy, qx, _ = task
+    x = sx.copy()
+    x[0, 0, 0] = bad
+    with pytest.raises(InputError, match=r"support images contain NaN or inf; expected finite values in \[0, 1\]"):
+        FewShotClassifier(bundle).partial_fit(x, sy)
+    items = [im.copy() for im in qx[:3]]
+    items[2][10, 10] = bad
+    with pytest.raises(InputError, match="images contain NaN or inf; expected finite values"):
+        fitted.predict_proba(items)
+
+
+@pytest.mark.parametrize("empty", [np.zeros((0, 28, 28), np.float32), np.zeros((0, 1, 28, 28), np.uint8), []])
+def test_empty_queries(fitted, empty):
+    for call in (fitted.predict, fitted.predict_proba, fitted.decision_function):
+        with pytest.raises(InputError, match="images are empty; expected at least one image"):
+            call(empty)
+
+
+@pytest.mark.parametrize("empty", [np.zeros((0, 28, 28), np.float32), []])
+def test_empty_partial_fit(bundle, empty):
+    with pytest.raises(InputError, match="the support set is empty; expected at least one image per class"):
+        FewShotClassifier(bundle).partial_fit(empty, [])
+
+
+def test_one_class_fit_with_int_labels_names_it(bundle, task):
+    with pytest.raises(InputError, match=r"the support set has 1 class \(\[7\]\); expected at least 2 different labels"):
+        FewShotClassifier(bundle).fit(task[0][:3], [7, 7, 7])
+
+
+def test_flattened_images_in_a_list(fitted, task):
+    qx = task[2]
+    with pytest.raises(InputError, match=rf"images have size 1x784; {SIZE_MSG}.*flattened or transposed"):
+        fitted.predict([im.reshape(1, 784) for im in qx[:2]])         # [1, 784] rows in a list
+    with pytest.raises(InputError, match=r"images\[0\] has shape \(784,\); expected a 2-D single-channel image"):
+        fitted.predict([im.reshape(-1) for im in qx[:2]])
+    with pytest.raises(InputError, match=r"images\[1\] has shape \(3, 28, 28\); expected a 2-D single-channel image"):
+        fitted.predict([qx[0], np.stack([qx[1]] * 3)])                  # an RGB item among grey ones
+
+
+def test_flattened_batches(fitted, task):
+    qx = task[2]
+    with pytest.raises(InputError, match=r"images have shape \(25, 784\); expected \[N, H, W\] or \[N, 1, H, W\]"):
+        fitted.predict(qx.reshape(25, 784))
+    with pytest.raises(InputError, match=rf"images have size 1x784; {SIZE_MSG}"):
+        fitted.predict(qx.reshape(25, 1, 784))                        # [N, 1, 784] reads as 1x784 images
+    with pytest.raises(InputError, match=r"support images have shape \(5, 5, 28, 28\); expected \[N, H, W\]"):
+        FewShotClassifier(fitted.bundle).fit(task[0].reshape(5, 5, 28, 28), task[1])
+
+
+@pytest.mark.parametrize("shape", [(2, 2), (3, 28), (28, 200), (1, 1)])
+def test_tiny_or_elongated_images(fitted, shape):
+    with pytest.raises(InputError, match=rf"images have size {shape[0]}x{shape[1]}; {SIZE_MSG}"):
+        fitted.predict(np.zeros((2, *shape), np.float32))
+    with pytest.raises(InputError, match=rf"support images have size {shape[0]}x{shape[1]}"):
+        FewShotClassifier(fitted.bundle).fit(np.zeros((2, *shape), np.float32), ["a", "b"])
+
+
+def test_bad_ink_setting(bundle, task):
+    with pytest.raises(InputError, match=r"ink must be 'high' \(bright strokes\) or 'low' \(dark strokes\), got 'dark'"):
+        FewShotClassifier(bundle, ink="dark").fit(task[0], task[1])
+
+
+def test_bad_input_leaves_the_classifier_unchanged(bundle, task):
+    sx, sy, qx, _ = task
+    clf = FewShotClassifier(bundle).fit(sx, sy)
+    before = clf.decision_function(qx)
+    counts = clf.class_counts()
+    for images, labels in [(sx * 255.0, sy), (sx[:, :2, :2], sy), ([], []), (sx, sy[:3])]:
+        with pytest.raises(InputError):
+            clf.partial_fit(images, labels)
+    assert clf.class_counts() == counts
+    np.testing.assert_array_equal(clf.decision_function(qx), before)

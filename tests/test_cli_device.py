@@ -1,0 +1,198 @@
+"""The device commands of the CLI (`adapt`, `predict`, `forget`) on PNG folders, with and without a key."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from edgemeta.cli import app
+from edgemeta.runtime import FewShotClassifier
+from edgemeta.runtime.state import MAGIC
+
+NAMES = ["alpha", "beta", "gamma", "delta", "epsilon"]
+KEY_HEX = "00112233445566778899aabbccddeeff" * 2
+
+
+@pytest.fixture(scope="module")
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture(scope="module")
+def drawings(vinyals_test, task_drawer):
+    """5 never-seen Vinyals test characters: 5 support + 3 query drawings each, as the labels NAMES."""
+    sx, sy, qx, qy = task_drawer(vinyals_test, 5, 5, 3, seed=77)
+    rename = {c: n for c, n in zip(dict.fromkeys(sy.tolist()), NAMES)}
+    return sx, np.array([rename[c] for c in sy]), qx, np.array([rename[c] for c in qy])
+
+
+def write_png(path: Path, img: np.ndarray) -> None:
+    """Dark ink on white paper, upscaled 3x (84x84) like a scan; nearest resizing recovers the 28x28."""
+    paper = ((1.0 - np.kron(img, np.ones((3, 3), np.float32))) * 255).round().astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(paper).save(path)
+
+
+def support_folder(root: Path, x: np.ndarray, y: np.ndarray, names: list[str]) -> Path:
+    for n in names:
+        for i, img in enumerate(x[y == n]):
+            write_png(root / n / f"{i:02d}.png", img)
+    return root
+
+
+@pytest.fixture(scope="module")
+def files(drawings, tmp_path_factory):
+    """``(support root of 3 classes, support root of 1 more class, {query png: true label})``."""
+    sx, sy, qx, qy = drawings
+    tmp = tmp_path_factory.mktemp("cli_device")
+    first = support_folder(tmp / "support1", sx, sy, NAMES[:3])
+    second = support_folder(tmp / "support2", sx, sy, NAMES[3:4])
+    queries = {}
+    for i, (img, lab) in enumerate(zip(qx, qy)):
+        p = tmp / "queries" / f"q{i:02d}_{lab}.png"
+        write_png(p, img)
+        queries[p] = lab
+    return first, second, queries
+
+
+def predict_json(runner, bundle_dir, state, paths, *extra, env=None):
+    res = runner.invoke(app, ["predict", str(bundle_dir), *map(str, paths), "--state", str(state), "--json", *extra],
+                        env=env)
+    assert res.exit_code == 0, res.output
+    lines = [json.loads(line) for line in res.stdout.splitlines() if line.strip()]
+    assert len(lines) == len(paths)
+    return lines
+
+
+def test_adapt_add_predict_forget(runner, shipped_bundle_dir, files, tmp_path):
+    first, second, queries = files
+    state = tmp_path / "me" / "state.bin"
+    res = runner.invoke(app, ["adapt", str(shipped_bundle_dir), "--support", str(first), "--state", str(state)])
+    assert res.exit_code == 0, res.output
+    assert state.is_file() and state.read_bytes().startswith(MAGIC)
+    assert "3 classes" in res.stdout and "alpha (5)" in res.stdout
+    clf = FewShotClassifier.load(shipped_bundle_dir, state)
+    assert clf.class_counts() == {"alpha": 5, "beta": 5, "gamma": 5}
+    assert clf.ink == "low"                                  # auto-detected: dark strokes on white paper
+
+    # a second adapt adds a class to the same state
+    res = runner.invoke(app, ["adapt", str(shipped_bundle_dir), "--support", str(second), "--state", str(state)])
+    assert res.exit_code == 0, res.output
+    assert "4 classes" in res.stdout and "delta (5)" in res.stdout
+    assert FewShotClassifier.load(shipped_bundle_dir, state).class_counts() == {n: 5 for n in NAMES[:4]}
+
+    known = {p: lab for p, lab in queries.items() if lab in NAMES[:4]}
+    out = predict_json(runner, shipped_bundle_dir, state, list(known))
+    for row, (p, lab) in zip(out, known.items()):
+        assert row["image"] == str(p)
+        assert set(row) >= {"image", "label", "confidence", "max_logit"}
+        assert isinstance(row["label"], str) and 0.0 < row["confidence"] <= 1.0
+        assert row["label"] in NAMES[:4] + ["unknown"]
+    right = sum(row["label"] == lab for row, lab in zip(out, known.values()))
+    assert right >= 0.75 * len(known), out
+    # without the unknown answer every label is a class
+    closed = predict_json(runner, shipped_bundle_dir, state, list(known), "--no-unknown")
+    assert all(row["label"] in NAMES[:4] for row in closed)
+    assert sum(row["label"] == lab for row, lab in zip(closed, known.values())) >= 0.8 * len(known)
+    # the plain text output: path, label, confidence per line
+    res = runner.invoke(app, ["predict", str(shipped_bundle_dir), str(next(iter(known))), "--state", str(state)])
+    assert res.exit_code == 0, res.output
+    path, label, conf = res.stdout.strip().split("\t")
+    assert path == str(next(iter(known))) and label in NAMES[:4] + ["unknown"] and 0 < float(conf) <= 1
+
+    # forget a class
+    res = runner.invoke(app, ["forget", str(shipped_bundle_dir), "delta", "--state", str(state)])
+    assert res.exit_code == 0, res.output
+    assert "forgot 'delta'" in res.stdout
+    assert FewShotClassifier.load(shipped_bundle_dir, state).class_counts() == {n: 5 for n in NAMES[:3]}
+    assert b"delta" not in state.read_bytes()
+    after = predict_json(runner, shipped_bundle_dir, state, list(known))
+    assert all(row["label"] != "delta" for row in after)
+
+    # forgetting an unknown label: exit 2, a clear message, the state untouched
+    before = state.read_bytes()
+    res = runner.invoke(app, ["forget", str(shipped_bundle_dir), "zeta", "--state", str(state)])
+    assert res.exit_code == 2
+    assert "error:" in res.stderr and "cannot forget 'zeta': not a registered class" in res.stderr
+    for n in NAMES[:3]:
+        assert n in res.stderr
+    assert state.read_bytes() == before
+
+
+def test_predict_without_state_and_with_another_bundle(runner, shipped_bundle_dir, bundle_dir, files, tmp_path):
+    first, _, queries = files
+    q = [str(next(iter(queries)))]
+    res = runner.invoke(app, ["predict", str(shipped_bundle_dir), *q, "--state", str(tmp_path / "none.bin")])
+    assert res.exit_code == 2 and "no state file at" in res.stderr
+    state = tmp_path / "s.bin"
+    assert runner.invoke(app, ["adapt", str(shipped_bundle_dir), "--support", str(first),
+                               "--state", str(state)]).exit_code == 0
+    res = runner.invoke(app, ["predict", str(bundle_dir), *q, "--state", str(state)])
+    assert res.exit_code == 2 and "saved for another bundle" in res.stderr
+
+
+def test_encrypted_state_round_trip(runner, shipped_bundle_dir, files, tmp_path):
+    first, second, queries = files
+    state = tmp_path / "state.enc"
+    env = {"EDGEMETA_TEST_KEY": KEY_HEX}
+    args = ["--state", str(state), "--key-env", "EDGEMETA_TEST_KEY"]
+    res = runner.invoke(app, ["adapt", str(shipped_bundle_dir), "--support", str(first), *args], env=env)
+    assert res.exit_code == 0, res.output
+    data = state.read_bytes()
+    assert b'"encryption": "aes-256-gcm"' in data
+    assert not any(n.encode() in data for n in NAMES)
+    res = runner.invoke(app, ["adapt", str(shipped_bundle_dir), "--support", str(second), *args], env=env)
+    assert res.exit_code == 0, res.output
+    assert "4 classes" in res.stdout
+    assert FewShotClassifier.load(shipped_bundle_dir, state, key=bytes.fromhex(KEY_HEX)).class_counts() == \
+        {n: 5 for n in NAMES[:4]}
+    known = [p for p, lab in queries.items() if lab in NAMES[:4]]
+    out = predict_json(runner, shipped_bundle_dir, state, known, *args[2:], env=env)
+    assert sum(row["label"] == queries[p] for row, p in zip(out, known)) >= 0.75 * len(known)
+    res = runner.invoke(app, ["forget", str(shipped_bundle_dir), "beta", *args], env=env)
+    assert res.exit_code == 0, res.output
+    assert FewShotClassifier.load(shipped_bundle_dir, state, key=bytes.fromhex(KEY_HEX)).class_counts() == \
+        {n: 5 for n in ("alpha", "delta", "gamma")}
+
+    q = [str(known[0])]
+    # the wrong key
+    res = runner.invoke(app, ["predict", str(shipped_bundle_dir), *q, *args], env={"EDGEMETA_TEST_KEY": "ff" * 32})
+    assert res.exit_code == 2 and "wrong key" in res.stderr
+    # no key at all
+    res = runner.invoke(app, ["predict", str(shipped_bundle_dir), *q, "--state", str(state)])
+    assert res.exit_code == 2 and "is encrypted; pass the key" in res.stderr
+    # a malformed key, an unset variable
+    for bad in ("not-hex" * 9, "abcd"):
+        res = runner.invoke(app, ["predict", str(shipped_bundle_dir), *q, *args], env={"EDGEMETA_TEST_KEY": bad})
+        assert res.exit_code == 2 and "must hold 64 hex digits" in res.stderr
+    res = runner.invoke(app, ["predict", str(shipped_bundle_dir), *q, *args], env={"EDGEMETA_TEST_KEY": ""})
+    assert res.exit_code == 2 and "EDGEMETA_TEST_KEY" in res.stderr and "not set" in res.stderr
+    # a key for a plain state
+    plain = tmp_path / "plain.bin"
+    assert runner.invoke(app, ["adapt", str(shipped_bundle_dir), "--support", str(first),
+                               "--state", str(plain)]).exit_code == 0
+    res = runner.invoke(app, ["predict", str(shipped_bundle_dir), *q, "--state", str(plain),
+                              "--key-env", "EDGEMETA_TEST_KEY"], env=env)
+    assert res.exit_code == 2 and "not encrypted but a key was given" in res.stderr
+    # a wrong key does not let adapt overwrite (and so destroy) the encrypted state
+    before = state.read_bytes()
+    res = runner.invoke(app, ["adapt", str(shipped_bundle_dir), "--support", str(second), *args],
+                        env={"EDGEMETA_TEST_KEY": "ff" * 32})
+    assert res.exit_code == 2 and "wrong key" in res.stderr
+    assert state.read_bytes() == before
+
+
+def test_adapt_on_a_bad_support_folder(runner, shipped_bundle_dir, tmp_path):
+    (tmp_path / "empty").mkdir()
+    res = runner.invoke(app, ["adapt", str(shipped_bundle_dir), "--support", str(tmp_path / "empty"),
+                              "--state", str(tmp_path / "s.bin")])
+    assert res.exit_code == 2 and "holds no class folders with images" in res.stderr
+    assert not (tmp_path / "s.bin").exists()
+    res = runner.invoke(app, ["adapt", str(shipped_bundle_dir), "--support", str(tmp_path / "missing"),
+                              "--state", str(tmp_path / "s.bin")])
+    assert res.exit_code == 2 and "is not a folder" in res.stderr
