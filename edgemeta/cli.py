@@ -42,7 +42,7 @@ def train(
     method_kwargs: Optional[str] = typer.Option(None, help='JSON, e.g. \'{"steps": 5}\' for metasgd.'),
     backbone_kwargs: Optional[str] = typer.Option(None, help='JSON, e.g. \'{"final_pool": false}\' for conv4.'),
     seed: int = typer.Option(0), device: str = typer.Option("auto", help="cpu, cuda or auto."),
-    amp: bool = typer.Option(False, help="bf16 autocast on CUDA (ignored on CPU)."),
+    amp: bool = typer.Option(False, help="bf16 autocast (CUDA, or a CPU with bf16 units); check accuracy."),
     resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint (its own config)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:

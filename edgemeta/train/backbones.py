@@ -30,12 +30,16 @@ def build_backbone(name: str, **kwargs: object) -> nn.Module:
 
 
 def _conv_block(cin: int, cout: int, pool: bool = True) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(),
-                         nn.MaxPool2d(2) if pool else nn.Identity())
+    """conv3x3 -> BatchNorm -> maxpool2 -> ReLU. ReLU and max-pooling commute (both monotone), so this
+    is the textbook conv-BN-ReLU-pool block, computed with 4x fewer ReLUs (a measured training win
+    on CPU). Parameter names are those of the textbook order."""
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout),
+                         nn.MaxPool2d(2) if pool else nn.Identity(), nn.ReLU())
 
 
 class Conv4(nn.Module):
-    """4 x [conv3x3-``hidden``, BatchNorm, ReLU, maxpool2] then flatten: ``[N,C,28,28] -> [N, hidden]``.
+    """4 x [conv3x3-``hidden``, BatchNorm, ReLU, maxpool2] then flatten: ``[N,C,28,28] -> [N, hidden]``
+    (pool and ReLU applied in the equivalent cheaper order, see ``_conv_block``).
 
     ``final_pool=False`` drops the last max-pool: a ``hidden x 3 x 3`` (576-d) embedding at 28x28.
     """
@@ -63,6 +67,7 @@ class Conv4(nn.Module):
         m = copy.deepcopy(self).eval()
         for i, blk in enumerate(m.blocks):
             m.blocks[i] = nn.Sequential(fuse_conv_bn_eval(blk[0], blk[1]), nn.Identity(), blk[2], blk[3])
+        m = m.to(memory_format=torch.contiguous_format)
         return m
 
 

@@ -63,7 +63,8 @@ class TrainConfig:
     pretrain_steps: int = 0            # many-class classification steps before episodes
     pretrain_batch: int = 256
     augment: bool = False
-    amp: bool = False                  # bf16 autocast on CUDA
+    amp: bool = False                  # bf16 autocast (CUDA, or CPUs with bf16 units)
+    channels_last: bool = True         # NHWC activations: faster convolutions, pooling and BatchNorm on CPU
     val_every: int = 1_000             # episodes (or pre-training steps)
     val_episodes: int = 400
     val_ways: int = 5
@@ -230,9 +231,12 @@ def meta_train(cfg: TrainConfig, train: ClassImages, val: ClassImages, out_dir: 
         torch.backends.cudnn.benchmark = True
     gen = torch.Generator(device=device)
     gen.manual_seed(cfg.seed + 7919 * d.rank)
-    amp = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda")
+    amp = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.amp)
     model = FewShotModel(cfg.backbone, cfg.method, cfg.image_size, cfg.backbone_kwargs, cfg.method_kwargs).to(device)
     images = torch.from_numpy(train.images).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
     aug = (lambda x: random_affine(x, gen)) if cfg.augment else (lambda x: x)
     position: dict[str, Any] = {"phase": None}
     if resume:
