@@ -401,7 +401,8 @@ def write_report(r: Runner, meta: dict[str, Any], out: Path) -> None:
     # ---------------- 1. torch eager
     A("## 1. Embedding and adaptation: onnxruntime (edgemeta) vs torch eager")
     A("")
-    A("Same conv4 weights (the shipped bundle's `backbone.onnx`; torch model rebuilt from its initializers, "
+    A("Same conv4 weights (the shipped bundle's `backbone.onnx`; the torch model is the textbook conv4 in plain "
+      "torch, Conv -> ReLU -> MaxPool as in the graph, rebuilt from its initializers, "
       f"max |difference| of the embeddings vs onnxruntime: {g(te, 'forms', 'folded', 'max_abs_diff_vs_onnxruntime') or 0:.1e}). "
       "Input: preprocessed `float32 [N,1,28,28]`; 5w5s adapt = embed the 25 support images + prototypes. "
       "One thread: `intra_op_num_threads=1` (edgemeta, `Bundle.load(threads=1)`), `torch.set_num_threads(1)` + "
@@ -517,7 +518,9 @@ def write_report(r: Runner, meta: dict[str, Any], out: Path) -> None:
     if tr_e and tr_f:
         A(f"Episode: {tr_e['episode']} Omniglot 28x28 (Vinyals train split with rotations), the same "
           f"{tr_e['warmup_steps'] + tr_e['measured_steps']} episodes for both (`build/bench/train_60w1s5q`); conv4 "
-          "(conv3x3-64, BatchNorm, ReLU, maxpool x4), Prototypical loss, Adam lr 1e-3, CPU, `torch.set_num_threads(1)`, "
+          "(4 x conv3x3-64, BatchNorm, ReLU, maxpool2: easyfsl's peer in that textbook order; edgemeta's module as this "
+          "checkout defines it, which may apply max-pool before ReLU, the same function), Prototypical loss, Adam "
+          "lr 1e-3, CPU, `torch.set_num_threads(1)`, "
           f"pinned core. {tr_e['warmup_steps']} warm-up steps, then {tr_e['measured_steps']} timed steps (forward, loss, "
           "backward, optimizer step); data loading excluded on both sides.")
         A("")

@@ -3,9 +3,10 @@
     .venv/bin/python tools/bench/torch_eager.py [--threads 1]
 
 Main venv (torch 2.13.0 CPU; no package conflict, but its own process). The shipped bundle's training
-weights are not committed, so the torch model is rebuilt from ``backbone.onnx``: ``edgemeta.train``'s
-``conv4`` with each BatchNorm replaced by identity and every conv weight / bias copied from the graph's
-initializers (BatchNorm is folded into them there). The embeddings are checked against onnxruntime.
+weights are not committed, so the torch model is rebuilt from ``backbone.onnx``: the textbook conv4
+(defined here in plain torch, so edgemeta's own module, whose block order is an implementation detail,
+does not change this peer) with every conv weight / bias copied from the graph's initializers (BatchNorm
+is folded into them there). The embeddings are checked against onnxruntime.
 
 Two forms are timed, ``torch.inference_mode()``, ``eval()``, ``torch.set_num_threads(1)``, one core:
 - ``folded``: conv (BN folded) -> ReLU -> maxpool, x4: exactly backbone.onnx's graph.
@@ -28,23 +29,32 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import BUNDLE, as_float, current_rss_mb, emit, load_episodes, peak_rss_mb, pin_one_core, timeit  # noqa: E402
 
 
+def conv4(folded: bool):
+    """The textbook conv4, written here in plain torch (not edgemeta's class, whose block order may change):
+    4 x [conv3x3-64, (BatchNorm), ReLU, maxpool2], flatten. ``folded``: no BatchNorm, i.e. backbone.onnx's
+    graph node for node (Conv -> Relu -> MaxPool)."""
+    from torch import nn
+
+    def block(cin: int) -> nn.Sequential:
+        return nn.Sequential(nn.Conv2d(cin, 64, 3, padding=1), nn.Identity() if folded else nn.BatchNorm2d(64),
+                             nn.ReLU(), nn.MaxPool2d(2))
+
+    return nn.Sequential(block(1), block(64), block(64), block(64), nn.Flatten())
+
+
 def build(folded: bool):
     import onnx
     import torch
     from onnx import numpy_helper
-    from torch import nn
 
-    from edgemeta.train.backbones import build_backbone
-
-    m = build_backbone("conv4", image_size=(28, 28))
+    m = conv4(folded)
     w = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(BUNDLE / "backbone.onnx")).graph.initializer}
     with torch.no_grad():
-        for i, blk in enumerate(m.blocks):
+        for i in range(4):
+            blk = m[i]
             blk[0].weight.copy_(torch.from_numpy(w[f"blocks.{i}.0.weight"].copy()))
             blk[0].bias.copy_(torch.from_numpy(w[f"blocks.{i}.0.bias"].copy()))
-            if folded:
-                blk[1] = nn.Identity()
-            else:   # identity statistics: same function, same work as a trained BN in eval mode
+            if not folded:   # identity statistics: same function, same work as a trained BN in eval mode
                 bn = blk[1]
                 bn.running_mean.zero_()
                 bn.running_var.fill_(1.0 - bn.eps)
