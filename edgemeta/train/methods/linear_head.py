@@ -9,6 +9,12 @@ from __future__ import annotations
 import torch
 
 
+def class_means(support: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+    """Prototypes ``[C, D]``: the mean support embedding ``[S, D]`` of each one-hot class ``[S, C]``."""
+    counts = onehot.sum(0).clamp_min(1.0)
+    return (onehot.t() @ support) / counts[:, None]
+
+
 def linear_logits(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """``x [N, D]``, ``weight [C, D]``, ``bias [C]`` -> logits ``[N, C]``."""
     return x @ weight.t() + bias

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from edgemeta.train.methods.base import HeadMethod
-from edgemeta.train.methods.linear_head import linear_logits, sgd_steps
+from edgemeta.train.methods.linear_head import class_means, linear_logits, sgd_steps
 
 
 class MetaSGD(HeadMethod):
@@ -30,8 +30,7 @@ class MetaSGD(HeadMethod):
         self.lr_bias = nn.Parameter(torch.full((self.steps,), float(init_lr)))
 
     def adapt(self, support: torch.Tensor, onehot: torch.Tensor) -> dict[str, torch.Tensor]:
-        counts = onehot.sum(0).clamp_min(1.0)
-        protos = (onehot.t() @ support) / counts[:, None]
+        protos = class_means(support, onehot)
         scale = self.log_scale.exp()
         weight, bias = 2.0 * scale * protos, -scale * (protos * protos).sum(1)
         weight, bias = sgd_steps(support, onehot, weight, bias, self.lr_weight, self.lr_bias)

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from edgemeta.train.methods.base import HeadMethod
+from edgemeta.train.methods.linear_head import class_means
 
 
 class Proto(HeadMethod):
@@ -21,8 +22,7 @@ class Proto(HeadMethod):
         self.log_scale = nn.Parameter(torch.tensor(float(init_scale)).log())
 
     def adapt(self, support: torch.Tensor, onehot: torch.Tensor) -> dict[str, torch.Tensor]:
-        counts = onehot.sum(0).clamp_min(1.0)                       # [C]
-        return {"prototypes": (onehot.t() @ support) / counts[:, None]}
+        return {"prototypes": class_means(support, onehot)}
 
     def classify(self, embeddings: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
         p = params["prototypes"]
