@@ -137,6 +137,10 @@ def evaluate(
     data: Optional[Path] = typer.Option(None, help="Test classes (.npz or image folder) instead of Omniglot's."),
     omniglot: Optional[Path] = typer.Option(None, help="Omniglot folder."),
     split: Optional[str] = typer.Option(None, help="Omniglot protocol; default: the bundle's own."),
+    rotations: Optional[bool] = typer.Option(
+        None, "--rotations/--no-rotations",
+        help="Omniglot: add test characters rotated by 90/180/270 degrees as classes. Default as the "
+             "literature: on for vinyals (1,692 classes), off for lake."),
     threads: int = typer.Option(1, help="onnxruntime intra-op threads."),
     precision: str = typer.Option("auto", help="auto (int8 if the bundle has it), fp32 or int8."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
@@ -149,7 +153,8 @@ def evaluate(
 
     try:
         b = Bundle.load(bundle, threads=threads, precision=precision)
-        test, name = evaluation_set(b.manifest["provenance"], b.preprocess_spec, data, omniglot, split)
+        test, name = evaluation_set(b.manifest["provenance"], b.preprocess_spec, data, omniglot, split,
+                                    rotations=rotations)
         res = evaluate_episodes(b, test, ways, shots, queries, episodes, seed)
     except (BundleError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc))

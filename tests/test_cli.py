@@ -78,7 +78,11 @@ def test_eval_on_another_split_and_on_a_non_bundle(runner, bundle_dir, tmp_path)
     # lake-trained bundle on vinyals test is fine; the reverse case is covered in test_omniglot_splits
     res = runner.invoke(app, ["eval", str(bundle_dir), "--json", "--episodes", "5", "--split", "vinyals"])
     assert res.exit_code == 0, res.output
-    assert json.loads(res.stdout)["split"] == "omniglot/vinyals/test"
+    assert json.loads(res.stdout)["split"] == "omniglot/vinyals/test+rotations"
+    res = runner.invoke(app, ["eval", str(bundle_dir), "--json", "--episodes", "5", "--split", "vinyals",
+                              "--no-rotations"])
+    assert res.exit_code == 0, res.output
+    assert (json.loads(res.stdout)["split"], json.loads(res.stdout)["classes"]) == ("omniglot/vinyals/test", 423)
     bad = tmp_path / "bad.bundle"
     bad.mkdir()
     res = runner.invoke(app, ["eval", str(bad), "--episodes", "5"])

@@ -109,13 +109,19 @@ def test_evaluation_set_refuses_characters_seen_in_training(omniglot_root):
     with pytest.raises(ValueError, match=r"characters this bundle was meta-trained on.*--split vinyals"):
         evaluation_set(vinyals_trained, spec, None, omniglot_root, split="lake")
     # Lake training never saw characters > 964, so Vinyals' test part (> 1200) is fair game.
-    data, name = evaluation_set(lake_trained, spec, None, omniglot_root, split="vinyals")
+    data, name = evaluation_set(lake_trained, spec, None, omniglot_root, split="vinyals", rotations=False)
     assert name == "omniglot/vinyals/test" and data.n_classes == 423
     assert min(chars(data)) == 1201
     # default: the bundle's own split
     data, name = evaluation_set(lake_trained, spec, None, omniglot_root)
     assert name == "omniglot/lake/test" and data.n_classes == 659
+    # Vinyals' protocol as the literature measures it: each test character at 4 rotations is a class
     data, name = evaluation_set(vinyals_trained, spec, None, omniglot_root)
-    assert name == "omniglot/vinyals/test" and data.n_classes == 423
+    assert name == "omniglot/vinyals/test+rotations" and data.n_classes == 4 * 423
+    assert set(chars(data)) == set(chars(evaluation_set(vinyals_trained, spec, None, omniglot_root,
+                                                        rotations=False)[0]))
+    rot90 = data.names.index(data.names[0] + "@rot90")
+    first = data.images[data.offsets[0]]
+    assert np.array_equal(data.images[data.offsets[rot90]], np.rot90(first, 1, axes=(1, 2)))
     with pytest.raises(ValueError, match="pass --data"):
         evaluation_set({"dataset": "mydigits.npz"}, spec, None, omniglot_root)

@@ -29,8 +29,14 @@ def training_sets(dataset: str, split: str, image_size: tuple[int, int], omniglo
 
 
 def evaluation_set(provenance: dict[str, Any], spec: dict[str, Any], data: str | Path | None,
-                   omniglot_root: str | Path | None, split: str | None = None, part: str = "test") -> tuple[ClassImages, str]:
-    """The classes to evaluate on: ``data`` if given, else the test part of the bundle's own Omniglot split."""
+                   omniglot_root: str | Path | None, split: str | None = None, part: str = "test",
+                   rotations: bool | None = None) -> tuple[ClassImages, str]:
+    """The classes to evaluate on: ``data`` if given, else the test part of the bundle's own Omniglot split.
+
+    ``rotations`` adds each evaluated character rotated by 90/180/270 degrees as three more classes.
+    By default it follows the literature: on for ``vinyals`` (Vinyals et al. 2016, ProtoNets, MAML:
+    423 test characters x 4 = 1,692 classes), off for ``lake`` (Lake et al. 2015 has no rotations).
+    """
     size = (int(spec["size"][0]), int(spec["size"][1]))
     if data is not None:
         return load_dataset(data, spec), f"{data}"
@@ -40,10 +46,11 @@ def evaluation_set(provenance: dict[str, Any], spec: dict[str, Any], data: str |
     trained_on = provenance.get("split", "vinyals")
     split = split or trained_on
     root = Path(omniglot_root) if omniglot_root else default_root()
-    evaluated = load_omniglot(split, part, root, size, rotations=False)
+    rotate = (split == "vinyals") if rotations is None else rotations
+    evaluated = load_omniglot(split, part, root, size, rotations=rotate)
     seen = load_omniglot(trained_on, "train", root, size, rotations=False)
     overlap = set(evaluated.image_ids // 100) & set(seen.image_ids // 100)     # char_id of each drawing
     if overlap:
         raise ValueError(f"the {split!r} {part} classes include {len(overlap)} characters this bundle was "
                          f"meta-trained on (split {trained_on!r}); evaluate on --split {trained_on} instead")
-    return evaluated, f"omniglot/{split}/{part}"
+    return evaluated, f"omniglot/{split}/{part}" + ("+rotations" if rotate else "")
