@@ -44,6 +44,9 @@ def train(
     seed: int = typer.Option(0), device: str = typer.Option("auto", help="cpu, cuda or auto."),
     amp: bool = typer.Option(False, help="bf16 autocast (CUDA, or a CPU with bf16 units); check accuracy."),
     resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint (its own config)."),
+    init_from: Optional[Path] = typer.Option(
+        None, help="Start from another run's best weights (same method and backbone); a new run with its own "
+                   "optimizer, schedule and episodes (e.g. to continue a GPU run with a lower --lr)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Meta-train a backbone and adaptation rule on episodes; keep the best-validation weights.
@@ -83,7 +86,8 @@ def train(
                       pretrain_steps=pretrain_steps if pretrain_steps is not None else defaults.get("pretrain_steps", 0),
                       meta=meta, augment=augment, lr=lr, lr_halve_every=lr_halve_every, val_every=val_every,
                       val_episodes=val_episodes, val_ways=val_ways, val_shots=val_shots, patience=patience,
-                      seed=seed, device=device, amp=amp, method_kwargs=mk, backbone_kwargs=bk)
+                      seed=seed, device=device, amp=amp, method_kwargs=mk, backbone_kwargs=bk,
+                      init_from=str(init_from) if init_from else None)
     try:
         train_set, val_set, prov = training_sets(data, split, cfg.image_size, omniglot, val_fraction, seed)
         rec = meta_train(cfg, train_set, val_set, out, provenance=prov, progress=progress)

@@ -73,6 +73,29 @@ CLI_TRAIN = ["--out", "{out}", "--split", "lake", "--ways", "5", "--shots", "1",
              "--no-progress"]
 
 
+def test_init_from_starts_from_another_runs_best_weights(small_sets, tmp_path):
+    train, val = small_sets
+    base = dict(ways=5, shots=1, queries=3, val_every=2, val_episodes=3, device="cpu",
+                backbone_kwargs={"final_pool": False})
+    meta_train(TrainConfig(max_episodes=4, **base), train, val, tmp_path / "a", progress=False)
+    # lr 0: the optimizer moves nothing, so the parameters are exactly those loaded from run a
+    rec = meta_train(TrainConfig(max_episodes=2, lr=0.0, init_from=str(tmp_path / "a"), seed=1, **base), train, val,
+                     tmp_path / "b", progress=False)
+    assert rec["config"]["init_from"] == str(tmp_path / "a")
+    params = lambda w: {k: v for k, v in w.items() if "running" not in k}  # noqa: E731 (BatchNorm stats move)
+    a, b = params(_weights(tmp_path / "a" / "best.npz")), params(_weights(tmp_path / "b" / "best.npz"))
+    _assert_same(a, b)
+    fresh = params(_weights(tmp_path / "a" / "best.npz"))
+    meta_train(TrainConfig(max_episodes=2, lr=0.0, seed=1, **base), train, val, tmp_path / "c", progress=False)
+    assert any(not np.array_equal(fresh[k], v) for k, v in params(_weights(tmp_path / "c" / "best.npz")).items())
+    with pytest.raises(ValueError, match=r"do not fit this model.*missing \['method\."):
+        meta_train(TrainConfig(method="metasgd", max_episodes=2, init_from=str(tmp_path / "a"), **base),
+                   train, val, tmp_path / "d", progress=False)
+    with pytest.raises(ValueError, match="no best.npz"):
+        meta_train(TrainConfig(max_episodes=2, init_from=str(tmp_path / "zzz"), **base), train, val,
+                   tmp_path / "e", progress=False)
+
+
 def _cli(out: Path) -> list[str]:
     return [sys.executable, "-m", "edgemeta.cli", "train", *[a.format(out=out) for a in CLI_TRAIN]]
 

@@ -25,7 +25,7 @@ from edgemeta.data.classes import ClassImages
 from edgemeta.data.episodes import EpisodeSampler
 from edgemeta.metrics import mean_ci95
 from edgemeta.train.augment import random_affine
-from edgemeta.train.checkpoint import load_json, save_json, save_weights
+from edgemeta.train.checkpoint import load_json, load_weights, save_json, save_weights
 from edgemeta.train.distributed import (Dist, average_buffers, average_gradients, barrier, broadcast_flag,
                                         init_from_env)
 from edgemeta.train.model import FewShotModel
@@ -73,6 +73,7 @@ class TrainConfig:
     patience: int = 6                  # validations without improvement before stopping a phase
     seed: int = 0
     device: str = "auto"
+    init_from: str | None = None       # run directory whose best.npz starts this run (warm start)
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)
     method_kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -121,6 +122,23 @@ def validate(model: FewShotModel, data: ClassImages, ways: int, shots: int, quer
         accs.append((logits.argmax(1) == yq).float().mean().item() * 100.0)
     model.train(was_training)
     return mean_ci95(accs)
+
+
+def warm_start(model: FewShotModel, run_dir: str | Path) -> None:
+    """Load another run's ``best.npz`` into ``model``; the backbone and rule must be the same shape."""
+    path = Path(run_dir) / "best.npz"
+    if not path.is_file():
+        raise ValueError(f"--init-from {run_dir}: no best.npz there (expected a finished `edgemeta train` run)")
+    weights = load_weights(path)
+    own = model.state_dict()
+    missing, extra = sorted(own.keys() - weights.keys()), sorted(weights.keys() - own.keys())
+    shapes = [f"{k} {tuple(weights[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+              if k in weights and weights[k].shape != v.shape]
+    if missing or extra or shapes:
+        raise ValueError(f"--init-from {run_dir}: its weights do not fit this model (same --method, --backbone and "
+                         f"--backbone-kwargs expected); missing {missing[:4]}, unexpected {extra[:4]}, "
+                         f"shape mismatches {shapes[:4]}")
+    model.load_state_dict(weights)
 
 
 class _Run:
@@ -233,6 +251,8 @@ def meta_train(cfg: TrainConfig, train: ClassImages, val: ClassImages, out_dir: 
     gen.manual_seed(cfg.seed + 7919 * d.rank)
     amp = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.amp)
     model = FewShotModel(cfg.backbone, cfg.method, cfg.image_size, cfg.backbone_kwargs, cfg.method_kwargs).to(device)
+    if cfg.init_from and not resume:
+        warm_start(model, cfg.init_from)
     images = torch.from_numpy(train.images).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
