@@ -1,6 +1,7 @@
 """Meta-training episodes per second on this machine, 1 process and N processes (torchrun, gloo).
 
     python tools/training_throughput.py [--method proto] [--ways 20 --shots 5 --queries 15] [--episodes 200] [--procs 2]
+    python tools/training_throughput.py --device cuda --procs 1 --episodes 2000     # one GPU (name printed)
 
 Each run is a real `meta_train` on Omniglot (Vinyals train split) with validation only at the end on
 10 validation classes (negligible); episodes/s = episodes / wall time of the training loop as the
@@ -27,18 +28,19 @@ torch.set_num_threads(a["threads"])
 train = load_omniglot("vinyals", "train")
 val = load_omniglot("vinyals", "val").subset(np.arange(10))
 cfg = TrainConfig(method=a["method"], ways=a["ways"], shots=a["shots"], queries=a["queries"], max_episodes=a["episodes"],
-                  val_every=10**9, val_episodes=2, val_ways=5, device="cpu", patience=10**9)
+                  val_every=10**9, val_episodes=2, val_ways=5, device=a["device"], patience=10**9, amp=a["amp"])
 t = time.perf_counter()
 rec = meta_train(cfg, train, val, a["out"], progress=False, log=lambda s: None)
 if rec.get("world_size", 1) == 1 or torch.distributed.get_rank() == 0:
-    print(json.dumps({"episodes": rec["episodes"], "seconds": time.perf_counter() - t}))
+    print(json.dumps({"episodes": rec["episodes"], "seconds": time.perf_counter() - t, "device": rec["device"]}))
 """
 
 
 def run(args: argparse.Namespace, procs: int, threads: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         spec = {"method": args.method, "ways": args.ways, "shots": args.shots, "queries": args.queries,
-                "episodes": args.episodes, "threads": threads, "out": str(Path(tmp) / "run")}
+                "episodes": args.episodes, "threads": threads, "out": str(Path(tmp) / "run"),
+                "device": args.device, "amp": args.amp}
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         cmd = [sys.executable, "-c", WORKER, json.dumps(spec)]
         if procs > 1:
@@ -60,8 +62,13 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=15)
     ap.add_argument("--episodes", type=int, default=200)
     ap.add_argument("--procs", type=int, default=2)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--amp", action="store_true", help="bf16 autocast")
     args = ap.parse_args()
-    rows = [run(args, 1, 1), run(args, 1, args.procs), run(args, args.procs, 1)]
+    if args.device == "cuda":   # one process per GPU; threads do not matter there
+        rows = [run(args, 1, 1)] + ([run(args, args.procs, 1)] if args.procs > 1 else [])
+    else:
+        rows = [run(args, 1, 1), run(args, 1, args.procs), run(args, args.procs, 1)]
     for r in rows:
         print(json.dumps({"method": args.method, "episode": f"{args.ways}w{args.shots}s{args.queries}q", **r}))
 
