@@ -106,6 +106,8 @@ def export(
     zip_to: Optional[Path] = typer.Option(None, "--zip", help="Also pack the bundle into this .zip file."),
     int8: bool = typer.Option(False, "--int8", help="Also write backbone.int8.onnx if it passes the accuracy gate."),
     method: Optional[str] = typer.Option(None, help="Put another rule's head (default settings) on the run's backbone."),
+    shift_views: int = typer.Option(1, help="1, 5 or 9: embed each image as the mean over that many one-pixel "
+                                             "shifts (baked into backbone.onnx; costs that many backbone passes)."),
 ) -> None:
     """Export a run to a bundle; refuses if onnxruntime and torch disagree."""
     from edgemeta.contract.bundle import zip_bundle
@@ -117,7 +119,8 @@ def export(
         _, record = load_run(run)
         cfg = TrainConfig.from_json(record["config"])
         train_set, val_set, _ = training_sets(cfg.dataset, cfg.split, cfg.image_size, omniglot, seed=cfg.seed)
-        manifest = export_bundle(run, out, val_set, int8_calibration=train_set if int8 else None, method=method)
+        manifest = export_bundle(run, out, val_set, int8_calibration=train_set if int8 else None, method=method,
+                                 shift_views=shift_views)
     except (ExportError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     if zip_to:

@@ -28,6 +28,7 @@ from edgemeta.data.episodes import EpisodeSampler
 from edgemeta.train.checkpoint import load_json, load_weights
 from edgemeta.train.methods.base import HeadMethod
 from edgemeta.train.model import FewShotModel
+from edgemeta.train.shift_views import SHIFT_VIEWS, ShiftAveraged
 from edgemeta.train.trainer import TrainConfig
 
 OPSET = 17
@@ -177,14 +178,18 @@ def load_run(run_dir: str | Path, method: str | None = None) -> tuple[FewShotMod
 
 def export_bundle(run_dir: str | Path, out_dir: str | Path, val: ClassImages,
                   parity_episodes: int = 20, metric_episodes: int = 600,
-                  int8_calibration: ClassImages | None = None, method: str | None = None) -> dict[str, Any]:
+                  int8_calibration: ClassImages | None = None, method: str | None = None,
+                  shift_views: int = 1) -> dict[str, Any]:
     """Export ``run_dir``'s best model to ``out_dir`` after parity checks on ``val`` episodes.
 
     ``val``: held-out validation classes (never the test classes). ``int8_calibration``: meta-training
     classes to calibrate an int8 backbone on; it is kept only if it passes the accuracy gate.
-    Returns the manifest.
+    ``shift_views`` (1, 5 or 9): bake a shift-averaged embedding into ``backbone.onnx``
+    (:mod:`edgemeta.train.shift_views`). Returns the manifest.
     """
     model, record = load_run(run_dir, method)
+    if shift_views != 1:
+        model.backbone = ShiftAveraged(model.backbone, shift_views)
     cfg = TrainConfig.from_json(record["config"])
     image_shape = (1, *cfg.image_size)
     graphs = graphs_from_model(model, image_shape)
@@ -206,7 +211,8 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, val: ClassImages,
         "method": cfg.method,
         "input": {"name": "images", "shape": [None, *image_shape], "dtype": "float32", "range": [0.0, 1.0]},
         "preprocess": default_spec(cfg.image_size, "nearest"),
-        "embedding": {"name": "embeddings", "dim": model.embedding_dim},
+        "embedding": {"name": "embeddings", "dim": model.embedding_dim,
+                      "shift_views": [list(v) for v in SHIFT_VIEWS[shift_views]]},
         "head": {"method": cfg.method, "outputs": list(model.method.param_names), **model.method.hparams()},
         "graphs": {"backbone": "backbone.onnx", "adapt": "adapt.onnx", "classify": "classify.onnx"},
         "limits": {"min_ways": 2, "max_ways": 1000, "min_shots": 1},
