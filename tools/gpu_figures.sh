@@ -3,15 +3,24 @@
 #   bash tools/gpu_figures.sh [OUT_DIR]
 # 1. meta-training episodes/s for proto and metasgd at 20-way 5-shot 15-query (one process, fp32 and bf16);
 # 2. time to 99% 5-way 1-shot validation accuracy (Vinyals split, 600 validation episodes every 250
-#    episodes, default 60-way 1-shot recipe), read from the run's history.
-# Prints JSON lines; the GPU's name is in each "device" field.
+#    episodes, the default 60-way 1-shot recipe), read from the run's history.
+# Prints JSON lines; the GPU's name is in each "device" field. DEVICE=cpu EPISODES=20 TO99_EPISODES=500
+# runs the same steps small on a CPU (a smoke test of the script, not a figure).
 set -euo pipefail
 OUT=${1:-runs/gpu-figures}
+DEVICE=${DEVICE:-cuda}
+EPISODES=${EPISODES:-2000}
+TO99_EPISODES=${TO99_EPISODES:-20000}
 mkdir -p "$OUT"
+AMP=(--amp)
+[ "$DEVICE" = cpu ] && AMP=()
 for m in proto metasgd; do
-  python tools/training_throughput.py --device cuda --procs 1 --method $m --ways 20 --shots 5 --queries 15 --episodes 2000
-  python tools/training_throughput.py --device cuda --procs 1 --method $m --ways 20 --shots 5 --queries 15 --episodes 2000 --amp
+  python tools/training_throughput.py --device "$DEVICE" --procs 1 --method $m --ways 20 --shots 5 --queries 15 --episodes "$EPISODES"
+  if [ ${#AMP[@]} -gt 0 ]; then
+    python tools/training_throughput.py --device "$DEVICE" --procs 1 --method $m --ways 20 --shots 5 --queries 15 \
+      --episodes "$EPISODES" "${AMP[@]}"
+  fi
 done | tee "$OUT/throughput.jsonl"
-python -m edgemeta.cli train --out "$OUT/to99" --device cuda --method proto --ways 60 --shots 1 --queries 5 \
-  --episodes 20000 --val-every 250 --val-episodes 600 --val-ways 5 --val-shots 1 --patience 12 --no-progress
+python -m edgemeta.cli train --out "$OUT/to99" --device "$DEVICE" --method proto --ways 60 --shots 1 --queries 5 \
+  --episodes "$TO99_EPISODES" --val-every 250 --val-episodes 600 --val-ways 5 --val-shots 1 --patience 12 --no-progress
 python tools/time_to_accuracy.py "$OUT/to99" --target 99 | tee "$OUT/time_to_99.json"

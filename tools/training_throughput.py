@@ -67,6 +67,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.device == "cuda":   # one process per GPU; threads do not matter there
         rows = [run(args, 1, 1)] + ([run(args, args.procs, 1)] if args.procs > 1 else [])
+    elif args.procs == 1:
+        rows = [run(args, 1, 1)]
     else:
         rows = [run(args, 1, 1), run(args, 1, args.procs), run(args, args.procs, 1)]
     for r in rows:
