@@ -47,6 +47,7 @@ def test_exported_shift_views_equal_the_mean_over_shifted_images(trained_run, la
     assert manifest["embedding"]["shift_views"] == [list(s) for s in SHIFT_VIEWS[5]]
     assert bundle.manifest["embedding"]["shift_views"] == [[0, 0]]
     views = Bundle.load(tmp_path / "views5")
+    assert views.embed_chunk == 6 < 8       # 32 views per backbone run: the 8 images below take two runs
     x = bundle.preprocess(task[0][:8])
     want = np.mean([bundle.embed(_shift(x, dy, dx)) for dy, dx in SHIFT_VIEWS[5]], axis=0)
     np.testing.assert_allclose(views.embed(x), want, atol=1e-5)
