@@ -52,3 +52,16 @@ def test_exported_shift_views_equal_the_mean_over_shifted_images(trained_run, la
     want = np.mean([bundle.embed(_shift(x, dy, dx)) for dy, dx in SHIFT_VIEWS[5]], axis=0)
     np.testing.assert_allclose(views.embed(x), want, atol=1e-5)
     assert np.abs(views.embed(x) - bundle.embed(x)).max() > 1e-3     # it is not the plain embedding
+
+
+def test_shipped_accurate_bundle_is_a_verified_9_view_576d_model(vinyals_test):
+    from pathlib import Path
+
+    from edgemeta.evaluation import evaluate_episodes
+
+    path = Path(__file__).resolve().parents[1] / "models" / "omniglot-conv4"
+    b = Bundle.load(path)
+    assert (b.embedding_dim, b.precision, len(b.manifest["embedding"]["shift_views"])) == (576, "int8", 9)
+    assert b.manifest["precision"]["int8"]["passed"] and b.manifest["parity"]["prediction_mismatches"] == 0
+    res = evaluate_episodes(b, vinyals_test, ways=5, shots=1, queries=5, episodes=20, seed=3)
+    assert res["accuracy"] > 90.0        # 98.8 over 1,000 episodes; chance is 20
