@@ -12,14 +12,13 @@ DEVICE=${DEVICE:-cuda}
 EPISODES=${EPISODES:-2000}
 TO99_EPISODES=${TO99_EPISODES:-20000}
 mkdir -p "$OUT"
-AMP=(--amp)
-[ "$DEVICE" = cpu ] && AMP=()
+PRECISION_FLAGS=("" "--amp")           # fp32, then bf16 autocast (not on the CPU smoke test)
+[ "$DEVICE" = cpu ] && PRECISION_FLAGS=("")
 for m in proto metasgd; do
-  python tools/training_throughput.py --device "$DEVICE" --procs 1 --method $m --ways 20 --shots 5 --queries 15 --episodes "$EPISODES"
-  if [ ${#AMP[@]} -gt 0 ]; then
+  for flag in "${PRECISION_FLAGS[@]}"; do
     python tools/training_throughput.py --device "$DEVICE" --procs 1 --method $m --ways 20 --shots 5 --queries 15 \
-      --episodes "$EPISODES" "${AMP[@]}"
-  fi
+      --episodes "$EPISODES" $flag
+  done
 done | tee "$OUT/throughput.jsonl"
 python -m edgemeta.cli train --out "$OUT/to99" --device "$DEVICE" --method proto --ways 60 --shots 1 --queries 5 \
   --episodes "$TO99_EPISODES" --val-every 250 --val-episodes 600 --val-ways 5 --val-shots 1 --patience 12 --no-progress

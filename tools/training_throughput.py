@@ -65,12 +65,11 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--amp", action="store_true", help="bf16 autocast")
     args = ap.parse_args()
-    if args.device == "cuda":   # one process per GPU; threads do not matter there
-        rows = [run(args, 1, 1)] + ([run(args, args.procs, 1)] if args.procs > 1 else [])
-    elif args.procs == 1:
-        rows = [run(args, 1, 1)]
-    else:
-        rows = [run(args, 1, 1), run(args, 1, args.procs), run(args, args.procs, 1)]
+    rows = [run(args, 1, 1)]
+    if args.procs > 1:
+        if args.device == "cpu":   # N threads in one process: a fair CPU comparison; on a GPU threads do not matter
+            rows.append(run(args, 1, args.procs))
+        rows.append(run(args, args.procs, 1))
     for r in rows:
         print(json.dumps({"method": args.method, "episode": f"{args.ways}w{args.shots}s{args.queries}q", **r}))
 
