@@ -123,5 +123,7 @@ def test_evaluation_set_refuses_characters_seen_in_training(omniglot_root):
     rot90 = data.names.index(data.names[0] + "@rot90")
     first = data.images[data.offsets[0]]
     assert np.array_equal(data.images[data.offsets[rot90]], np.rot90(first, 1, axes=(1, 2)))
+    with pytest.raises(ValueError, match="applies to Omniglot's test classes"):
+        evaluation_set(lake_trained, spec, "mydigits.npz", omniglot_root, rotations=True)
     with pytest.raises(ValueError, match="pass --data"):
         evaluation_set({"dataset": "mydigits.npz"}, spec, None, omniglot_root)

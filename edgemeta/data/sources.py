@@ -39,6 +39,9 @@ def evaluation_set(provenance: dict[str, Any], spec: dict[str, Any], data: str |
     """
     size = (int(spec["size"][0]), int(spec["size"][1]))
     if data is not None:
+        if rotations is not None:
+            raise ValueError("--rotations/--no-rotations applies to Omniglot's test classes; the classes of --data "
+                             "are evaluated as given (add rotated copies to the dataset to test them)")
         return load_dataset(data, spec), f"{data}"
     if provenance.get("dataset") != "omniglot":
         raise ValueError(f"this bundle was meta-trained on {provenance.get('dataset')!r}; pass --data with its "
