@@ -17,6 +17,9 @@ import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
+from edgemeta.contract.atomic_files import atomic_write_bytes
+from edgemeta.errors import BundleError
+
 FORMAT_NAME = "edgemeta-bundle"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -25,10 +28,6 @@ REQUIRED_KEYS = (
     "format", "format_version", "method", "input", "preprocess", "embedding",
     "head", "graphs", "files", "provenance", "validation", "integrity",
 )
-
-
-class BundleError(ValueError):
-    """A bundle is missing, malformed, of another format version, or altered."""
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -180,35 +179,3 @@ def zip_bundle(directory: str | os.PathLike, out: str | os.PathLike) -> Path:
     out = Path(out)
     atomic_write_bytes(out, buf.getvalue())
     return out
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a mix.
-
-    The temporary file is ``.<name>.<random>`` in the same folder; a crash can leave one behind,
-    which :func:`remove_stale_temporaries` clears.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def remove_stale_temporaries(path: str | os.PathLike) -> None:
-    """Delete ``.<name>.*`` files beside ``path``: what crashed :func:`atomic_write_bytes` calls left."""
-    path = Path(path)
-    for p in path.parent.glob(f".{path.name}.*"):
-        try:
-            p.unlink()
-        except OSError:
-            pass

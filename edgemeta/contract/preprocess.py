@@ -18,13 +18,11 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from edgemeta.errors import InputError
+
 MIN_SIDE = 4          # smaller images carry no usable strokes
 MAX_ASPECT = 4        # beyond this an "image" is almost always a flattened or mis-shaped array
 PILLOW_FILTERS = ("nearest", "box", "bilinear", "hamming", "bicubic", "lanczos")
-
-
-class InputError(ValueError):
-    """Input images or labels are not what the bundle expects; the message says what was."""
 
 
 def default_spec(size: Sequence[int] = (28, 28), resize: str = "nearest") -> dict[str, Any]:

@@ -16,9 +16,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgemeta.contract.preprocess import InputError
+from edgemeta.errors import InputError
 from edgemeta.runtime.loaded_bundle import Bundle
-from edgemeta.runtime.state import StateData, StateError, read_state, write_state
+from edgemeta.errors import StateError
+from edgemeta.runtime.state import StateData, read_state, write_state
 
 Images = np.ndarray | Sequence[np.ndarray]
 

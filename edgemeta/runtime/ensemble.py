@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgemeta.contract.preprocess import InputError
+from edgemeta.errors import InputError
 from edgemeta.runtime.classifier import FewShotClassifier, Images, check_labels, softmax
 from edgemeta.runtime.loaded_bundle import Bundle
 

@@ -9,7 +9,8 @@ from typing import Any, Sequence
 import numpy as np
 import onnxruntime as ort
 
-from edgemeta.contract.bundle import BundleError, read_bundle
+from edgemeta.contract.bundle import read_bundle
+from edgemeta.errors import BundleError
 from edgemeta.contract.preprocess import preprocess
 
 EMBED_CHUNK = 256          # images per backbone run

@@ -25,16 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from edgemeta.contract.bundle import atomic_write_bytes, remove_stale_temporaries
+from edgemeta.contract.atomic_files import atomic_write_bytes, remove_stale_temporaries
+from edgemeta.errors import StateError
 
 MAGIC = b"EDGEMETA-STATE\n"
 STATE_FORMAT = "edgemeta-state"
 STATE_VERSION = 1
 _WRITE_LOCK = threading.Lock()
-
-
-class StateError(ValueError):
-    """A state file is missing, damaged, altered, encrypted with another key, or for another bundle."""
 
 
 @dataclass

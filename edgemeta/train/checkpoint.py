@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgemeta.contract.bundle import atomic_write_bytes
+from edgemeta.contract.atomic_files import atomic_write_bytes
 
 
 def save_weights(path: str | Path, state: dict[str, torch.Tensor]) -> None:

@@ -27,16 +27,13 @@ from edgemeta.data.classes import ClassImages
 from edgemeta.data.episodes import EpisodeSampler
 from edgemeta.train.checkpoint import load_json, load_weights
 from edgemeta.train.methods.base import HeadMethod
+from edgemeta.errors import ExportError
 from edgemeta.train.model import FewShotModel
 from edgemeta.train.shift_views import SHIFT_VIEWS, ShiftAveraged
 from edgemeta.train.trainer import TrainConfig
 
 OPSET = 17
 EMBEDDING_TOL = 1e-4
-
-
-class ExportError(RuntimeError):
-    """Export refused: the ONNX graphs do not reproduce the torch model closely enough."""
 
 
 class _AdaptGraph(nn.Module):

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgemeta.contract.bundle import atomic_write_bytes
+from edgemeta.contract.atomic_files import atomic_write_bytes
 
 
 def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
