@@ -134,7 +134,7 @@ meta_train(cfg, train, val, sys.argv[1], progress=False, log=lambda s: None)
 
 
 @pytest.mark.parametrize("method", ["proto", pytest.param("metasgd", marks=pytest.mark.slow)])
-def test_two_gloo_processes_equal_one_process_with_doubled_batch(tmp_path, method):
+def test_two_gloo_processes_equal_one_process_with_doubled_batch(tmp_path, method, omniglot_root):
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
