@@ -124,3 +124,77 @@ def test_json_roundtrip(tmp_path):
     save_json(tmp_path / "x.json", {"replaced": True})
     assert load_json(tmp_path / "x.json") == {"replaced": True}
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]          # atomic: no temp file left
+
+
+# ---- one registry of rules: constructor defaults, train defaults and CLI help from one entry ----------
+
+def test_registry_entry_builds_each_rule_with_its_defaults():
+    import inspect
+
+    from edgemeta.errors import InputError
+    from edgemeta.train.method_specs import METHOD_SPECS, describe, method_spec, train_defaults
+    from edgemeta.train.methods import METHODS, build_method
+
+    assert METHODS.keys() == METHOD_SPECS.keys()
+    for name, cls in METHODS.items():
+        spec = method_spec(name)
+        # the spec's defaults are the constructor's own defaults, so the two cannot drift apart
+        params = inspect.signature(cls).parameters
+        assert {k: params[k].default for k in spec.method_kwargs} == dict(spec.method_kwargs), name
+        built = build_method(name, 16)
+        assert type(built) is cls and built.name == name
+        assert TrainConfig.for_method(name).method_kwargs == dict(spec.method_kwargs)
+        assert describe().count(f"\n{name}: ") + describe().startswith(f"{name}: ") == 1
+    assert build_method("metasgd", 16).steps == 3 and build_method("metasgd", 16, steps=5).steps == 5
+    assert build_method("metasgd", 16).lr_weight.shape == (3, 16)
+    assert train_defaults("finetune") == {"pretrain_steps": 20_000, "max_episodes": 0,
+                                          "method_kwargs": {"steps": 100, "lr": 0.1}}
+    cfg = TrainConfig.for_method("finetune", pretrain_steps=7, method_kwargs={"steps": 4})
+    assert (cfg.pretrain_steps, cfg.max_episodes, cfg.method_kwargs) == (7, 0, {"steps": 4, "lr": 0.1})
+    assert "finetune: " in describe() and "pretrain_steps=20000" in describe()
+    with pytest.raises(InputError, match=r"unknown method 'maml'; known methods: \['finetune', 'metasgd'"):
+        build_method("maml", 16)
+    with pytest.raises(InputError, match="unknown method"):
+        TrainConfig.for_method("maml")
+
+
+def test_registry_keeps_the_head_manifest_of_existing_runs():
+    """A run recorded before the registry (explicit method_kwargs, or none) builds the same head."""
+    from edgemeta.train.methods import build_method
+
+    expected = {
+        "proto": {"distance": "squared_euclidean", "scale": 1.0},
+        "metasgd": {"init": "prototypes", "steps": 3, "scale": 1.0, "lr_weight_mean_per_step": [0.1] * 3,
+                    "lr_bias_per_step": [0.1] * 3},
+        "ridge": {"solver": "newton-schulz x40", "lambda": 1.05, "alpha": 10.0, "beta": 0.0,
+                  "feature_scale": "1/sqrt(16)"},
+        "finetune": {"init": "zeros", "steps": 100, "lr": 0.1, "feature_scale": 10.0,
+                     "features": "l2-normalised x feature_scale"},
+    }
+    rounded = lambda v: round(v, 6) if isinstance(v, float) else [rounded(x) for x in v] if isinstance(v, list) \
+        else v  # noqa: E731 (float32 scalars)
+    for name, hp in expected.items():
+        for kwargs in ({}, TrainConfig.for_method(name).method_kwargs):
+            assert {k: rounded(v) for k, v in build_method(name, 16, **kwargs).hparams().items()} == hp, name
+
+
+# ---- public hooks: every step and validation reported, training unchanged ----------------------------
+
+def test_hooks_report_each_step_and_validation_without_changing_training(tmp_path, small_sets):
+    from edgemeta.train.trainer import TrainHooks
+
+    train, val, prov = small_sets
+    cfg = TrainConfig(**{**TINY, "pretrain_steps": 4, "pretrain_batch": 8, "val_every": 10})
+    steps, rows = [], []
+    hooks = TrainHooks(on_step=lambda phase, done, wall, cpu: steps.append((phase, done, wall, cpu)),
+                       on_validate=rows.append)
+    rec = meta_train(cfg, train, val, tmp_path / "h", progress=False, log=lambda s: None, hooks=hooks)
+    assert [(p, d) for p, d, _, _ in steps] == [("pretrain", i) for i in range(1, 5)] + \
+        [("meta", i) for i in range(1, 21)]
+    assert all(wall > 0 and cpu >= 0 for _, _, wall, cpu in steps)
+    assert rows == rec["history"] and [(r["phase"], r["step"]) for r in rows] == \
+        [("pretrain", 4), ("meta", 10), ("meta", 20)]
+    plain = meta_train(cfg, train, val, tmp_path / "p", progress=False, log=lambda s: None)
+    assert [h["val_acc"] for h in plain["history"]] == [h["val_acc"] for h in rec["history"]]
+    for k, v in load_weights(tmp_path / "p" / "last.npz").items():
+        assert torch.equal(v, load_weights(tmp_path / "h" / "last.npz")[k]), k

@@ -23,21 +23,18 @@ from torch import nn
 from edgemeta import __version__
 from edgemeta.data.classes import ClassImages
 from edgemeta.data.episodes import EpisodeSampler
+from edgemeta.errors import InputError
 from edgemeta.metrics import mean_ci95
 from edgemeta.train.augment import random_affine
 from edgemeta.train.checkpoint import load_json, load_weights, save_json, save_weights
 from edgemeta.train.distributed import (Dist, average_buffers, average_gradients, barrier, broadcast_flag,
                                         init_from_env)
+from edgemeta.train.method_specs import METHOD_SPECS, train_defaults
 from edgemeta.train.model import FewShotModel
 from edgemeta.train.resume import has_checkpoint, load_checkpoint, save_checkpoint
 
-# Per-method defaults a user gets without flags (``edgemeta train --method M``).
-METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
-    "proto": {},
-    "metasgd": {"method_kwargs": {"steps": 3, "init_lr": 0.1}},
-    "ridge": {"method_kwargs": {"init_lambda": 1.0, "init_alpha": 10.0}},
-    "finetune": {"pretrain_steps": 20_000, "max_episodes": 0, "method_kwargs": {"steps": 100, "lr": 0.1}},
-}
+# Per-method TrainConfig fields a user gets without flags (``edgemeta train --method M``), from the registry.
+METHOD_DEFAULTS: dict[str, dict[str, Any]] = {name: train_defaults(name) for name in METHOD_SPECS}
 
 
 @dataclass
@@ -83,6 +80,14 @@ class TrainConfig:
         return d
 
     @classmethod
+    def for_method(cls, method: str, **fields: Any) -> "TrainConfig":
+        """A config with ``method``'s registry defaults (training settings and ``method_kwargs``),
+        overridden by ``fields``; ``fields["method_kwargs"]`` is merged over the defaults."""
+        defaults = train_defaults(method)
+        kwargs = {**defaults["method_kwargs"], **(fields.pop("method_kwargs", None) or {})}
+        return cls(method=method, **{**defaults, **fields, "method_kwargs": kwargs})
+
+    @classmethod
     def from_json(cls, d: dict[str, Any]) -> "TrainConfig":
         d = dict(d)
         d["image_size"] = tuple(d["image_size"])
@@ -93,9 +98,9 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name not in ("cpu", "cuda"):
-        raise ValueError(f"device must be cpu, cuda or auto, got {name!r}")
+        raise InputError(f"device must be cpu, cuda or auto, got {name!r}")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda asked for, but torch sees no CUDA GPU; use --device cpu or auto")
+        raise InputError("--device cuda asked for, but torch sees no CUDA GPU; use --device cpu or auto")
     return torch.device(name)
 
 
@@ -128,112 +133,57 @@ def warm_start(model: FewShotModel, run_dir: str | Path) -> None:
     """Load another run's ``best.npz`` into ``model``; the backbone and rule must be the same shape."""
     path = Path(run_dir) / "best.npz"
     if not path.is_file():
-        raise ValueError(f"--init-from {run_dir}: no best.npz there (expected a finished `edgemeta train` run)")
+        raise InputError(f"--init-from {run_dir}: no best.npz there (expected a finished `edgemeta train` run)")
     weights = load_weights(path)
     own = model.state_dict()
     missing, extra = sorted(own.keys() - weights.keys()), sorted(weights.keys() - own.keys())
     shapes = [f"{k} {tuple(weights[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
               if k in weights and weights[k].shape != v.shape]
     if missing or extra or shapes:
-        raise ValueError(f"--init-from {run_dir}: its weights do not fit this model (same --method, --backbone and "
+        raise InputError(f"--init-from {run_dir}: its weights do not fit this model (same --method, --backbone and "
                          f"--backbone-kwargs expected); missing {missing[:4]}, unexpected {extra[:4]}, "
                          f"shape mismatches {shapes[:4]}")
     model.load_state_dict(weights)
 
 
-class _Run:
-    """Shared bookkeeping of a run: progress, validation, best checkpoint, resume checkpoints,
-    early stopping. Only rank 0 validates, logs and writes; every rank follows its decisions."""
+@dataclass
+class TrainHooks:
+    """Optional callbacks into :func:`meta_train` (benchmarks, dashboards); they never change training.
 
-    def __init__(self, cfg: TrainConfig, model: FewShotModel, val: ClassImages, out: Path, device: torch.device,
-                 record: dict[str, Any], progress: bool, log: Callable[[str], None], d: Dist,
-                 gen: torch.Generator, stop_after: int | None):
-        self.cfg, self.model, self.val, self.out, self.device = cfg, model, val, out, device
-        self.record, self.progress, self.log, self.d, self.gen = record, progress, log, d, gen
-        self.stop_after = stop_after
-        self.best_acc = -1.0
-        self.interrupted = False
-        self.t0 = time.perf_counter() - float(record.get("train_seconds", 0.0))
-
-    def phase(self, name: str, total: int, step: Callable[[int], tuple[float, float, int]], unit: str,
-              modules: dict[str, nn.Module], opt: torch.optim.Optimizer, sched: Any,
-              start: int = 0, bad: int = 0) -> None:
-        """Call ``step(done) -> (loss, acc, advanced)`` from ``start`` to ``total``; validate and
-        checkpoint every ``val_every``."""
-        cfg = self.cfg
-        bar = None
-        if self.progress and total > 0 and self.d.main:
-            from tqdm import tqdm
-
-            bar = tqdm(total=total, initial=start, unit=unit, desc=name, dynamic_ncols=True, file=sys.stderr)
-        done, run_loss, run_acc = start, None, None
-        while done < total:
-            loss, acc, adv = step(done)
-            done += adv
-            run_loss = loss if run_loss is None else 0.95 * run_loss + 0.05 * loss
-            run_acc = acc if run_acc is None else 0.95 * run_acc + 0.05 * acc
-            if bar is not None:
-                bar.update(adv)
-                bar.set_postfix(loss=f"{run_loss:.3f}", acc=f"{run_acc:.1f}", best=f"{self.best_acc:.2f}")
-            if done % cfg.val_every < adv or done >= total:
-                average_buffers(self.model, self.d)
-                stop = False
-                if self.d.main:
-                    improved = self.validate(name, done, run_loss, run_acc)
-                    bad = 0 if improved else bad + 1
-                    stop = bad >= cfg.patience
-                    if stop:
-                        self.record["stopped"] = f"{name}: no val improvement in {cfg.patience} validations"
-                    position = {"phase": name, "done": done, "bad": bad, "best_acc": self.best_acc,
-                                "finished": stop or done >= total}
-                    save_checkpoint(self.out, modules, opt, sched, self.gen, position)
-                    save_json(self.out / "run.json", self.record)
-                if broadcast_flag(stop, self.d, self.device):
-                    break
-                if self.stop_after is not None and done >= self.stop_after:
-                    self.interrupted = True
-                    self.record["stopped"] = f"interrupted at {name} {done} (stop_after)"
-                    break
-        if bar is not None:
-            bar.close()
-        self.record.setdefault("phases", {})[name] = done
-
-    def validate(self, phase: str, done: int, loss: float | None, acc_train: float | None) -> bool:
-        cfg = self.cfg
-        acc, ci = validate(self.model, self.val, cfg.val_ways, cfg.val_shots, cfg.val_queries,
-                           cfg.val_episodes, cfg.seed + 1_000_003, self.device)
-        elapsed = round(time.perf_counter() - self.t0, 2)
-        self.record["history"].append({"phase": phase, "step": done, "seconds": elapsed, "train_loss": loss,
-                                       "train_acc": acc_train, "val_acc": acc, "val_ci95": ci})
-        improved = acc > self.best_acc
-        if improved:
-            self.best_acc = acc
-            save_weights(self.out / "best.npz", self.model.state_dict())
-            self.record["best"] = {"phase": phase, "step": done, "val_acc": acc, "val_ci95": ci, "seconds": elapsed,
-                                   "val_setting": f"{cfg.val_ways}-way {cfg.val_shots}-shot {cfg.val_queries}-query, "
-                                                  f"{cfg.val_episodes} episodes"}
-        self.record["train_seconds"] = elapsed
-        self.log(f"{phase} {done}: val {cfg.val_ways}w{cfg.val_shots}s {acc:.2f} ± {ci:.2f} "
-                 f"(best {self.best_acc:.2f}) loss {loss if loss is not None else float('nan'):.3f} [{elapsed:.0f}s]")
-        return improved
-
-
-def meta_train(cfg: TrainConfig, train: ClassImages, val: ClassImages, out_dir: str | Path,
-               provenance: dict[str, Any] | None = None, progress: bool = True,
-               log: Callable[[str], None] | None = None, resume: bool = False,
-               stop_after: int | None = None) -> dict[str, Any]:
-    """Train ``cfg.method`` on ``train``; keep the weights best on ``val`` episodes.
-
-    Phases: ``pretrain`` (``cfg.pretrain_steps`` batches of many-class classification over all
-    training classes, the transfer-learning recipe) then ``meta`` (``cfg.max_episodes`` episodes,
-    gradient or Reptile meta-updates). ``resume``: continue from ``out_dir``'s last checkpoint.
-    Under ``torchrun`` each rank runs ``episodes_per_step`` episodes per step and gradients are
-    averaged. ``stop_after``: stop at the first checkpoint at or after this step (tests use it to
-    interrupt a run). Returns the run record (also ``out_dir/run.json``).
+    ``on_step(phase, done, wall_seconds, cpu_seconds)``: after each optimizer step of ``pretrain`` or
+    ``meta``, with the step's own time (forward, loss, backward, update; nothing else).
+    ``on_validate(row)``: after each validation, with the history row appended to ``run.json``.
     """
-    log = log or (lambda s: print(s, file=sys.stderr))
+
+    on_step: Callable[[str, int, float, float], None] | None = None
+    on_validate: Callable[[dict[str, Any]], None] | None = None
+
+
+StepFn = Callable[[int], tuple[float, float, int]]    # step(done) -> (loss, accuracy %, episodes or steps advanced)
+
+
+@dataclass
+class RunContext:
+    """What every phase of a run shares: config, device, processes, model, images, RNG, record."""
+
+    cfg: TrainConfig
+    out: Path
+    device: torch.device
+    d: Dist
+    model: FewShotModel
+    images: torch.Tensor                     # [N, C, H, W] all training images, on ``device``
+    gen: torch.Generator
+    amp: Any                                 # autocast context (disabled unless cfg.amp)
+    aug: Callable[[torch.Tensor], torch.Tensor]
+    record: dict[str, Any]
+    position: dict[str, Any]                 # where a resumed run stopped: {"phase": ..., "done": ..., ...}
+
+
+def setup_run(cfg: TrainConfig, train: ClassImages, out_dir: str | Path, provenance: dict[str, Any] | None,
+              resume: bool) -> RunContext:
+    """Pick the device and processes, seed, build (or warm-start) the model, load a resumed position."""
     if cfg.meta not in ("gradient", "reptile"):
-        raise ValueError(f"meta must be 'gradient' or 'reptile', got {cfg.meta!r}")
+        raise InputError(f"meta must be 'gradient' or 'reptile', got {cfg.meta!r}")
     out = Path(out_dir)
     device = pick_device(cfg.device)
     d = init_from_env(device.type)
@@ -241,7 +191,7 @@ def meta_train(cfg: TrainConfig, train: ClassImages, val: ClassImages, out_dir: 
         device = torch.device("cuda", d.local_rank)
         torch.cuda.set_device(device)
     if d.enabled and cfg.meta == "reptile":
-        raise ValueError("Reptile is single-process here; run it without torchrun")
+        raise InputError("Reptile is single-process here; run it without torchrun")
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -261,115 +211,281 @@ def meta_train(cfg: TrainConfig, train: ClassImages, val: ClassImages, out_dir: 
     position: dict[str, Any] = {"phase": None}
     if resume:
         if not has_checkpoint(out):
-            raise ValueError(f"{out} has no checkpoint to resume from (expected last.json + last.npz)")
+            raise InputError(f"{out} has no checkpoint to resume from (expected last.json + last.npz)")
         record = load_json(out / "run.json")
         if TrainConfig.from_json(record["config"]) != cfg:
-            raise ValueError(f"{out} was started with another configuration; resume it with `edgemeta train "
+            raise InputError(f"{out} was started with another configuration; resume it with `edgemeta train "
                              f"--resume {out}` alone")
         position = json.loads((out / "last.json").read_text())["position"]
+        record["stopped"] = "running (or killed)"
     else:
         record = {"config": cfg.to_json(), "provenance": provenance or {}, "code_version": __version__,
                   "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
                   "world_size": d.world, "history": [], "best": None, "episodes": 0, "train_seconds": 0.0,
                   "stopped": "running (or killed)"}
-    run = _Run(cfg, model, val, out, device, record, progress, log, d, gen, stop_after)
-    if resume:
-        run.best_acc = float(position["best_acc"])
-        record["stopped"] = "running (or killed)"
-    model.train()
-    params = list(model.parameters())
+    return RunContext(cfg, out, device, d, model, images, gen, amp, aug, record, position)
 
-    if cfg.pretrain_steps > 0 and position["phase"] != "meta":
-        labels = torch.from_numpy(train.labels()).to(device)
-        head = nn.Linear(model.embedding_dim, train.n_classes).to(device)
-        opt = torch.optim.Adam([*model.backbone.parameters(), *head.parameters()], lr=cfg.lr)
-        sched = torch.optim.lr_scheduler.StepLR(opt, max(1, cfg.lr_halve_every), 0.5)
-        modules = {"model": model, "pretrain_head": head}
-        start, bad = 0, 0
-        if position["phase"] == "pretrain":
-            load_checkpoint(out, modules, opt, sched, gen)
-            start, bad = (cfg.pretrain_steps, 0) if position["finished"] else (position["done"], position["bad"])
-        pre_params = [*model.backbone.parameters(), *head.parameters()]
 
-        def pre_step(done: int) -> tuple[float, float, int]:
-            rows = torch.randint(0, len(images), (cfg.pretrain_batch,), generator=gen, device=device)
-            with amp:
-                logits = head(model.backbone(aug(images[rows])))
-                loss = F.cross_entropy(logits.float(), labels[rows])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            average_gradients(pre_params, d)
-            opt.step()
-            sched.step()
-            return loss.item(), (logits.argmax(1) == labels[rows]).float().mean().item() * 100, 1
+class Run:
+    """A run's bookkeeping: progress, validation, best checkpoint, resume checkpoints, early
+    stopping. Only rank 0 validates, logs and writes; every rank follows its decisions."""
 
-        run.phase("pretrain", cfg.pretrain_steps, pre_step, "step", modules, opt, sched, start, bad)
-        position = {"phase": "pretrain-done"}
+    def __init__(self, ctx: RunContext, val: ClassImages, progress: bool, log: Callable[[str], None],
+                 stop_after: int | None, hooks: TrainHooks):
+        self.ctx, self.cfg, self.val = ctx, ctx.cfg, val
+        self.progress, self.log, self.stop_after, self.hooks = progress, log, stop_after, hooks
+        self.best_acc = float(ctx.position["best_acc"]) if "best_acc" in ctx.position else -1.0
+        self.interrupted = False
+        self.t0 = time.perf_counter() - float(ctx.record.get("train_seconds", 0.0))
 
+    def resume_point(self, name: str, total: int, modules: dict[str, nn.Module], opt: torch.optim.Optimizer,
+                     sched: Any) -> tuple[int, int]:
+        """``(start, bad)`` of phase ``name``: ``(0, 0)``, or the checkpoint's position (state loaded)
+        when the run being resumed stopped inside this phase."""
+        pos = self.ctx.position
+        if pos["phase"] != name:
+            return 0, 0
+        load_checkpoint(self.ctx.out, modules, opt, sched, self.ctx.gen)
+        return (total, 0) if pos["finished"] else (pos["done"], pos["bad"])
+
+    def timed(self, name: str, step: StepFn) -> StepFn:
+        """``step`` reporting its own wall and CPU time to ``hooks.on_step`` (unchanged without a hook)."""
+        on_step = self.hooks.on_step
+        if on_step is None:
+            return step
+
+        def run_step(done: int) -> tuple[float, float, int]:
+            c0, t0 = time.process_time(), time.perf_counter()
+            result = step(done)
+            on_step(name, done + result[2], time.perf_counter() - t0, time.process_time() - c0)
+            return result
+        return run_step
+
+    def run_phase(self, name: str, total: int, step: StepFn, unit: str, modules: dict[str, nn.Module],
+                  opt: torch.optim.Optimizer, sched: Any, start: int = 0, bad: int = 0) -> None:
+        """Call ``step(done)`` from ``start`` to ``total``; validate and checkpoint every ``val_every``."""
+        cfg, d = self.cfg, self.ctx.d
+        step = self.timed(name, step)
+        bar = None
+        if self.progress and total > 0 and d.main:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, initial=start, unit=unit, desc=name, dynamic_ncols=True, file=sys.stderr)
+        done, run_loss, run_acc = start, None, None
+        while done < total:
+            loss, acc, adv = step(done)
+            done += adv
+            run_loss = loss if run_loss is None else 0.95 * run_loss + 0.05 * loss
+            run_acc = acc if run_acc is None else 0.95 * run_acc + 0.05 * acc
+            if bar is not None:
+                bar.update(adv)
+                bar.set_postfix(loss=f"{run_loss:.3f}", acc=f"{run_acc:.1f}", best=f"{self.best_acc:.2f}")
+            if done % cfg.val_every < adv or done >= total:
+                stop, bad = self.checkpoint(name, done, total, run_loss, run_acc, modules, opt, sched, bad)
+                if stop:
+                    break
+        if bar is not None:
+            bar.close()
+        self.ctx.record.setdefault("phases", {})[name] = done
+
+    def checkpoint(self, name: str, done: int, total: int, loss: float | None, acc: float | None,
+                   modules: dict[str, nn.Module], opt: torch.optim.Optimizer, sched: Any,
+                   bad: int) -> tuple[bool, int]:
+        """Validate (rank 0), save the resume checkpoint and ``run.json``. Returns ``(stop, bad)``:
+        whether the phase stops (patience exhausted, or ``stop_after`` reached) and the count of
+        validations without improvement."""
+        cfg, ctx, d = self.cfg, self.ctx, self.ctx.d
+        average_buffers(ctx.model, d)
+        stop = False
+        if d.main:
+            improved = self.validate(name, done, loss, acc)
+            bad = 0 if improved else bad + 1
+            stop = bad >= cfg.patience
+            if stop:
+                ctx.record["stopped"] = f"{name}: no val improvement in {cfg.patience} validations"
+            position = {"phase": name, "done": done, "bad": bad, "best_acc": self.best_acc,
+                        "finished": stop or done >= total}
+            save_checkpoint(ctx.out, modules, opt, sched, ctx.gen, position)
+            save_json(ctx.out / "run.json", ctx.record)
+        if broadcast_flag(stop, d, ctx.device):
+            return True, bad
+        if self.stop_after is not None and done >= self.stop_after:
+            self.interrupted = True
+            ctx.record["stopped"] = f"interrupted at {name} {done} (stop_after)"
+            return True, bad
+        return False, bad
+
+    def validate(self, phase: str, done: int, loss: float | None, acc_train: float | None) -> bool:
+        """Validate on held-out classes, append to the history, save ``best.npz`` if it improved."""
+        cfg, record = self.cfg, self.ctx.record
+        acc, ci = validate(self.ctx.model, self.val, cfg.val_ways, cfg.val_shots, cfg.val_queries,
+                           cfg.val_episodes, cfg.seed + 1_000_003, self.ctx.device)
+        elapsed = round(time.perf_counter() - self.t0, 2)
+        row = {"phase": phase, "step": done, "seconds": elapsed, "train_loss": loss, "train_acc": acc_train,
+               "val_acc": acc, "val_ci95": ci}
+        record["history"].append(row)
+        improved = acc > self.best_acc
+        if improved:
+            self.best_acc = acc
+            save_weights(self.ctx.out / "best.npz", self.ctx.model.state_dict())
+            record["best"] = {"phase": phase, "step": done, "val_acc": acc, "val_ci95": ci, "seconds": elapsed,
+                              "val_setting": f"{cfg.val_ways}-way {cfg.val_shots}-shot {cfg.val_queries}-query, "
+                                             f"{cfg.val_episodes} episodes"}
+        record["train_seconds"] = elapsed
+        self.log(f"{phase} {done}: val {cfg.val_ways}w{cfg.val_shots}s {acc:.2f} ± {ci:.2f} "
+                 f"(best {self.best_acc:.2f}) loss {loss if loss is not None else float('nan'):.3f} [{elapsed:.0f}s]")
+        if self.hooks.on_validate is not None:
+            self.hooks.on_validate(row)
+        return improved
+
+
+class PretrainSteps:
+    """Many-class classification over all training classes (the transfer-learning recipe):
+    ``cfg.pretrain_batch`` random images per step through the backbone and a linear head."""
+
+    def __init__(self, ctx: RunContext, train: ClassImages):
+        cfg, model = ctx.cfg, ctx.model
+        self.ctx = ctx
+        self.labels = torch.from_numpy(train.labels()).to(ctx.device)
+        self.head = nn.Linear(model.embedding_dim, train.n_classes).to(ctx.device)
+        self.params = [*model.backbone.parameters(), *self.head.parameters()]
+        self.opt = torch.optim.Adam([*model.backbone.parameters(), *self.head.parameters()], lr=cfg.lr)
+        self.sched = torch.optim.lr_scheduler.StepLR(self.opt, max(1, cfg.lr_halve_every), 0.5)
+        self.modules: dict[str, nn.Module] = {"model": model, "pretrain_head": self.head}
+
+    def step(self, done: int) -> tuple[float, float, int]:
+        """One Adam step on one batch; returns ``(loss, accuracy %, 1)``."""
+        ctx = self.ctx
+        rows = torch.randint(0, len(ctx.images), (ctx.cfg.pretrain_batch,), generator=ctx.gen, device=ctx.device)
+        with ctx.amp:
+            logits = self.head(ctx.model.backbone(ctx.aug(ctx.images[rows])))
+            loss = F.cross_entropy(logits.float(), self.labels[rows])
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        average_gradients(self.params, ctx.d)
+        self.opt.step()
+        self.sched.step()
+        return loss.item(), (logits.argmax(1) == self.labels[rows]).float().mean().item() * 100, 1
+
+
+class EpisodeSteps:
+    """Episodic meta-training: ``cfg.episodes_per_step`` episodes per step on each process, as a
+    gradient meta-update through the rule (:meth:`gradient_step`) or Reptile (:meth:`reptile_step`)."""
+
+    def __init__(self, ctx: RunContext, train: ClassImages):
+        cfg, d = ctx.cfg, ctx.d
+        self.ctx = ctx
+        self.sampler = EpisodeSampler(train, cfg.ways, cfg.shots, cfg.queries, cfg.seed)
+        self.B, self.n_support = cfg.episodes_per_step, cfg.ways * cfg.shots
+        self.yq = torch.from_numpy(self.sampler.labels()[1]).to(ctx.device)                  # [ways*queries]
+        self.onehot = F.one_hot(torch.arange(cfg.ways, device=ctx.device).repeat_interleave(cfg.shots),
+                                cfg.ways).float()                                            # [ways*shots, ways]
+        self.params = list(ctx.model.parameters())
+        self.opt = torch.optim.Adam(ctx.model.parameters(), lr=cfg.lr)
+        self.sched = torch.optim.lr_scheduler.StepLR(self.opt, max(1, cfg.lr_halve_every // (self.B * d.world)), 0.5)
+        self.modules: dict[str, nn.Module] = {"model": ctx.model}
+
+    def episode_loss(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-entropy and query logits ``[ways*queries, ways]`` of one episode
+        ``x [ways*(shots+queries), C, H, W]`` (support first)."""
+        ctx, n_s = self.ctx, self.n_support
+        with ctx.amp:
+            z = ctx.model.backbone(ctx.aug(x))
+            logits = ctx.model.method.episode_logits(z[:n_s].float(), self.onehot, z[n_s:].float())
+        return F.cross_entropy(logits, self.yq), logits
+
+    def gradient_step(self, done: int) -> tuple[float, float, int]:
+        """This rank's episodes ``done + rank*B ...(+B)``, every rank together ``B*world``; one Adam
+        step on the mean loss with gradients averaged over ranks."""
+        ctx, B = self.ctx, self.B
+        rows = torch.from_numpy(self.sampler.batch_indices(done + ctx.d.rank * B, B)).to(ctx.device)   # [B, n]
+        losses, logits = zip(*(self.episode_loss(ctx.images[rows[b]]) for b in range(B)))   # BatchNorm per episode
+        loss = torch.stack(losses).mean()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        average_gradients(self.params, ctx.d)
+        self.opt.step()
+        self.sched.step()
+        acc = torch.cat([(lg.argmax(1) == self.yq).float() for lg in logits]).mean().item() * 100
+        return loss.item(), acc, B * ctx.d.world
+
+    def reptile_step(self, done: int) -> tuple[float, float, int]:
+        """Reptile (Nichol et al. 2018): move the weights toward the average task-adapted weights."""
+        ctx, B, model, cfg = self.ctx, self.B, self.ctx.model, self.ctx.cfg
+        theta = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        delta = {k: torch.zeros_like(v) for k, v in theta.items() if v.is_floating_point()}
+        rows = self.sampler.batch_indices(done, B)
+        losses, accs = [], []
+        for b in range(B):
+            model.load_state_dict(theta)
+            inner = torch.optim.Adam(model.parameters(), lr=cfg.reptile_inner_lr, betas=(0.0, 0.999))
+            x = ctx.images[torch.from_numpy(rows[b]).to(ctx.device)]
+            for _ in range(cfg.reptile_inner_steps):
+                loss, logits = self.episode_loss(x)
+                inner.zero_grad(set_to_none=True)
+                loss.backward()
+                inner.step()
+            losses.append(loss.item())
+            accs.append((logits.argmax(1) == self.yq).float().mean().item() * 100)
+            for k, v in model.state_dict().items():
+                if k in delta:
+                    delta[k] += v.detach() - theta[k]
+        eps = cfg.reptile_outer_lr * (1.0 - done / max(1, cfg.max_episodes))
+        model.load_state_dict({k: theta[k] + eps * delta[k] / B if k in delta else theta[k] for k in theta})
+        return float(np.mean(losses)), float(np.mean(accs)), B
+
+
+def pretrain_phase(run: Run, train: ClassImages) -> None:
+    """``cfg.pretrain_steps`` many-class classification steps (skipped by a run resumed past them)."""
+    ctx = run.ctx
+    steps = PretrainSteps(ctx, train)
+    start, bad = run.resume_point("pretrain", ctx.cfg.pretrain_steps, steps.modules, steps.opt, steps.sched)
+    run.run_phase("pretrain", ctx.cfg.pretrain_steps, steps.step, "step", steps.modules, steps.opt, steps.sched,
+                  start, bad)
+
+
+def episodic_phase(run: Run, train: ClassImages) -> None:
+    """``cfg.max_episodes`` meta-training episodes, gradient or Reptile meta-updates."""
+    ctx = run.ctx
+    steps = EpisodeSteps(ctx, train)
+    start, bad = run.resume_point("meta", ctx.cfg.max_episodes, steps.modules, steps.opt, steps.sched)
+    step = steps.reptile_step if ctx.cfg.meta == "reptile" else steps.gradient_step
+    run.run_phase("meta", ctx.cfg.max_episodes, step, "ep", steps.modules, steps.opt, steps.sched, start, bad)
+    ctx.record["episodes"] = ctx.record["phases"]["meta"]
+
+
+def finish_run(run: Run) -> None:
+    """Wait for every process; rank 0 writes the final ``run.json``."""
+    ctx = run.ctx
+    barrier(ctx.d)
+    if ctx.d.main:
+        ctx.record["train_seconds"] = round(time.perf_counter() - run.t0, 2)
+        if ctx.record["stopped"].startswith("running"):
+            ctx.record["stopped"] = "completed all steps"
+        save_json(ctx.out / "run.json", ctx.record)
+
+
+def meta_train(cfg: TrainConfig, train: ClassImages, val: ClassImages, out_dir: str | Path,
+               provenance: dict[str, Any] | None = None, progress: bool = True,
+               log: Callable[[str], None] | None = None, resume: bool = False,
+               stop_after: int | None = None, hooks: TrainHooks | None = None) -> dict[str, Any]:
+    """Train ``cfg.method`` on ``train``; keep the weights best on ``val`` episodes.
+
+    Phases: ``pretrain`` (``cfg.pretrain_steps`` batches of many-class classification over all
+    training classes, the transfer-learning recipe) then ``meta`` (``cfg.max_episodes`` episodes,
+    gradient or Reptile meta-updates). ``resume``: continue from ``out_dir``'s last checkpoint.
+    Under ``torchrun`` each rank runs ``episodes_per_step`` episodes per step and gradients are
+    averaged. ``stop_after``: stop at the first checkpoint at or after this step (tests use it to
+    interrupt a run). ``hooks``: callbacks after each step and validation. Returns the run record
+    (also ``out_dir/run.json``).
+    """
+    ctx = setup_run(cfg, train, out_dir, provenance, resume)
+    run = Run(ctx, val, progress, log or (lambda s: print(s, file=sys.stderr)), stop_after, hooks or TrainHooks())
+    ctx.model.train()
+    if cfg.pretrain_steps > 0 and ctx.position["phase"] != "meta":
+        pretrain_phase(run, train)
+        ctx.position = {"phase": "pretrain-done"}
     if cfg.max_episodes > 0 and not run.interrupted:
-        sampler = EpisodeSampler(train, cfg.ways, cfg.shots, cfg.queries, cfg.seed)
-        B, n_s = cfg.episodes_per_step, cfg.ways * cfg.shots
-        yq = torch.from_numpy(sampler.labels()[1]).to(device)
-        onehot = F.one_hot(torch.arange(cfg.ways, device=device).repeat_interleave(cfg.shots), cfg.ways).float()
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-        sched = torch.optim.lr_scheduler.StepLR(opt, max(1, cfg.lr_halve_every // (B * d.world)), 0.5)
-        modules = {"model": model}
-        start, bad = 0, 0
-        if position["phase"] == "meta":
-            load_checkpoint(out, modules, opt, sched, gen)
-            start, bad = (cfg.max_episodes, 0) if position["finished"] else (position["done"], position["bad"])
-
-        def episode_loss(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            """Cross-entropy of one episode ``x [ways*(shots+queries), C, H, W]`` (support first)."""
-            with amp:
-                z = model.backbone(aug(x))
-                logits = model.method.episode_logits(z[:n_s].float(), onehot, z[n_s:].float())
-            return F.cross_entropy(logits, yq), logits
-
-        def meta_step(done: int) -> tuple[float, float, int]:
-            # this rank's episodes: done + rank*B ... (+B); every rank together covers B*world episodes
-            rows = torch.from_numpy(sampler.batch_indices(done + d.rank * B, B)).to(device)     # [B, n]
-            losses, logits = zip(*(episode_loss(images[rows[b]]) for b in range(B)))   # BatchNorm per episode
-            loss = torch.stack(losses).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            average_gradients(params, d)
-            opt.step()
-            sched.step()
-            acc = torch.cat([(lg.argmax(1) == yq).float() for lg in logits]).mean().item() * 100
-            return loss.item(), acc, B * d.world
-
-        def reptile_step(done: int) -> tuple[float, float, int]:
-            """Reptile (Nichol et al. 2018): move the weights toward the average task-adapted weights."""
-            theta = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            delta = {k: torch.zeros_like(v) for k, v in theta.items() if v.is_floating_point()}
-            rows = sampler.batch_indices(done, B)
-            losses, accs = [], []
-            for b in range(B):
-                model.load_state_dict(theta)
-                inner = torch.optim.Adam(model.parameters(), lr=cfg.reptile_inner_lr, betas=(0.0, 0.999))
-                x = images[torch.from_numpy(rows[b]).to(device)]
-                for _ in range(cfg.reptile_inner_steps):
-                    loss, logits = episode_loss(x)
-                    inner.zero_grad(set_to_none=True)
-                    loss.backward()
-                    inner.step()
-                losses.append(loss.item())
-                accs.append((logits.argmax(1) == yq).float().mean().item() * 100)
-                for k, v in model.state_dict().items():
-                    if k in delta:
-                        delta[k] += v.detach() - theta[k]
-            eps = cfg.reptile_outer_lr * (1.0 - done / max(1, cfg.max_episodes))
-            model.load_state_dict({k: theta[k] + eps * delta[k] / B if k in delta else theta[k] for k in theta})
-            return float(np.mean(losses)), float(np.mean(accs)), B
-
-        run.phase("meta", cfg.max_episodes, reptile_step if cfg.meta == "reptile" else meta_step, "ep",
-                  modules, opt, sched, start, bad)
-        record["episodes"] = record["phases"]["meta"]
-    barrier(d)
-    if d.main:
-        record["train_seconds"] = round(time.perf_counter() - run.t0, 2)
-        if record["stopped"].startswith("running"):
-            record["stopped"] = "completed all steps"
-        save_json(out / "run.json", record)
-    return record
+        episodic_phase(run, train)
+    finish_run(run)
+    return ctx.record

@@ -12,8 +12,8 @@ episodes (``build/bench/test_5w5s``, the ones the ONNX Runtime training peer is 
 
 ``train`` (workstation side, torch): episodes per second of ``edgemeta.train.trainer.meta_train`` on
 60-way 1-shot 5-query Omniglot episodes, conv4 + proto, Adam 1e-3, CPU, ``torch.set_num_threads(N)``.
-Only training steps are timed: ``_Run.phase`` is wrapped so each call of the trainer's own step
-function (forward, loss, backward, Adam step) is timed, after ``--warmup`` steps; data loading is
+Only training steps are timed: the trainer's ``TrainHooks.on_step`` reports each step's own wall and
+CPU time (forward, loss, backward, Adam step), kept after ``--warmup`` steps; data loading is
 excluded by serving ``EpisodeSampler.batch_indices`` from the exported ``build/bench/train_60w1s5q``
 rows (the same episodes, the same rows, computed beforehand; the step still gathers the images).
 Validation runs once at the end, outside the timed steps.
@@ -134,33 +134,24 @@ def cmd_train(a: argparse.Namespace) -> dict:
     if not np.array_equal(check, rows[:2]):
         raise SystemExit("exported training episodes differ from EpisodeSampler's; re-run episodes.py")
 
-    # time each call of the trainer's step function (only the meta phase)
+    # the trainer times each of its steps and reports them through the hook (only the meta phase kept)
     step_s, step_cpu = [], []
-    orig_phase = T._Run.phase
 
-    def phase(self, name, total_, step, *args, **kwargs):
-        if name != "meta":
-            return orig_phase(self, name, total_, step, *args, **kwargs)
-
-        def timed(done):
-            c0, t0 = time.process_time(), time.perf_counter()
-            r = step(done)
-            step_s.append(time.perf_counter() - t0)
-            step_cpu.append(time.process_time() - c0)
-            return r
-        return orig_phase(self, name, total_, timed, *args, **kwargs)
+    def on_step(phase: str, done: int, wall_s: float, cpu_s: float) -> None:
+        if phase == "meta":
+            step_s.append(wall_s)
+            step_cpu.append(cpu_s)
 
     EpisodeSampler.batch_indices = cached
-    T._Run.phase = phase
     try:
         cfg = T.TrainConfig(method="proto", backbone="conv4", ways=meta["ways"], shots=meta["shots"],
                             queries=meta["queries"], max_episodes=total, lr=1e-3, val_every=10**9,
                             val_episodes=20, seed=meta["seed"], device="cpu")
         with tempfile.TemporaryDirectory() as tmp:
-            rec = T.meta_train(cfg, train, val, tmp, progress=False, log=lambda s: None)
+            rec = T.meta_train(cfg, train, val, tmp, progress=False, log=lambda s: None,
+                               hooks=T.TrainHooks(on_step=on_step))
     finally:
         EpisodeSampler.batch_indices = orig_batch
-        T._Run.phase = orig_phase
     wall = np.array(step_s[a.warmup:])
     cpu = np.array(step_cpu[a.warmup:])
     return {

@@ -1,24 +1,33 @@
 """Adaptation methods: one torch module per rule, used for meta-training and traced into
-``adapt.onnx`` / ``classify.onnx`` for the device (one implementation, two runtimes)."""
+``adapt.onnx`` / ``classify.onnx`` for the device (one implementation, two runtimes).
+
+Names, descriptions and default settings live in :mod:`edgemeta.train.method_specs` (torch-free);
+this module maps each name to its class.
+"""
 
 from __future__ import annotations
 
+import inspect
+
+from edgemeta.train.method_specs import describe, method_spec
 from edgemeta.train.methods.base import HeadMethod
 from edgemeta.train.methods.finetune import Finetune
 from edgemeta.train.methods.metasgd import MetaSGD
 from edgemeta.train.methods.proto import Proto
 from edgemeta.train.methods.ridge import Ridge
 
-METHODS: dict[str, type[HeadMethod]] = {"proto": Proto, "metasgd": MetaSGD, "ridge": Ridge, "finetune": Finetune}
+METHODS: dict[str, type[HeadMethod]] = {cls.name: cls for cls in (Proto, MetaSGD, Ridge, Finetune)}
 
 
 def build_method(name: str, dim: int, **kwargs: object) -> HeadMethod:
-    """Instantiate a rule for ``dim``-dimensional embeddings; unknown names list the known ones."""
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; known methods: {sorted(METHODS)}")
-    if name == "proto":
-        return Proto(**kwargs)
-    return METHODS[name](dim=dim, **kwargs)
+    """Instantiate rule ``name`` for ``dim``-dimensional embeddings with its registry defaults,
+    overridden by ``kwargs``; an unknown name raises :class:`InputError` listing the known ones."""
+    spec = method_spec(name)
+    cls = METHODS[name]
+    settings = {**spec.method_kwargs, **kwargs}
+    if "dim" in inspect.signature(cls).parameters:      # rules whose parameters are per dimension
+        settings["dim"] = dim
+    return cls(**settings)
 
 
-__all__ = ["Finetune", "HeadMethod", "METHODS", "MetaSGD", "Proto", "Ridge", "build_method"]
+__all__ = ["Finetune", "HeadMethod", "METHODS", "MetaSGD", "Proto", "Ridge", "build_method", "describe"]
