@@ -8,6 +8,7 @@ import pytest
 from edgemeta.contract.preprocess import default_spec
 from edgemeta.data.omniglot import VAL_ALPHABETS, load_omniglot
 from edgemeta.data.sources import evaluation_set
+from edgemeta.errors import InputError
 
 ALL_CHARS = set(range(1, 1624))
 
@@ -68,10 +69,10 @@ def test_rotations_on_train_only(split):
         assert rot.names[k * n:(k + 1) * n] == tuple(f"{c}{suffix}" for c in base.names)
     # class j rotated by k quarter turns is class k*n + j, same drawings (same image ids)
     for j in (0, n // 2, n - 1):
-        a = base.images[base.offsets[j]:base.offsets[j] + 20]
+        a = base.pixels[base.offsets[j]:base.offsets[j] + 20]
         for k in (1, 2, 3):
             c = k * n + j
-            b = rot.images[rot.offsets[c]:rot.offsets[c] + 20]
+            b = rot.pixels[rot.offsets[c]:rot.offsets[c] + 20]
             np.testing.assert_array_equal(b, np.rot90(a, k, axes=(2, 3)))
             np.testing.assert_array_equal(rot.image_ids[rot.offsets[c]:rot.offsets[c] + 20],
                                           base.image_ids[base.offsets[j]:base.offsets[j] + 20])
@@ -89,15 +90,16 @@ def test_pixels_match_the_readme_recipe(omniglot_root):
     expect = X.reshape(-1, 105, 105).astype(np.float32)[:, idx[:, None], idx]
     test = load_omniglot("lake", "test", omniglot_root, rotations=False)
     assert test.image_ids[:60].tolist() == [int(c) * 100 + i for c in char_id for i in range(20)]
-    np.testing.assert_array_equal(test.images[:60, 0], expect)
-    assert test.images.dtype == np.float32 and set(np.unique(test.images).tolist()) == {0.0, 1.0}
-    assert test.images.mean() < 0.5                               # 1 = ink, strokes are the minority
+    np.testing.assert_array_equal(test.batch(slice(0, 60))[:, 0], expect)
+    images = test.images
+    assert images.dtype == np.float32 and set(np.unique(images).tolist()) == {0.0, 1.0}
+    assert images.mean() < 0.5                                    # 1 = ink, strokes are the minority
 
 
 def test_unknown_split_or_part(omniglot_root):
-    with pytest.raises(ValueError, match="vinyals"):
+    with pytest.raises(InputError, match="vinyals"):
         load_omniglot("maml", "train", omniglot_root)
-    with pytest.raises(ValueError, match="train"):
+    with pytest.raises(InputError, match="train"):
         load_omniglot("lake", "holdout", omniglot_root)
 
 
@@ -106,7 +108,7 @@ def test_evaluation_set_refuses_characters_seen_in_training(omniglot_root):
     vinyals_trained = {"dataset": "omniglot", "split": "vinyals"}
     lake_trained = {"dataset": "omniglot", "split": "lake"}
     # Lake's test alphabets include characters 965..1200, which Vinyals' training uses.
-    with pytest.raises(ValueError, match=r"characters this bundle was meta-trained on.*--split vinyals"):
+    with pytest.raises(InputError, match=r"characters this bundle was meta-trained on.*--split vinyals"):
         evaluation_set(vinyals_trained, spec, None, omniglot_root, split="lake")
     # Lake training never saw characters > 964, so Vinyals' test part (> 1200) is fair game.
     data, name = evaluation_set(lake_trained, spec, None, omniglot_root, split="vinyals", rotations=False)
@@ -121,9 +123,9 @@ def test_evaluation_set_refuses_characters_seen_in_training(omniglot_root):
     assert set(chars(data)) == set(chars(evaluation_set(vinyals_trained, spec, None, omniglot_root,
                                                         rotations=False)[0]))
     rot90 = data.names.index(data.names[0] + "@rot90")
-    first = data.images[data.offsets[0]]
-    assert np.array_equal(data.images[data.offsets[rot90]], np.rot90(first, 1, axes=(1, 2)))
-    with pytest.raises(ValueError, match="applies to Omniglot's test classes"):
+    first = data.batch([data.offsets[0]])[0]
+    assert np.array_equal(data.batch([data.offsets[rot90]])[0], np.rot90(first, 1, axes=(1, 2)))
+    with pytest.raises(InputError, match="applies to Omniglot's test classes"):
         evaluation_set(lake_trained, spec, "mydigits.npz", omniglot_root, rotations=True)
-    with pytest.raises(ValueError, match="pass --data"):
+    with pytest.raises(InputError, match="pass --data"):
         evaluation_set({"dataset": "mydigits.npz"}, spec, None, omniglot_root)

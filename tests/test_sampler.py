@@ -7,6 +7,7 @@ import pytest
 
 from edgemeta.data.classes import ClassImages
 from edgemeta.data.episodes import EpisodeSampler
+from edgemeta.errors import InputError
 
 
 def _tagged(counts: list[int]) -> ClassImages:
@@ -58,6 +59,7 @@ def test_labels_are_class_major_and_rows_belong_to_their_class(omniglot_val, way
         # the images are really those rows
         np.testing.assert_array_equal(ep.support_x, omniglot_val.images[idx.support])
         np.testing.assert_array_equal(ep.query_x, omniglot_val.images[idx.query])
+        assert ep.support_x.dtype == ep.query_x.dtype == np.float32
 
 
 def test_support_and_query_are_disjoint_and_without_repeats(omniglot_val):
@@ -129,15 +131,15 @@ def test_variable_class_sizes_never_draw_beyond_a_class():
 def test_too_few_classes_or_images_is_an_error():
     data = _tagged([5, 5, 5, 2, 1])
     EpisodeSampler(data, 3, 1, 4)                                     # exactly enough
-    with pytest.raises(ValueError, match=r"need 4 classes .*5 images each; this set has 3"):
+    with pytest.raises(InputError, match=r"need 4 classes .*5 images each; this set has 3"):
         EpisodeSampler(data, 4, 1, 4)
-    with pytest.raises(ValueError, match=r"this set has 0"):
+    with pytest.raises(InputError, match=r"this set has 0"):
         EpisodeSampler(data, 2, 3, 3)                                 # no class has 6 images
-    with pytest.raises(ValueError, match="ways must be >= 2"):
+    with pytest.raises(InputError, match="ways must be >= 2"):
         EpisodeSampler(data, 1, 1, 1)
-    with pytest.raises(ValueError, match="shots and queries must be >= 1"):
+    with pytest.raises(InputError, match="shots and queries must be >= 1"):
         EpisodeSampler(data, 2, 0, 1)
-    with pytest.raises(ValueError, match="shots and queries must be >= 1"):
+    with pytest.raises(InputError, match="shots and queries must be >= 1"):
         EpisodeSampler(data, 2, 1, 0)
 
 
@@ -148,7 +150,7 @@ def test_class_images_validation_and_subset():
     assert sub.names == ("c2", "c0") and sub.counts.tolist() == [2, 3] and sub.offsets.tolist() == [0, 2]
     np.testing.assert_array_equal(sub.images[:, 0, 0, 0], [8, 9, 0, 1, 2])
     np.testing.assert_array_equal(sub.image_ids, [8, 9, 0, 1, 2])
-    with pytest.raises(ValueError, match="unique"):
+    with pytest.raises(InputError, match="unique"):
         ClassImages.from_lists([np.zeros((1, 1, 2, 2), np.float32)] * 2, ["a", "a"])
-    with pytest.raises(ValueError, match=r"\[M, 1, H, W\]"):
+    with pytest.raises(InputError, match=r"\[M, 1, H, W\]"):
         ClassImages.from_lists([np.zeros((1, 2, 2), np.float32)], ["a"])

@@ -6,20 +6,41 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgemeta.errors import InputError
+
+_ONE_F32_BITS = np.float32(1.0).view(np.uint32)
+
+
+def compact_pixels(x: np.ndarray) -> np.ndarray:
+    """Backbone input ``[M, 1, H, W]`` in its smallest exact form.
+
+    float32 arrays whose every value is exactly ``0.0`` or ``1.0`` (binary drawings) become bool
+    (4x smaller; ``bool -> float32`` gives back the same bits); anything else stays float32.
+    """
+    if x.dtype == np.bool_:
+        return x
+    x = np.asarray(x, dtype=np.float32)
+    bits = x.view(np.uint32)
+    if x.size and bool(np.all((bits == 0) | (bits == _ONE_F32_BITS))):
+        return bits.astype(bool)
+    return x
+
 
 @dataclass(frozen=True)
 class ClassImages:
     """Preprocessed images grouped by class, stored flat so classes may hold different counts.
 
-    images:    float32 ``[M, 1, H, W]``, already preprocessed (the backbone's input).
-    offsets:   int64 ``[n_classes]``, first row of each class in ``images``.
+    pixels:    ``[M, 1, H, W]``, already preprocessed (resized), stored compactly: bool for binary
+               drawings (True = 1.0 = ink), float32 otherwise. :meth:`batch` turns rows into the
+               backbone's float32 input; keep whole-set float copies out of memory.
+    offsets:   int64 ``[n_classes]``, first row of each class in ``pixels``.
     counts:    int64 ``[n_classes]``, number of images of each class.
     names:     ``n_classes`` unique class names.
     image_ids: int64 ``[M]``, identity of the source drawing of each row (rotated copies share it),
                so tests can prove no drawing crosses between splits.
     """
 
-    images: np.ndarray
+    pixels: np.ndarray
     offsets: np.ndarray
     counts: np.ndarray
     names: tuple[str, ...]
@@ -28,21 +49,40 @@ class ClassImages:
     def __post_init__(self) -> None:
         n = len(self.names)
         if self.offsets.shape != (n,) or self.counts.shape != (n,):
-            raise ValueError(f"offsets/counts must have shape [{n}], got {self.offsets.shape}/{self.counts.shape}")
+            raise InputError(f"offsets/counts must have shape [{n}], got {self.offsets.shape}/{self.counts.shape}")
         if len(set(self.names)) != n:
-            raise ValueError("class names must be unique")
-        if self.images.ndim != 4 or self.images.shape[1] != 1:
-            raise ValueError(f"images must be [M, 1, H, W], got {self.images.shape}")
-        if self.image_ids.shape != (self.images.shape[0],):
-            raise ValueError("image_ids must have one entry per image")
+            raise InputError(f"class names must be unique; got {n - len(set(self.names))} repeated")
+        if self.pixels.ndim != 4 or self.pixels.shape[1] != 1:
+            raise InputError(f"images must be [M, 1, H, W], got {self.pixels.shape}")
+        if self.pixels.dtype not in (np.bool_, np.float32):
+            raise InputError(f"pixels must be bool or float32, got {self.pixels.dtype}")
+        if self.image_ids.shape != (self.pixels.shape[0],):
+            raise InputError(f"image_ids must have one entry per image ({self.pixels.shape[0]}), got {self.image_ids.shape}")
 
     @property
     def n_classes(self) -> int:
         return len(self.names)
 
     @property
+    def n_images(self) -> int:
+        """M, the number of rows."""
+        return int(self.pixels.shape[0])
+
+    @property
     def image_size(self) -> tuple[int, int]:
-        return int(self.images.shape[2]), int(self.images.shape[3])
+        return int(self.pixels.shape[2]), int(self.pixels.shape[3])
+
+    def batch(self, rows: np.ndarray | slice | list[int]) -> np.ndarray:
+        """The backbone's float32 input ``[n, 1, H, W]`` for ``rows`` (indices or a slice) only."""
+        return self.pixels[rows].astype(np.float32)
+
+    @property
+    def images(self) -> np.ndarray:
+        """float32 ``[M, 1, H, W]`` of every row, built anew on each access (M x H x W x 4 bytes).
+
+        For a few rows use :meth:`batch`, for the count :attr:`n_images`.
+        """
+        return self.batch(slice(None))
 
     def labels(self) -> np.ndarray:
         """int64 ``[M]``: the class index of every row."""
@@ -51,9 +91,9 @@ class ClassImages:
     @classmethod
     def from_grouped(cls, images: np.ndarray, names: list[str] | tuple[str, ...],
                      image_ids: np.ndarray | None = None) -> "ClassImages":
-        """From a dense ``[n_classes, n_per_class, 1, H, W]`` array."""
+        """From a dense ``[n_classes, n_per_class, 1, H, W]`` array (bool or float32)."""
         n_classes, n_per = images.shape[:2]
-        flat = np.ascontiguousarray(images.reshape(n_classes * n_per, *images.shape[2:]))
+        flat = compact_pixels(np.ascontiguousarray(images.reshape(n_classes * n_per, *images.shape[2:])))
         counts = np.full(n_classes, n_per, dtype=np.int64)
         offsets = np.arange(n_classes, dtype=np.int64) * n_per
         ids = np.arange(flat.shape[0], dtype=np.int64) if image_ids is None else image_ids.reshape(-1)
@@ -65,7 +105,7 @@ class ClassImages:
         """From one ``[n_i, 1, H, W]`` array per class (counts may differ)."""
         counts = np.array([len(x) for x in per_class], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-        flat = np.ascontiguousarray(np.concatenate(per_class))
+        flat = compact_pixels(np.ascontiguousarray(np.concatenate(per_class)))
         ids = np.arange(flat.shape[0], dtype=np.int64) if image_ids is None else image_ids
         return cls(flat, offsets, counts, tuple(names), ids.astype(np.int64))
 
@@ -76,20 +116,21 @@ class ClassImages:
                                zip(self.offsets[class_idx], self.counts[class_idx])]) if len(class_idx) else np.zeros(0, np.int64)
         counts = self.counts[class_idx].copy()
         offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-        return ClassImages(np.ascontiguousarray(self.images[rows]), offsets, counts,
+        return ClassImages(np.ascontiguousarray(self.pixels[rows]), offsets, counts,
                            tuple(self.names[i] for i in class_idx), self.image_ids[rows].copy())
 
 
 def add_rotations(data: ClassImages, quarter_turns: tuple[int, ...] = (1, 2, 3)) -> ClassImages:
     """Add each class rotated by 90/180/270 degrees as a new class (Santoro et al. 2016).
 
-    Rotated copies keep the ``image_ids`` of their source drawing. Classes named ``name@rot90`` etc.
+    Rotated copies keep the ``image_ids`` of their source drawing and the compact pixel dtype
+    (bool stays bool). Classes named ``name@rot90`` etc.
     """
-    images = [data.images] + [np.ascontiguousarray(np.rot90(data.images, k, axes=(2, 3)))
+    pixels = [data.pixels] + [np.ascontiguousarray(np.rot90(data.pixels, k, axes=(2, 3)))
                               for k in quarter_turns]
     names = list(data.names) + [f"{n}@rot{90 * k}" for k in quarter_turns for n in data.names]
-    m = data.images.shape[0]
-    offsets = np.concatenate([data.offsets + i * m for i in range(len(images))])
-    counts = np.tile(data.counts, len(images))
-    return ClassImages(np.concatenate(images), offsets, counts, tuple(names),
-                       np.tile(data.image_ids, len(images)))
+    m = data.n_images
+    offsets = np.concatenate([data.offsets + i * m for i in range(len(pixels))])
+    counts = np.tile(data.counts, len(pixels))
+    return ClassImages(np.concatenate(pixels), offsets, counts, tuple(names),
+                       np.tile(data.image_ids, len(pixels)))

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgemeta.data.classes import ClassImages
+from edgemeta.errors import InputError
 
 
 @dataclass(frozen=True)
 class EpisodeIndices:
-    """Row indices into ``ClassImages.images`` for one episode.
+    """Row indices into a :class:`ClassImages` (its ``pixels``) for one episode.
 
     classes: int64 ``[ways]``; support: int64 ``[ways * shots]``; query: int64 ``[ways * queries]``,
     both class-major (label of row r is ``r // shots`` resp. ``r // queries``).
@@ -29,7 +30,7 @@ class EpisodeIndices:
 
 @dataclass(frozen=True)
 class Episode:
-    """support_x ``[ways*shots, 1, H, W]``, support_y ``[ways*shots]``, query_x, query_y likewise."""
+    """support_x float32 ``[ways*shots, 1, H, W]``, support_y ``[ways*shots]``, query_x, query_y likewise."""
 
     support_x: np.ndarray
     support_y: np.ndarray
@@ -43,13 +44,13 @@ class EpisodeSampler:
 
     def __init__(self, data: ClassImages, ways: int, shots: int, queries: int, seed: int = 0):
         if ways < 2:
-            raise ValueError(f"ways must be >= 2, got {ways}")
+            raise InputError(f"ways must be >= 2, got {ways}")
         if shots < 1 or queries < 1:
-            raise ValueError(f"shots and queries must be >= 1, got shots={shots}, queries={queries}")
+            raise InputError(f"shots and queries must be >= 1, got shots={shots}, queries={queries}")
         self.data, self.ways, self.shots, self.queries, self.seed = data, ways, shots, queries, seed
         self.eligible = np.flatnonzero(data.counts >= shots + queries)
         if len(self.eligible) < ways:
-            raise ValueError(f"{ways}-way {shots}-shot {queries}-query episodes need {ways} classes with at "
+            raise InputError(f"{ways}-way {shots}-shot {queries}-query episodes need {ways} classes with at "
                              f"least {shots + queries} images each; this set has {len(self.eligible)}")
         self._max_count = int(data.counts.max())
 
@@ -67,9 +68,10 @@ class EpisodeSampler:
         return (np.repeat(np.arange(self.ways), self.shots), np.repeat(np.arange(self.ways), self.queries))
 
     def episode(self, episode: int) -> Episode:
+        """Episode ``episode`` with float32 images (only its own rows are converted)."""
         idx = self.indices(episode)
         ys, yq = self.labels()
-        return Episode(self.data.images[idx.support], ys, self.data.images[idx.query], yq, idx.classes)
+        return Episode(self.data.batch(idx.support), ys, self.data.batch(idx.query), yq, idx.classes)
 
     def batch_indices(self, start: int, count: int) -> np.ndarray:
         """Support+query rows of ``count`` consecutive episodes: int64 ``[count, ways*(shots+queries)]``."""

@@ -8,20 +8,23 @@
 
 Rotations by 90/180/270 degrees are added as extra classes to the meta-training part only.
 Data is read from ``../shared/data/omniglot`` (beside the checkout) unless a path is given or
-``EDGEMETA_OMNIGLOT`` is set. Images are 0/1 with 1 = ink, resized to 28x28 with ``nearest``.
+``EDGEMETA_OMNIGLOT`` is set. Images are 0/1 with 1 = ink, resized to 28x28 with ``nearest`` while the files are
+streamed, and kept as bool (see :class:`ClassImages`).
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
 from edgemeta.contract.preprocess import default_spec, preprocess
 from edgemeta.data.classes import ClassImages, add_rotations
+from edgemeta.errors import InputError
 
 SPLITS = ("vinyals", "lake")
 PARTS = ("train", "val", "test")
@@ -38,6 +41,7 @@ def default_root() -> Path:
     candidates += [Path.cwd().parent / "shared/data/omniglot",
                    Path(__file__).resolve().parents[3] / "shared/data/omniglot",
                    Path.cwd() / "shared/data/omniglot"]
+    candidates = list(dict.fromkeys(c.resolve() for c in candidates))    # each place once
     for c in candidates:
         if all((c / f).is_file() for f in FILES):
             return c
@@ -47,20 +51,66 @@ def default_root() -> Path:
         "or set EDGEMETA_OMNIGLOT.")
 
 
+CHUNK_ROWS = 512      # 105x105 drawings decoded and resized at a time (about 23 MB as float32)
+
+
+def _stream_rows(path: Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[np.ndarray]:
+    """The ``images`` array of a class-grouped ``.npz`` as uint8 ``[<=chunk_rows, h, w]`` drawings, in
+    order, decompressed as it is read so the whole file never sits in memory."""
+    with zipfile.ZipFile(path) as zf:
+        if "images.npy" not in zf.namelist():
+            raise InputError(f"{path}: no 'images' array; expected uint8 images [n_characters, 20, 105, 105]")
+        with zf.open("images.npy") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(f)
+            if len(shape) != 4 or fortran or dtype not in (np.dtype(np.uint8), np.dtype(np.bool_)):
+                raise InputError(f"{path}: images are {dtype} {shape}; expected C-ordered uint8 0/1 "
+                                 f"[n_characters, n_drawings, H, W]")
+            rows, (h, w) = shape[0] * shape[1], shape[2:]
+            for start in range(0, rows, chunk_rows):
+                n = min(chunk_rows, rows - start)
+                buf = f.read(n * h * w)
+                if len(buf) != n * h * w:
+                    raise InputError(f"{path}: images end after {start} of {rows} drawings; the file is truncated")
+                yield np.frombuffer(buf, dtype=np.uint8).reshape(n, h, w)
+
+
+def _resized_drawings(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """All drawings of one Omniglot file resized to ``size``: bool ``[n_characters, 20, 1, H, W]``.
+
+    Each chunk goes through the runtime's own :func:`preprocess` (0/1 as bool, ``nearest``), so the
+    values are those the device computes; only the resized result is kept, as bool.
+    """
+    spec = default_spec(size, "nearest")
+    with np.load(path, allow_pickle=False) as z:
+        n_chars = len(z["char_id"])
+    out = [preprocess(raw.astype(bool), spec).astype(bool) for raw in _stream_rows(path)]
+    flat = np.concatenate(out) if out else np.zeros((0, 1, *size), bool)
+    if len(flat) % max(n_chars, 1):
+        raise InputError(f"{path}: {len(flat)} drawings do not split evenly among {n_chars} characters")
+    return flat.reshape(n_chars, -1, 1, *size)
+
+
 @functools.lru_cache(maxsize=4)
 def _load_all(root: str, size: tuple[int, int]) -> dict[str, Any]:
-    """Both Omniglot files concatenated, sorted by char_id, resized once: images ``[1623, 20, 1, H, W]``."""
-    parts = [np.load(Path(root) / f, allow_pickle=False) for f in FILES]
-    raw = np.concatenate([p["images"] for p in parts])           # uint8 0/1, 1 = ink
-    spec = default_spec(size, "nearest")
-    n, per = raw.shape[:2]
-    flat = preprocess(raw.reshape(n * per, *raw.shape[2:]).astype(bool), spec)
+    """Both Omniglot files concatenated, sorted by char_id, resized once: bool images ``[1623, 20, 1, H, W]``.
+
+    Only the compact bool result is cached (about 25 MB at 28x28), never a float copy.
+    """
+    files = [Path(root) / f for f in FILES]
+    images = np.concatenate([_resized_drawings(f, size) for f in files])
+    meta = []
+    for f in files:
+        with np.load(f, allow_pickle=False) as z:
+            meta.append({k: z[k] for k in ("alphabet", "character", "char_id")})
     return {
-        "images": flat.reshape(n, per, 1, *size),
-        "alphabet": np.concatenate([p["alphabet"] for p in parts]).astype(str),
-        "character": np.concatenate([p["character"] for p in parts]).astype(np.int64),
-        "char_id": np.concatenate([p["char_id"] for p in parts]).astype(np.int64),
-        "background": np.concatenate([np.full(len(p["char_id"]), i == 0) for i, p in enumerate(parts)]),
+        "images": images,
+        "alphabet": np.concatenate([m["alphabet"] for m in meta]).astype(str),
+        "character": np.concatenate([m["character"] for m in meta]).astype(np.int64),
+        "char_id": np.concatenate([m["char_id"] for m in meta]).astype(np.int64),
+        "background": np.concatenate([np.full(len(m["char_id"]), i == 0) for i, m in enumerate(meta)]),
     }
 
 
@@ -68,7 +118,7 @@ def split_masks(char_id: np.ndarray, alphabet: np.ndarray, background: np.ndarra
                 split: str) -> dict[str, np.ndarray]:
     """Boolean character masks for train / val / test; they partition the used characters."""
     if split not in SPLITS:
-        raise ValueError(f"unknown Omniglot split {split!r}; expected one of {SPLITS}")
+        raise InputError(f"unknown Omniglot split {split!r}; expected one of {SPLITS}")
     is_val = np.isin(alphabet, VAL_ALPHABETS)
     pool = char_id <= VINYALS_TRAIN_MAX_ID if split == "vinyals" else background
     return {"train": pool & ~is_val, "val": pool & is_val, "test": ~pool}
@@ -78,7 +128,7 @@ def load_omniglot(split: str = "vinyals", part: str = "train", root: str | Path 
                   size: tuple[int, int] = (28, 28), rotations: bool | None = None) -> ClassImages:
     """One part of an Omniglot protocol as :class:`ClassImages` (``rotations`` defaults to train only)."""
     if part not in PARTS:
-        raise ValueError(f"unknown part {part!r}; expected one of {PARTS}")
+        raise InputError(f"unknown part {part!r}; expected one of {PARTS}")
     root = Path(root) if root is not None else default_root()
     d = _load_all(str(root.resolve()), tuple(size))
     mask = split_masks(d["char_id"], d["alphabet"], d["background"], split)[part]

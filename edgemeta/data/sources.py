@@ -9,6 +9,7 @@ from edgemeta.contract.preprocess import default_spec
 from edgemeta.data.classes import ClassImages
 from edgemeta.data.files import load_dataset, split_classes
 from edgemeta.data.omniglot import default_root, load_omniglot
+from edgemeta.errors import InputError
 
 
 def training_sets(dataset: str, split: str, image_size: tuple[int, int], omniglot_root: str | Path | None,
@@ -40,11 +41,11 @@ def evaluation_set(provenance: dict[str, Any], spec: dict[str, Any], data: str |
     size = (int(spec["size"][0]), int(spec["size"][1]))
     if data is not None:
         if rotations is not None:
-            raise ValueError("--rotations/--no-rotations applies to Omniglot's test classes; the classes of --data "
+            raise InputError("--rotations/--no-rotations applies to Omniglot's test classes; the classes of --data "
                              "are evaluated as given (add rotated copies to the dataset to test them)")
         return load_dataset(data, spec), f"{data}"
     if provenance.get("dataset") != "omniglot":
-        raise ValueError(f"this bundle was meta-trained on {provenance.get('dataset')!r}; pass --data with its "
+        raise InputError(f"this bundle was meta-trained on {provenance.get('dataset')!r}; pass --data with its "
                          f"held-out test classes (a .npz or an image folder)")
     trained_on = provenance.get("split", "vinyals")
     split = split or trained_on
@@ -54,6 +55,6 @@ def evaluation_set(provenance: dict[str, Any], spec: dict[str, Any], data: str |
     seen = load_omniglot(trained_on, "train", root, size, rotations=False)
     overlap = set(evaluated.image_ids // 100) & set(seen.image_ids // 100)     # char_id of each drawing
     if overlap:
-        raise ValueError(f"the {split!r} {part} classes include {len(overlap)} characters this bundle was "
+        raise InputError(f"the {split!r} {part} classes include {len(overlap)} characters this bundle was "
                          f"meta-trained on (split {trained_on!r}); evaluate on --split {trained_on} instead")
     return evaluated, f"omniglot/{split}/{part}" + ("+rotations" if rotate else "")

@@ -242,7 +242,7 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, val: ClassImages,
         acc = {p: evaluate_episodes(Bundle.load(out_dir, precision=p), val, 5, 1, 15, metric_episodes, seed=53)
                for p in ("fp32", "int8")}
         gate = int8_gate(acc["fp32"], acc["int8"])
-        gate["calibration"] = f"{min(1024, len(int8_calibration.images))} meta-training images, min-max, QDQ, " \
+        gate["calibration"] = f"{min(1024, int8_calibration.n_images)} meta-training images, min-max, QDQ, " \
                               f"per-channel int8 weights, uint8 activations"
         manifest["precision"] = {"default": "int8" if gate["passed"] else "fp32", "int8": gate}
         if not gate["passed"]:

@@ -31,13 +31,13 @@ class _Reader(CalibrationDataReader):
 
 def quantize_backbone(backbone: bytes, calibration: ClassImages, samples: int = 1024, seed: int = 0) -> bytes:
     """int8 QDQ backbone (per-channel int8 weights, uint8 activations, min-max calibration)."""
-    rows = np.random.default_rng(seed).choice(len(calibration.images), min(samples, len(calibration.images)),
+    rows = np.random.default_rng(seed).choice(calibration.n_images, min(samples, calibration.n_images),
                                               replace=False)
     with tempfile.TemporaryDirectory() as tmp:
         src, pre, dst = (Path(tmp) / n for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
         src.write_bytes(backbone)
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        quantize_static(str(pre), str(dst), _Reader(calibration.images[np.sort(rows)]),
+        quantize_static(str(pre), str(dst), _Reader(calibration.batch(np.sort(rows))),
                         quant_format=QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt8,
                         activation_type=QuantType.QUInt8, calibrate_method=CalibrationMethod.MinMax)
         return dst.read_bytes()
