@@ -111,8 +111,8 @@ def run_demo(bundle_path: str | os.PathLike = DEFAULT_BUNDLE, shots: int = 5, dr
         from edgemeta.data.omniglot import load_omniglot
 
         om = load_omniglot("vinyals", "test", omniglot, rotations=False)
-        pick = np.random.default_rng(seed + 1).choice(len(om.images), 1000, replace=False)
-        om_scores = bundle.classify(bundle.embed(om.images[pick]), clf.params_).max(1)
+        pick = np.random.default_rng(seed + 1).choice(om.n_images, 1000, replace=False)
+        om_scores = bundle.classify(bundle.embed(om.batch(pick)), clf.params_).max(1)
         res["omniglot_rejected"] = round(float((om_scores < thr).mean()), 4) if thr is not None else None
         from edgemeta.openset import auroc
 
