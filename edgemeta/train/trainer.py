@@ -114,8 +114,8 @@ def validate(model: FewShotModel, data: ClassImages, ways: int, shots: int, quer
     """
     was_training = model.training
     model.eval()
-    x = torch.from_numpy(data.images)
-    z = torch.cat([model.backbone(x[i:i + 2048].to(device)) for i in range(0, len(x), 2048)])
+    z = torch.cat([model.backbone(torch.from_numpy(data.batch(slice(i, i + 2048))).to(device))
+                   for i in range(0, data.n_images, 2048)])
     sampler = EpisodeSampler(data, ways, shots, queries, seed)
     ys, yq = (torch.from_numpy(a).to(device) for a in sampler.labels())
     onehot = F.one_hot(ys, ways).to(z.dtype)
@@ -171,10 +171,10 @@ class RunContext:
     device: torch.device
     d: Dist
     model: FewShotModel
-    images: torch.Tensor                     # [N, C, H, W] all training images, on ``device``
+    images: torch.Tensor                     # [N, C, H, W] all training images as stored (bool if binary), on ``device``
     gen: torch.Generator
     amp: Any                                 # autocast context (disabled unless cfg.amp)
-    aug: Callable[[torch.Tensor], torch.Tensor]
+    aug: Callable[[torch.Tensor], torch.Tensor]   # rows of ``images`` -> float32 backbone input (+ random affine)
     record: dict[str, Any]
     position: dict[str, Any]                 # where a resumed run stopped: {"phase": ..., "done": ..., ...}
 
@@ -203,11 +203,11 @@ def setup_run(cfg: TrainConfig, train: ClassImages, out_dir: str | Path, provena
     model = FewShotModel(cfg.backbone, cfg.method, cfg.image_size, cfg.backbone_kwargs, cfg.method_kwargs).to(device)
     if cfg.init_from and not resume:
         warm_start(model, cfg.init_from)
-    images = torch.from_numpy(train.images).to(device)
+    images = torch.from_numpy(train.pixels).to(device)         # compact; rows become float32 in ``aug``
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
-    aug = (lambda x: random_affine(x, gen)) if cfg.augment else (lambda x: x)
+    aug = (lambda x: random_affine(x.float(), gen)) if cfg.augment else (lambda x: x.float())
     position: dict[str, Any] = {"phase": None}
     if resume:
         if not has_checkpoint(out):
