@@ -12,18 +12,23 @@ import io
 import json
 import os
 import shutil
+import stat
+import struct
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Mapping
 
 from edgemeta.contract.atomic_files import atomic_write_bytes
+from edgemeta.contract.manifest_schema import (FORMAT_NAME, FORMAT_VERSION, GRAPH_FILES, plain_file_name,
+                                               validate_manifest)
+from edgemeta.contract.strict_json import MAX_BYTES as MAX_MANIFEST_BYTES
+from edgemeta.contract.strict_json import loads_strict
 from edgemeta.errors import BundleError
 
-FORMAT_NAME = "edgemeta-bundle"
-FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-GRAPH_FILES = {"backbone": "backbone.onnx", "adapt": "adapt.onnx", "classify": "classify.onnx"}
+MAX_ZIP_ENTRIES = 256
 REQUIRED_KEYS = (
     "format", "format_version", "method", "input", "preprocess", "embedding",
     "head", "graphs", "files", "provenance", "validation", "integrity",
@@ -45,38 +50,10 @@ def manifest_digest(manifest: Mapping[str, Any]) -> str:
     return sha256_bytes(_canonical(manifest))
 
 
-def _read_raw(path: Path) -> dict[str, bytes]:
-    """All files of a bundle directory or zip, as name -> bytes (no code is executed)."""
-    if not path.exists():
-        raise BundleError(f"bundle not found: {path} (expected a bundle directory or .zip)")
-    files: dict[str, bytes] = {}
-    if path.is_dir():
-        for p in sorted(path.iterdir()):
-            if p.is_file():
-                files[p.name] = p.read_bytes()
-    elif zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as zf:
-            for info in zf.infolist():
-                if info.is_dir():
-                    continue
-                name = Path(info.filename).name  # flat: ignore any folder inside the zip
-                files[name] = zf.read(info)
-    else:
-        raise BundleError(f"{path} is neither a bundle directory nor a .zip bundle")
-    return files
-
-
-def verify(files: Mapping[str, bytes], source: str = "bundle") -> dict[str, Any]:
-    """Check a bundle's manifest, format version, integrity digest and every file's checksum.
-
-    Returns the parsed manifest; raises :class:`BundleError` naming what did not match.
-    """
-    if MANIFEST not in files:
-        raise BundleError(f"{source}: no {MANIFEST}; is this an edgemeta bundle?")
-    try:
-        manifest = json.loads(files[MANIFEST].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{source}: {MANIFEST} is not valid JSON ({exc}); the file is damaged") from exc
+def parse_manifest(raw: bytes, source: str = "bundle") -> dict[str, Any]:
+    """Parse and check ``manifest.json`` bytes: strict JSON, format, version, integrity digest, then
+    the schema of :mod:`edgemeta.contract.manifest_schema`. Raises :class:`BundleError` naming the rule."""
+    manifest = loads_strict(raw, f"{source}: {MANIFEST}")
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise BundleError(f"{source}: format is {manifest.get('format') if isinstance(manifest, dict) else None!r}, "
                           f"expected {FORMAT_NAME!r}")
@@ -92,17 +69,20 @@ def verify(files: Mapping[str, bytes], source: str = "bundle") -> dict[str, Any]
         if not isinstance(manifest[key], dict):
             raise BundleError(f"{source}: manifest field {key!r} must be an object, got {type(manifest[key]).__name__}")
     for name, meta in manifest["files"].items():
-        if not (isinstance(meta, dict) and isinstance(meta.get("sha256"), str) and isinstance(meta.get("bytes"), int)):
+        if not (isinstance(meta, dict) and isinstance(meta.get("sha256"), str) and type(meta.get("bytes")) is int):
             raise BundleError(f"{source}: manifest entry for {name!r} must be {{'sha256': str, 'bytes': int}}")
-    digest = manifest_digest(manifest)
-    if manifest["integrity"].get("manifest_sha256") != digest:
+    if manifest["integrity"].get("manifest_sha256") != manifest_digest(manifest):
         raise BundleError(f"{source}: manifest.json was altered after export (its integrity digest "
                           f"does not match); use the bundle as exported")
-    listed = manifest["files"]
     for role, name in GRAPH_FILES.items():
-        if manifest["graphs"].get(role) != name or name not in listed:
+        if manifest["graphs"].get(role) != name or name not in manifest["files"]:
             raise BundleError(f"{source}: manifest must list graph {role!r} as {name!r}")
-    for name, meta in listed.items():
+    return validate_manifest(manifest, source)
+
+
+def check_files(manifest: Mapping[str, Any], files: Mapping[str, bytes], source: str = "bundle") -> None:
+    """Every file the manifest lists is in ``files`` with the listed size and sha256."""
+    for name, meta in manifest["files"].items():
         if name not in files:
             raise BundleError(f"{source}: file {name!r} listed in the manifest is missing")
         data = files[name]
@@ -111,15 +91,187 @@ def verify(files: Mapping[str, bytes], source: str = "bundle") -> dict[str, Any]
                               f" (truncated or replaced)")
         if sha256_bytes(data) != meta["sha256"]:
             raise BundleError(f"{source}: sha256 of {name} does not match the manifest (the file was altered)")
+
+
+def verify(files: Mapping[str, bytes], source: str = "bundle") -> dict[str, Any]:
+    """Check a bundle held in memory (name -> bytes): manifest, format version, integrity digest,
+    schema and every listed file's size and sha256. Returns the parsed manifest."""
+    if MANIFEST not in files:
+        raise BundleError(f"{source}: no {MANIFEST}; is this an edgemeta bundle?")
+    manifest = parse_manifest(files[MANIFEST], source)
+    check_files(manifest, files, source)
     return manifest
 
 
+def _refuse(source: str, msg: str) -> BundleError:
+    return BundleError(f"{source}: {msg}")
+
+
+def _read_fd(fd: int, limit: int) -> bytes:
+    """At most ``limit + 1`` bytes from ``fd`` (one more than allowed shows that a file grew)."""
+    chunks, left = [], limit + 1
+    while left > 0:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _read_listed_file(folder: Path, name: str, limit: int, source: str) -> bytes | None:
+    """The bytes of regular file ``folder/name`` (at most ``limit + 1``); None if it does not exist.
+
+    Refuses a symlink or anything that is not a regular file without reading it: ``lstat`` first,
+    then ``open`` with ``O_NOFOLLOW | O_NONBLOCK`` and ``fstat`` of what was opened.
+    """
+    path = folder / name
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise _refuse(source, f"cannot read {name} ({exc.strerror})") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise _refuse(source, f"{name} is a symbolic link; a bundle's files must be regular files in the folder")
+    if not stat.S_ISREG(st.st_mode):
+        raise _refuse(source, f"{name} is not a regular file; a bundle's files must be regular files")
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise _refuse(source, f"cannot read {name} ({exc.strerror}); expected a readable regular file") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _refuse(source, f"{name} is not a regular file; a bundle's files must be regular files")
+        return _read_fd(fd, limit)
+    except OSError as exc:
+        raise _refuse(source, f"cannot read {name} ({exc.strerror})") from None
+    finally:
+        os.close(fd)
+
+
+def _read_folder(path: Path, source: str) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """``manifest.json`` and the files it lists, nothing else (unlisted files are never opened)."""
+    raw = _read_listed_file(path, MANIFEST, MAX_MANIFEST_BYTES, source)
+    if raw is None:
+        raise _refuse(source, f"no {MANIFEST}; is this an edgemeta bundle?")
+    manifest = parse_manifest(raw, source)
+    files: dict[str, bytes] = {}
+    for name, meta in manifest["files"].items():
+        data = _read_listed_file(path, name, meta["bytes"], source)
+        if data is None:
+            raise _refuse(source, f"file {name!r} listed in the manifest is missing")
+        files[name] = data
+    check_files(manifest, files, source)
+    return manifest, files
+
+
+def _zip_entry_ranges_disjoint(fh: Any, infos: list[zipfile.ZipInfo], end: int, source: str) -> None:
+    """Refuse entries whose local header + data ranges overlap (one stream shared by many entries)
+    or run past the central directory at offset ``end``."""
+    spans = []
+    for info in infos:
+        fh.seek(info.header_offset)
+        head = fh.read(30)
+        if len(head) != 30 or head[:4] != b"PK\x03\x04":
+            raise _refuse(source, f"zip entry {info.filename!r} has no local header where the directory says; "
+                                  f"the zip is damaged")
+        name_len, extra_len = struct.unpack("<HH", head[26:30])
+        stop = info.header_offset + 30 + name_len + extra_len + info.compress_size + (12 if info.flag_bits & 8 else 0)
+        spans.append((info.header_offset, stop, info.filename))
+    spans.sort()
+    for (_, stop, name), (start, _, nxt) in zip(spans, spans[1:]):
+        if start < stop:
+            raise _refuse(source, f"zip entries {name!r} and {nxt!r} overlap; expected each entry stored once "
+                                  f"(an overlapping-entry zip bomb looks like this)")
+    if spans and max(s[1] for s in spans) > end:
+        raise _refuse(source, "a zip entry runs past the zip's central directory; the zip is damaged")
+
+
+def _zip_root(infos: list[zipfile.ZipInfo], source: str) -> str:
+    """The folder prefix of ``manifest.json`` in a zip: ``""`` (flat) or ``"<folder>/"`` (one level)."""
+    found = [i.filename for i in infos if i.filename.rsplit("/", 1)[-1] == MANIFEST and not i.is_dir()]
+    if not found:
+        raise _refuse(source, f"no {MANIFEST}; is this an edgemeta bundle?")
+    if len(found) > 1:
+        raise _refuse(source, f"the zip holds several manifests {found[:4]}; expected one bundle per zip")
+    root = found[0][: -len(MANIFEST)]
+    if root and not plain_file_name(root[:-1]):
+        raise _refuse(source, f"{found[0]!r}: expected {MANIFEST} at the top of the zip or in one folder "
+                              f"(nested folders are not supported)")
+    return root
+
+
+def _read_zip_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, source: str) -> bytes:
+    """One entry's bytes, refused before inflating if it declares more than ``limit`` bytes."""
+    if info.flag_bits & 1:
+        raise _refuse(source, f"zip entry {info.filename!r} is encrypted; expected a plain zip")
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise _refuse(source, f"zip entry {info.filename!r} uses compression method {info.compress_type}; "
+                              f"expected stored or deflated")
+    if info.file_size > limit:
+        raise _refuse(source, f"zip entry {info.filename!r} declares {info.file_size} bytes, more than the "
+                              f"{limit} expected; refused without inflating it")
+    with zf.open(info) as entry:
+        return entry.read(limit + 1)
+
+
+def _read_zip(fh: Any, source: str) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """``manifest.json`` and the entries it lists from a zip, each inflated only up to its listed size.
+
+    Refuses more than ``MAX_ZIP_ENTRIES`` entries, duplicate names and overlapping entries first;
+    unlisted entries are never inflated.
+    """
+    with zipfile.ZipFile(fh) as zf:
+        infos = zf.infolist()
+        if len(infos) > MAX_ZIP_ENTRIES:
+            raise _refuse(source, f"the zip has {len(infos)} entries; a bundle has at most {MAX_ZIP_ENTRIES}")
+        names = [i.filename for i in infos]
+        if len(set(names)) != len(names):
+            dup = sorted({n for n in names if names.count(n) > 1})
+            raise _refuse(source, f"the zip holds entries named {dup} more than once; expected each name once")
+        _zip_entry_ranges_disjoint(fh, infos, getattr(zf, "start_dir", os.fstat(fh.fileno()).st_size), source)
+        root = _zip_root(infos, source)
+        by_name = {i.filename: i for i in infos}
+        manifest = parse_manifest(_read_zip_entry(zf, by_name[root + MANIFEST], MAX_MANIFEST_BYTES, source), source)
+        files: dict[str, bytes] = {}
+        for name, meta in manifest["files"].items():
+            info = by_name.get(root + name)
+            if info is None or info.is_dir():
+                raise _refuse(source, f"file {name!r} listed in the manifest is missing")
+            if info.file_size != meta["bytes"]:
+                raise _refuse(source, f"{name} is {info.file_size} bytes, the manifest says {meta['bytes']} "
+                                      f"(truncated or replaced); refused without inflating it")
+            files[name] = _read_zip_entry(zf, info, meta["bytes"], source)
+    check_files(manifest, files, source)
+    return manifest, files
+
+
 def read_bundle(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """Read and verify a bundle. Returns ``(manifest, files)`` where files maps name -> bytes."""
+    """Read and verify a bundle. Returns ``(manifest, files)`` where files maps listed name -> bytes.
+
+    Only ``manifest.json`` (at most 1 MiB) and the files it lists are read, each at most to its
+    listed size; a listed file that is a symlink or not a regular file is refused.
+    """
     path = Path(path)
-    files = _read_raw(path)
-    manifest = verify(files, source=str(path))
-    return manifest, {name: files[name] for name in manifest["files"]}
+    source = str(path)
+    if not os.path.exists(path):
+        raise BundleError(f"bundle not found: {path} (expected a bundle directory or .zip)")
+    if path.is_dir():
+        return _read_folder(path, source)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except OSError as exc:
+        raise BundleError(f"cannot read {path} ({exc.strerror}); expected a bundle directory or .zip") from None
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode) or not zipfile.is_zipfile(fh):
+            raise BundleError(f"{path} is neither a bundle directory nor a .zip bundle")
+        try:
+            return _read_zip(fh, source)
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError,
+                NotImplementedError, struct.error) as exc:
+            raise _refuse(source, f"the zip is damaged ({type(exc).__name__}: {exc})") from None
 
 
 def write_bundle(directory: str | os.PathLike, manifest: dict[str, Any],
@@ -144,7 +296,7 @@ def write_bundle(directory: str | os.PathLike, manifest: dict[str, Any],
         for name, data in files.items():
             (tmp / name).write_bytes(data)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        verify(_read_raw(tmp), source=str(tmp))
+        read_bundle(tmp)
         if directory.is_dir():
             old_listed: set[str] = set()
             try:

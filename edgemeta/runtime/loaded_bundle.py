@@ -8,6 +8,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
 from edgemeta.contract.bundle import read_bundle
 from edgemeta.errors import BundleError
@@ -23,6 +24,11 @@ OPTIMIZATION_LEVELS = {"none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
                        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
                        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
 PRECISIONS = ("auto", "fp32", "int8")
+# what onnxruntime raises on a graph it cannot load or run (its own classes derive from Exception only)
+ORT_ERRORS: tuple[type[Exception], ...] = (RuntimeError, UnicodeError, *(
+    v for v in vars(_ort_state).values() if isinstance(v, type) and issubclass(v, Exception)))
+PARAM_RANKS = {"prototypes": 2, "weight": 2, "bias": 1}     # head parameter -> rank ([C, D] or [C])
+FLOAT = "tensor(float)"
 
 
 def make_session(model: bytes, threads: int = 1, optimization: str = "all") -> ort.InferenceSession:
@@ -68,10 +74,20 @@ class Bundle:
         self.precision = "int8" if precision == "int8" or (precision == "auto" and has_int8) else "fp32"
         self.threads = int(threads)
         backbone = g["backbone_int8"] if self.precision == "int8" else g["backbone"]
-        self._backbone = make_session(files[backbone], threads, optimization)
-        self._adapt = make_session(files[g["adapt"]], threads, optimization)
-        self._classify = make_session(files[g["classify"]], threads, optimization)
+        self._graph_names = {"backbone": backbone, "adapt": g["adapt"], "classify": g["classify"]}
+        self._backbone = self._open(files, backbone, threads, optimization)
+        self._adapt = self._open(files, g["adapt"], threads, optimization)
+        self._classify = self._open(files, g["classify"], threads, optimization)
         self._check_io()
+        self._smoke_test()
+
+    def _open(self, files: dict[str, bytes], name: str, threads: int, optimization: str) -> ort.InferenceSession:
+        """An onnxruntime session of graph ``name``; onnxruntime's refusal becomes a BundleError naming it."""
+        try:
+            return make_session(files[name], threads, optimization)
+        except ORT_ERRORS as exc:
+            raise BundleError(f"{self.source}: onnxruntime cannot load {name} ({type(exc).__name__}: "
+                              f"{str(exc)[:300]}); expected a valid ONNX graph") from None
 
     @classmethod
     def load(cls, path: str | os.PathLike, threads: int = 1, precision: str = "auto",
@@ -84,17 +100,25 @@ class Bundle:
         return cls(manifest, files, str(Path(path)), threads, precision, optimization)
 
     def _check_io(self) -> None:
-        names = lambda s, kind: [x.name for x in getattr(s, f"get_{kind}")()]  # noqa: E731
+        """Graph input/output names, dtypes (float32) and ranks against the contract and the manifest."""
+        c = self.param_names
         expect = [
-            (names(self._backbone, "inputs"), ["images"]), (names(self._backbone, "outputs"), ["embeddings"]),
-            (names(self._adapt, "inputs"), ["support_embeddings", "support_labels_onehot"]),
-            (names(self._adapt, "outputs"), self.param_names),
-            (names(self._classify, "inputs"), ["embeddings", *self.param_names]),
-            (names(self._classify, "outputs"), ["logits"]),
+            ("backbone", self._backbone.get_inputs(), ["images"], [4]),
+            ("backbone", self._backbone.get_outputs(), ["embeddings"], [2]),
+            ("adapt", self._adapt.get_inputs(), ["support_embeddings", "support_labels_onehot"], [2, 2]),
+            ("adapt", self._adapt.get_outputs(), c, [PARAM_RANKS.get(n, -1) for n in c]),
+            ("classify", self._classify.get_inputs(), ["embeddings", *c], [2, *(PARAM_RANKS.get(n, -1) for n in c)]),
+            ("classify", self._classify.get_outputs(), ["logits"], [2]),
         ]
-        for got, want in expect:
+        for role, args, want, ranks in expect:
+            got = [x.name for x in args]
             if got != want:
                 raise BundleError(f"{self.source}: graph inputs/outputs {got} do not follow the contract {want}")
+            for arg, rank in zip(args, ranks):
+                shape = arg.shape if isinstance(arg.shape, list) else []
+                if arg.type != FLOAT or len(shape) != rank:
+                    raise BundleError(f"{self.source}: {self._graph_names[role]} has {arg.name!r} of type {arg.type} "
+                                      f"and rank {len(shape)}; the contract says {FLOAT} of rank {rank}")
         graph_in = list(self._backbone.get_inputs()[0].shape)[1:]
         spec = self.preprocess_spec
         declared = [self.input_shape[1:], [spec.get("channels", 1), *spec["size"]]]
@@ -107,6 +131,38 @@ class Bundle:
             raise BundleError(f"{self.source}: embedding.dim is {self.embedding_dim} but backbone.onnx outputs "
                               f"{graph_out}-d embeddings")
 
+    def _smoke_test(self) -> None:
+        """Run the three graphs once on a tiny synthetic task (a blank and a full image; 3 support rows of
+        2 classes) and check every output's shape and finiteness, so a bundle that loads is one
+        fit/predict can use. Measured: under 1 ms for conv4, about 4 ms for a 9-view backbone."""
+        c, h, w = (int(v) for v in self.input_shape[1:])
+        x = np.zeros((2, c, h, w), np.float32)
+        x[1] = 1.0
+        emb = self.embed(x)
+        self._expect("backbone", "embeddings", emb, (2, self.embedding_dim))
+        emb = emb[[0, 1, 0]]
+        params = self.adapt(emb, np.array([[1, 0], [0, 1], [1, 0]], np.float32))
+        for name, value in params.items():
+            self._expect("adapt", name, value, (2, self.embedding_dim)[:PARAM_RANKS[name]])
+        self._expect("classify", "logits", self.classify(emb[:1], params), (1, 2))
+
+    def _expect(self, role: str, what: str, value: np.ndarray, shape: tuple[int, ...]) -> None:
+        if not (isinstance(value, np.ndarray) and value.dtype == np.float32 and value.shape == shape
+                and np.isfinite(value).all()):
+            got = f"{value.dtype} {list(value.shape)}" if isinstance(value, np.ndarray) else type(value).__name__
+            raise BundleError(f"{self.source}: {self._graph_names[role]} answers a 2-class test task with {what} "
+                              f"{got} (finite: {bool(np.isfinite(value).all()) if isinstance(value, np.ndarray) else False}); "
+                              f"expected finite float32 {list(shape)}")
+
+    def _run(self, role: str, session: ort.InferenceSession, outputs: list[str],
+             feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """``session.run``; an onnxruntime failure becomes a BundleError naming the graph."""
+        try:
+            return session.run(outputs, feeds)
+        except ORT_ERRORS as exc:
+            raise BundleError(f"{self.source}: {self._graph_names[role]} failed at run time "
+                              f"({type(exc).__name__}: {str(exc)[:300]})") from None
+
     def preprocess(self, images: np.ndarray | Sequence[np.ndarray], ink: str = "high",
                    what: str = "images") -> np.ndarray:
         """Raw single-channel images -> ``float32 [N, 1, H, W]`` as the manifest says."""
@@ -115,18 +171,20 @@ class Bundle:
     def embed(self, x: np.ndarray) -> np.ndarray:
         """Preprocessed ``float32 [N, 1, H, W]`` -> embeddings ``float32 [N, D]`` (chunked)."""
         n = self.embed_chunk
-        out = [self._backbone.run(["embeddings"], {"images": x[i:i + n]})[0] for i in range(0, len(x), n)]
+        out = [self._run("backbone", self._backbone, ["embeddings"], {"images": x[i:i + n]})[0]
+               for i in range(0, len(x), n)]
         return out[0] if len(out) == 1 else np.concatenate(out)
 
     def adapt(self, support: np.ndarray, onehot: np.ndarray) -> dict[str, np.ndarray]:
         """Support embeddings ``[S, D]`` + one-hot labels ``[S, C]`` -> head parameters by name."""
-        outs = self._adapt.run(self.param_names, {"support_embeddings": support.astype(np.float32, copy=False),
-                                                  "support_labels_onehot": onehot.astype(np.float32, copy=False)})
+        outs = self._run("adapt", self._adapt, self.param_names,
+                         {"support_embeddings": support.astype(np.float32, copy=False),
+                          "support_labels_onehot": onehot.astype(np.float32, copy=False)})
         return dict(zip(self.param_names, outs))
 
     def classify(self, embeddings: np.ndarray, params: dict[str, np.ndarray]) -> np.ndarray:
         """Embeddings ``[N, D]`` + head parameters -> logits ``[N, C]``."""
-        return self._classify.run(["logits"], {"embeddings": embeddings, **params})[0]
+        return self._run("classify", self._classify, ["logits"], {"embeddings": embeddings, **params})[0]
 
     def __repr__(self) -> str:
         return (f"Bundle({self.source!r}, method={self.method!r}, embedding_dim={self.embedding_dim}, "

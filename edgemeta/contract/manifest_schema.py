@@ -1,0 +1,298 @@
+"""The one written schema of ``manifest.json`` (format version 1), and its checker (stdlib only).
+
+``docs/bundle-format.md`` states the same rules in prose; a test checks that every field named here
+is named there. :func:`validate_manifest` runs after the integrity digest has matched, so it guards
+against bundles that were rewritten whole (checksums and digest recomputed) or exported wrong: a
+bundle that passes is one ``FewShotClassifier`` can fit and predict with.
+
+Unknown fields are allowed (a version-1 reader ignores optional fields added later); every field a
+runtime reads is typed, ranged and, where the runtime supports only some values, restricted to them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from edgemeta.errors import BundleError
+
+FORMAT_NAME = "edgemeta-bundle"
+FORMAT_VERSION = 1
+RESIZE_FILTERS = ("nearest", "box", "bilinear", "hamming", "bicubic", "lanczos")
+HEAD_OUTPUTS = {"proto": ["prototypes"], "metasgd": ["weight", "bias"], "ridge": ["weight", "bias"],
+                "finetune": ["weight", "bias"]}
+GRAPH_FILES = {"backbone": "backbone.onnx", "adapt": "adapt.onnx", "classify": "classify.onnx"}
+INT8_GRAPH = "backbone.int8.onnx"
+MAX_FILES = 16
+MAX_FILE_BYTES = 1 << 30     # 1 GiB per listed file
+MAX_SIDE = 1024              # preprocess.size / input.shape pixels per side
+MAX_DIM = 1 << 16            # embedding.dim
+MAX_WAYS = 1_000_000
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_SHOTS_KEY = re.compile(r"[1-9][0-9]{0,5}")
+
+
+def plain_file_name(name: Any) -> bool:
+    """A listed file's name: letters, digits, ``_ . -``, no folder, not hidden, not ``..``."""
+    return isinstance(name, str) and bool(_FILE_NAME.fullmatch(name)) and name not in (".", "..")
+
+
+def _kind(v: Any) -> str:
+    return "null" if v is None else {bool: "boolean", int: "integer", float: "number", str: "string",
+                                     list: "list", dict: "object"}.get(type(v), type(v).__name__)
+
+
+class Rule:
+    """A type with constraints; ``check`` raises BundleError naming the field path."""
+
+    expected = "a value"
+
+    def check(self, value: Any, path: str, source: str) -> None:
+        if not self.ok(value):
+            raise BundleError(f"{source}: manifest field {path} must be {self.expected}, "
+                              f"got {_kind(value)} {_short(value)}")
+
+    def ok(self, value: Any) -> bool:  # pragma: no cover - every rule overrides it
+        return True
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class AnyJSON(Rule):
+    expected = "any JSON value"
+
+
+@dataclass
+class Const(Rule):
+    value: Any
+
+    def __post_init__(self) -> None:
+        self.expected = repr(self.value)
+
+    def ok(self, v: Any) -> bool:
+        return type(v) is type(self.value) and v == self.value
+
+
+@dataclass
+class OneOf(Rule):
+    values: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        self.expected = f"one of {list(self.values)}"
+
+    def ok(self, v: Any) -> bool:
+        return isinstance(v, str) and v in self.values
+
+
+@dataclass
+class Int(Rule):
+    lo: int
+    hi: int
+
+    def __post_init__(self) -> None:
+        self.expected = f"an integer in [{self.lo}, {self.hi}]"
+
+    def ok(self, v: Any) -> bool:
+        return type(v) is int and self.lo <= v <= self.hi
+
+
+@dataclass
+class Num(Rule):
+    """A finite JSON number (integer or float, not a boolean) in ``[lo, hi]``."""
+    lo: float = -1e300
+    hi: float = 1e300
+
+    def __post_init__(self) -> None:
+        self.expected = f"a number in [{self.lo:g}, {self.hi:g}]"
+
+    def ok(self, v: Any) -> bool:
+        return type(v) in (int, float) and self.lo <= v <= self.hi
+
+
+@dataclass
+class Str(Rule):
+    pattern: str = r".{0,4096}"
+
+    def __post_init__(self) -> None:
+        self.expected = f"a string matching {self.pattern}"
+
+    def ok(self, v: Any) -> bool:
+        return isinstance(v, str) and re.fullmatch(self.pattern, v, re.DOTALL) is not None
+
+
+@dataclass
+class Nullable(Rule):
+    rule: Rule
+
+    def __post_init__(self) -> None:
+        self.expected = f"null or {self.rule.expected}"
+
+    def check(self, value: Any, path: str, source: str) -> None:
+        if value is not None:
+            self.rule.check(value, path, source)
+
+
+@dataclass
+class Either(Rule):
+    """The first of ``rules`` whose type matches decides (e.g. a string, or an object of metrics)."""
+    rules: tuple[Rule, ...]
+    types: tuple[type, ...]
+
+    def __post_init__(self) -> None:
+        self.expected = " or ".join(r.expected for r in self.rules)
+
+    def check(self, value: Any, path: str, source: str) -> None:
+        for rule, t in zip(self.rules, self.types):
+            if type(value) is t:
+                return rule.check(value, path, source)
+        super().check(value, path, source)
+
+    def ok(self, v: Any) -> bool:
+        return False
+
+
+@dataclass
+class List(Rule):
+    item: Rule
+    min_len: int = 0
+    max_len: int = 1024
+    exact: list[Any] | None = None
+
+    def __post_init__(self) -> None:
+        self.expected = (f"the list {self.exact}" if self.exact is not None else
+                         f"a list of {self.min_len}..{self.max_len} items, each {self.item.expected}")
+
+    def check(self, value: Any, path: str, source: str) -> None:
+        if not (isinstance(value, list) and self.min_len <= len(value) <= self.max_len):
+            super().check(value, path, source)
+        for i, v in enumerate(value):
+            self.item.check(v, f"{path}[{i}]", source)
+        if self.exact is not None and value != self.exact:
+            super().check(value, path, source)
+
+    def ok(self, v: Any) -> bool:
+        return False
+
+
+@dataclass
+class Obj(Rule):
+    """A JSON object: ``required`` and ``optional`` fields by name; other keys are allowed and ignored."""
+    required: dict[str, Rule] = field(default_factory=dict)
+    optional: dict[str, Rule] = field(default_factory=dict)
+    values: Rule | None = None            # every value (for maps keyed by data: files, validation, ...)
+    keys: Callable[[str], bool] | None = None
+    keys_expected: str = ""
+    max_keys: int = 256
+
+    expected = "an object"
+
+    def check(self, value: Any, path: str, source: str) -> None:
+        if not isinstance(value, dict):
+            super().check(value, path, source)
+        if len(value) > self.max_keys:
+            raise BundleError(f"{source}: manifest field {path} has {len(value)} entries; expected at most "
+                              f"{self.max_keys}")
+        missing = [k for k in self.required if k not in value]
+        if missing:
+            where = f"manifest field {path}" if path else "manifest"
+            raise BundleError(f"{source}: {where} lacks required fields {missing}")
+        for key, v in value.items():
+            sub = f"{path}.{key}" if path else key
+            if self.keys is not None and not self.keys(key):
+                raise BundleError(f"{source}: manifest field {path} has the key {_short(key)}; expected "
+                                  f"{self.keys_expected}")
+            rule = self.required.get(key) or self.optional.get(key) or self.values
+            if rule is not None:
+                rule.check(v, sub, source)
+
+    def ok(self, v: Any) -> bool:
+        return False
+
+
+FINITE = Num()
+FILE_ENTRY = Obj(required={"sha256": Str(r"[0-9a-f]{64}"), "bytes": Int(0, MAX_FILE_BYTES)})
+METRICS = Obj(required={"accuracy": Num(0, 100), "ci95": Num(0, 100), "episodes": Int(0, 10**9)},
+              optional={"queries": Int(0, 10**9)})
+SIDE = Int(1, MAX_SIDE)
+
+SCHEMA = Obj(
+    required={
+        "format": Const(FORMAT_NAME),
+        "format_version": Const(FORMAT_VERSION),
+        "method": OneOf(tuple(HEAD_OUTPUTS)),
+        "input": Obj(required={"shape": List(Nullable(Int(1, MAX_SIDE)), 4, 4)},
+                     optional={"name": Const("images"), "dtype": Const("float32"),
+                               "range": List(FINITE, 2, 2, exact=[0, 1])}),
+        "preprocess": Obj(required={"size": List(SIDE, 2, 2), "resize": OneOf(RESIZE_FILTERS)},
+                          optional={"channels": Const(1), "ink": Const("high"),
+                                    "value_range": List(FINITE, 2, 2, exact=[0, 1])}),
+        "embedding": Obj(required={"dim": Int(1, MAX_DIM)},
+                         optional={"name": Const("embeddings"),
+                                   "shift_views": List(List(Int(-8, 8), 2, 2), 1, 81)}),
+        "head": Obj(required={"method": OneOf(tuple(HEAD_OUTPUTS)), "outputs": List(Str(r"[a-z_]{1,32}"), 1, 8)}),
+        "graphs": Obj(required={role: Const(name) for role, name in GRAPH_FILES.items()},
+                      optional={"backbone_int8": Const(INT8_GRAPH)}),
+        "files": Obj(values=FILE_ENTRY, keys=plain_file_name, max_keys=MAX_FILES,
+                     keys_expected="plain file names (letters, digits, '_', '.', '-'; no folder, not hidden)"),
+        "provenance": Obj(optional={"dataset": Nullable(Str(r".{0,256}")), "split": Str(r".{0,256}"),
+                                    "backbone": Nullable(Str(r".{0,256}"))}),
+        "validation": Obj(values=Either((Str(), METRICS), (str, dict))),
+        "integrity": Obj(required={"manifest_sha256": Str(r"[0-9a-f]{64}")}),
+    },
+    optional={
+        "limits": Obj(optional={"min_ways": Int(2, MAX_WAYS), "max_ways": Int(2, MAX_WAYS),
+                                "min_shots": Int(1, 10**6)}),
+        "open_set": Obj(optional={"score": Const("max_logit"),
+                                  "threshold_by_shots": Obj(values=FINITE, keys=lambda k: bool(_SHOTS_KEY.fullmatch(k)),
+                                                            keys_expected="shot counts ('1', '5', ...)")}),
+        "parity": Obj(),
+        "precision": Obj(optional={"default": OneOf(("fp32", "int8")), "int8": Obj()}),
+    },
+)
+
+
+def _cross_field_rules(m: Mapping[str, Any], source: str) -> None:
+    """The rules that relate two fields (the declarative part checks each field alone)."""
+    if m["head"]["method"] != m["method"]:
+        raise BundleError(f"{source}: manifest field head.method is {m['head']['method']!r} but method is "
+                          f"{m['method']!r}; expected the same")
+    want = HEAD_OUTPUTS[m["method"]]
+    if m["head"]["outputs"] != want:
+        raise BundleError(f"{source}: manifest field head.outputs is {m['head']['outputs']} but method "
+                          f"{m['method']!r} has the head parameters {want}")
+    for role, name in m["graphs"].items():
+        if isinstance(name, str) and name not in m["files"]:
+            raise BundleError(f"{source}: manifest must list graph {role!r} ({name}) under files")
+    limits = m.get("limits", {})
+    if limits.get("min_ways", 2) > limits.get("max_ways", MAX_WAYS):
+        raise BundleError(f"{source}: manifest limits.min_ways {limits['min_ways']} exceeds limits.max_ways "
+                          f"{limits['max_ways']}")
+    shape, spec = m["input"]["shape"], m["preprocess"]
+    if shape[0] is not None or shape[1:] != [spec.get("channels", 1), *spec["size"]]:
+        raise BundleError(f"{source}: manifest input.shape {shape} must be [null, channels, *preprocess.size] = "
+                          f"[null, {spec.get('channels', 1)}, {spec['size'][0]}, {spec['size'][1]}]")
+
+
+def validate_manifest(manifest: Any, source: str = "bundle") -> dict[str, Any]:
+    """Check a parsed manifest against :data:`SCHEMA` and the cross-field rules; returns it unchanged.
+
+    Raises :class:`BundleError` ``"{source}: manifest field <path> must be <expected>, got ..."``.
+    """
+    SCHEMA.check(manifest, "", source)
+    _cross_field_rules(manifest, source)
+    return manifest
+
+
+def schema_paths(rule: Rule = SCHEMA, prefix: str = "") -> list[str]:
+    """Every named field of the schema as a dotted path (``preprocess.ink``, ...): the docs name each."""
+    out: list[str] = []
+    if isinstance(rule, Obj):
+        for key, sub in {**rule.required, **rule.optional}.items():
+            path = f"{prefix}.{key}" if prefix else key
+            out += [path, *schema_paths(sub, path)]
+    return out
