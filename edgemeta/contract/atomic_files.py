@@ -1,39 +1,122 @@
-"""Atomic file writes: a reader sees the old file or the new one, never a mix (stdlib only)."""
+"""Atomic file writes: a reader sees the old file or the new one, never a mix (stdlib only).
+
+Each write goes through a temporary ``.<name>.edgemeta-tmp-<16 hex>`` beside the target, created
+with ``O_EXCL`` and held under an exclusive advisory lock (``flock``) from creation until after the
+rename. A temporary whose lock can be taken therefore belongs to no live writer: its writer died
+(crash, SIGKILL, power loss) before renaming it. :func:`remove_stale_temporaries` deletes only
+those, and only the target's own (the pattern cannot match a sibling's, e.g. ``me.state.bak``'s).
+"""
 
 from __future__ import annotations
 
 import os
-import tempfile
+import re
+import secrets
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no advisory locks, stale temporaries are kept
+    fcntl = None  # type: ignore[assignment]
+
+_TMP_TAG = ".edgemeta-tmp-"
+_TMP_HEX = 16
+
+
+def _temporary_pattern(name: str) -> re.Pattern[str]:
+    """Names of ``name``'s temporaries only: a fixed-length hex suffix after the exact name."""
+    return re.compile(re.escape(f".{name}{_TMP_TAG}") + f"[0-9a-f]{{{_TMP_HEX}}}")
+
+
+def _lock(fd: int, block: bool) -> bool:
+    """Exclusive flock on ``fd``; without ``block``, False when another process holds it."""
+    if fcntl is None:  # pragma: no cover - Windows: nothing to wait for, nothing provably dead
+        return block
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether ``path`` still names the file open as ``fd``."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    own = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
+
+
+def _create_locked_temporary(path: Path, mode: int) -> tuple[int, Path]:
+    """A new temporary beside ``path``, open for writing and locked by this process."""
+    while True:
+        tmp = path.parent / f".{path.name}{_TMP_TAG}{secrets.token_hex(_TMP_HEX // 2)}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode)
+        except FileExistsError:
+            continue
+        _lock(fd, block=True)
+        # Between O_EXCL and flock a cleaner may have locked and deleted it: then start over.
+        if _same_file(fd, tmp):
+            return fd, tmp
+        os.close(fd)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never a mix.
 
-    The temporary file is ``.<name>.<random>`` in the same folder; a crash can leave one behind,
-    which :func:`remove_stale_temporaries` clears.
+    ``mode``: the new file's permissions (set before any byte is written). Safe against other
+    processes writing the same path or its siblings at the same time: the last rename wins.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = _create_locked_temporary(path, mode)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
+        os.fchmod(fd, mode)                       # exact mode, whatever the umask
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def remove_stale_temporaries(path: str | os.PathLike) -> None:
-    """Delete ``.<name>.*`` files beside ``path``: what crashed :func:`atomic_write_bytes` calls left."""
-    path = Path(path)
-    for p in path.parent.glob(f".{path.name}.*"):
         try:
-            p.unlink()
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    finally:
+        os.close(fd)                              # releases the lock only after the rename
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete temporaries of ``path`` that crashed :func:`atomic_write_bytes` calls left behind.
+
+    Only a temporary this process can lock is deleted (its writer is dead); those of live writers,
+    and every other file in the folder, are left alone. Returns the deleted paths.
+    """
+    path = Path(path)
+    pattern = _temporary_pattern(path.name)
+    removed = []
+    try:
+        names = os.listdir(path.parent)
+    except FileNotFoundError:
+        return removed
+    for name in names:
+        if not pattern.fullmatch(name):
+            continue
+        tmp = path.parent / name
+        try:
+            fd = os.open(tmp, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            continue                              # renamed or removed meanwhile
+        try:
+            if _lock(fd, block=False) and _same_file(fd, tmp):
+                os.unlink(tmp)
+                removed.append(tmp)
         except OSError:
             pass
+        finally:
+            os.close(fd)
+    return removed
