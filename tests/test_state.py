@@ -238,9 +238,9 @@ def test_flipped_payload_byte_is_refused(bundle, saved, where):
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda h: {**h, "version": 2}, r"version 2 is not supported \(this edgemeta reads edgemeta-state v1\)"),
+    (lambda h: {**h, "version": 3}, r"version 3 is not supported \(this edgemeta reads edgemeta-state v1, v2\)"),
     (lambda h: {**h, "version": "1"}, "is not supported"),
-    (lambda h: {**h, "format": "other"}, "format 'other' version 1 is not supported"),
+    (lambda h: {**h, "format": "other"}, "format 'other' version 2 is not supported"),
     (lambda h: {**h, "payload_bytes": h["payload_bytes"] + 1}, "truncated or padded"),
     (lambda h: {**h, "payload_sha256": "0" * 64}, "checksum mismatch"),
 ])

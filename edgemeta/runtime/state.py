@@ -1,15 +1,17 @@
-"""The classifier's private state file: versioned, checksummed, optionally encrypted, no pickle.
+"""The classifier's private state file: versioned, checksummed, optionally encrypted, bounded, no pickle.
 
 Layout (``docs/state-format.md``)::
 
-    b"EDGEMETA-STATE\\n"  +  header JSON (one line)  +  b"\\n"  +  payload
+    b"EDGEMETA-STATE\\n"  +  header JSON (one line, at most 4 KiB)  +  b"\\n"  +  payload
 
-``header``: ``{"format": "edgemeta-state", "version": 1, "encryption": "none" | "aes-256-gcm",
-"payload_bytes": n, "payload_sha256": hex}``. ``payload``: an uncompressed ``.npz`` (read with
-``allow_pickle=False``) holding ``embeddings`` float32 ``[M, D]``, ``sample_class`` int64 ``[M]``,
-one array per head parameter (``head.<name>``) and ``meta`` (UTF-8 JSON as uint8). With
-encryption the payload is ``nonce (12 bytes) + AES-GCM ciphertext`` and the header line is bound
-as associated data. No raw sample is ever stored: only embeddings.
+``header``: ``{"encryption": "none" | "aes-256-gcm", "format": "edgemeta-state", "payload_bytes": n,
+"payload_sha256": hex, "version": 2}``. With encryption the payload is ``nonce (12 bytes) + AES-GCM
+ciphertext`` of the body. Version 2 body: ``uint32 LE index length L + index JSON (L bytes) + raw
+little-endian arrays``, the index naming each array's dtype and shape, so every size is known
+before anything is allocated, and nothing is ever decompressed. Version-1 bodies (an uncompressed
+``.npz``) are still read, with the same bounds. No raw sample is ever stored: only embeddings.
+
+Every damaged, altered or hostile file raises :class:`StateError` naming the check that failed.
 """
 
 from __future__ import annotations
@@ -17,8 +19,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
-import threading
+import re
+import struct
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,8 +36,17 @@ from edgemeta.errors import StateError
 
 MAGIC = b"EDGEMETA-STATE\n"
 STATE_FORMAT = "edgemeta-state"
-STATE_VERSION = 1
-_WRITE_LOCK = threading.Lock()
+STATE_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+INKS = ("high", "low", "auto")
+MAX_HEADER_BYTES = 4096              # the header line is about 160 bytes
+MAX_INDEX_BYTES = 16 << 20           # index JSON: labels of up to ~1,000 classes, generously
+MAX_JSON_DEPTH = 8                   # the index nests 4 deep
+MAX_ARRAYS = 64                      # embeddings, sample_class and a few head parameters
+MAX_NDIM = 4
+INT64 = (-(1 << 63), (1 << 63) - 1)
+_HEADER_KEYS = {"encryption", "format", "payload_bytes", "payload_sha256", "version"}
+_DTYPES = {"float32": np.dtype("<f4"), "int64": np.dtype("<i8")}
 
 
 @dataclass
@@ -42,8 +57,95 @@ class StateData:
     labels: list[Any]
     embeddings: np.ndarray          # float32 [M, D]
     sample_class: np.ndarray        # int64 [M], index into labels
-    head: dict[str, np.ndarray]     # adapted head parameters
-    meta: dict[str, Any]
+    head: dict[str, np.ndarray]     # adapted head parameters, float32
+    meta: dict[str, Any]            # "method" (str), "ink" (one of INKS)
+
+
+# ---------------------------------------------------------------- strict JSON
+
+class _Refused(Exception):
+    """Internal: raised in json's hooks, turned into StateError by :func:`_loads_strict`."""
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise _Refused(f"duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
+def _int(text: str) -> int:
+    if len(text) > 20:
+        raise _Refused(f"an integer of {len(text)} characters (expected a 64-bit integer)")
+    return int(text)
+
+
+def _float(text: str) -> float:
+    value = float(text) if len(text) <= 40 else math.inf
+    if not math.isfinite(value):
+        raise _Refused(f"the number {text[:40]} (expected a finite number)")
+    return value
+
+
+def _constant(name: str) -> Any:
+    raise _Refused(f"the constant {name} (expected a finite number)")
+
+
+def _depth(obj: Any) -> int:
+    if isinstance(obj, dict):
+        return 1 + max(map(_depth, obj.values()), default=0)
+    if isinstance(obj, list):
+        return 1 + max(map(_depth, obj), default=0)
+    return 0
+
+
+def _loads_strict(data: bytes, what: str) -> Any:
+    """UTF-8 JSON without duplicate keys, NaN/Infinity, huge numbers or deep nesting."""
+    try:
+        obj = json.loads(data.decode("utf-8"), object_pairs_hook=_pairs, parse_int=_int,
+                         parse_float=_float, parse_constant=_constant)
+    except _Refused as exc:
+        raise StateError(f"{what} is not strict JSON: {exc}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise StateError(f"{what} is not valid JSON ({type(exc).__name__}: {str(exc)[:120]})") from None
+    if _depth(obj) > MAX_JSON_DEPTH:
+        raise StateError(f"{what} nests deeper than {MAX_JSON_DEPTH} levels")
+    return obj
+
+
+def _keys(obj: Any, required: set[str], optional: set[str], what: str) -> dict[str, Any]:
+    if not isinstance(obj, dict):
+        raise StateError(f"{what} is {type(obj).__name__}; expected a JSON object")
+    missing, extra = required - obj.keys(), obj.keys() - required - optional
+    if missing or extra:
+        raise StateError(f"{what} has keys {sorted(obj)}; expected {sorted(required)}"
+                         + (f" and optionally {sorted(optional)}" if optional else ""))
+    return obj
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+# ---------------------------------------------------------------- writing
+
+def _body_v2(state: StateData) -> bytes:
+    """The plain version-2 body: index length, index JSON, raw little-endian arrays."""
+    arrays = [("embeddings", np.ascontiguousarray(state.embeddings, "<f4")),
+              ("sample_class", np.ascontiguousarray(state.sample_class, "<i8"))]
+    arrays += [(f"head.{k}", np.ascontiguousarray(v, "<f4")) for k, v in sorted(state.head.items())]
+    meta = {**{k: state.meta[k] for k in ("method", "ink") if k in state.meta},
+            "bundle_id": state.bundle_id, "labels": list(state.labels)}
+    index = {"arrays": [{"name": n, "dtype": "float32" if a.dtype == _DTYPES["float32"] else "int64",
+                         "shape": list(a.shape)} for n, a in arrays], "meta": meta}
+    blob = json.dumps(index, sort_keys=True, ensure_ascii=False).encode()
+    return struct.pack("<I", len(blob)) + blob + b"".join(a.tobytes() for _, a in arrays)
+
+
+def _aad(version: int, encryption: str) -> bytes:
+    return json.dumps({"format": STATE_FORMAT, "version": version, "encryption": encryption}).encode()
 
 
 def _aesgcm(key: bytes):  # noqa: ANN202 - cryptography type
@@ -57,89 +159,243 @@ def _aesgcm(key: bytes):  # noqa: ANN202 - cryptography type
 
 
 def encode_state(state: StateData, key: bytes | None = None) -> bytes:
-    """Serialise ``state`` to the file layout above."""
-    meta = {**state.meta, "bundle_id": state.bundle_id, "labels": state.labels,
-            "label_type": "int" if state.labels and isinstance(state.labels[0], int) else "str"}
-    buf = io.BytesIO()
-    arrays = {"embeddings": state.embeddings.astype(np.float32), "sample_class": state.sample_class.astype(np.int64),
-              "meta": np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)}
-    arrays.update({f"head.{k}": v for k, v in state.head.items()})
-    np.savez(buf, **arrays)
-    payload = buf.getvalue()
+    """Serialise ``state`` as a version-2 state file (encrypted with ``key``: 32 bytes, if given)."""
+    payload = _body_v2(state)
     encryption = "none" if key is None else "aes-256-gcm"
     if key is not None:
         nonce = os.urandom(12)
-        aad = json.dumps({"format": STATE_FORMAT, "version": STATE_VERSION, "encryption": encryption}).encode()
-        payload = nonce + _aesgcm(key).encrypt(nonce, payload, aad)
+        payload = nonce + _aesgcm(key).encrypt(nonce, payload, _aad(STATE_VERSION, encryption))
     header = {"format": STATE_FORMAT, "version": STATE_VERSION, "encryption": encryption,
               "payload_bytes": len(payload), "payload_sha256": hashlib.sha256(payload).hexdigest()}
     return MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + payload
 
 
+# ---------------------------------------------------------------- reading: header
+
+def parse_header(prefix: bytes, total_bytes: int, source: str) -> tuple[dict[str, Any], int]:
+    """Check magic and header from the file's first bytes (``prefix``, at least the header's bound)
+    and its size; returns the header and the payload's offset."""
+    if not prefix.startswith(MAGIC):
+        raise StateError(f"{source} is not an edgemeta state file (bad magic)")
+    end = prefix.find(b"\n", len(MAGIC), len(MAGIC) + MAX_HEADER_BYTES + 1)
+    if end < 0:
+        if total_bytes <= len(MAGIC) + MAX_HEADER_BYTES:
+            raise StateError(f"{source} is truncated (no header)")
+        raise StateError(f"{source}: header line is longer than {MAX_HEADER_BYTES} bytes")
+    header = _keys(_loads_strict(prefix[len(MAGIC):end], f"{source}: header"), _HEADER_KEYS, set(),
+                   f"{source}: header")
+    fmt, ver = header["format"], header["version"]
+    if fmt != STATE_FORMAT or not _is_int(ver) or ver not in READABLE_VERSIONS:
+        raise StateError(f"{source}: state format {fmt!r} version {ver!r} is not supported (this edgemeta "
+                         f"reads {STATE_FORMAT} v" + ", v".join(map(str, READABLE_VERSIONS)) + ")")
+    if header["encryption"] not in ("none", "aes-256-gcm"):
+        raise StateError(f"{source}: unknown encryption {header['encryption']!r}; expected 'none' or 'aes-256-gcm'")
+    n = header["payload_bytes"]
+    if not _is_int(n) or n < 0:
+        raise StateError(f"{source}: header payload_bytes is {n!r}; expected a byte count")
+    digest = header["payload_sha256"]
+    if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise StateError(f"{source}: header payload_sha256 is not 64 lowercase hex digits")
+    if total_bytes - (end + 1) != n:
+        raise StateError(f"{source} is truncated or padded: payload is {total_bytes - (end + 1)} bytes, "
+                         f"header says {n}")
+    return header, end + 1
+
+
+def _open_payload(header: dict[str, Any], payload: bytes, key: bytes | None, source: str) -> bytes:
+    """Checksum, then decrypt: the plain body."""
+    if hashlib.sha256(payload).hexdigest() != header["payload_sha256"]:
+        raise StateError(f"{source}: checksum mismatch, the file was altered or damaged")
+    if header["encryption"] == "none":
+        if key is not None:
+            raise StateError(f"{source} is not encrypted but a key was given; refusing to guess")
+        return payload
+    if key is None:
+        raise StateError(f"{source} is encrypted; pass the key it was saved with")
+    from cryptography.exceptions import InvalidTag
+
+    aes = _aesgcm(key)
+    if len(payload) < 12 + 16:
+        raise StateError(f"{source}: encrypted payload of {len(payload)} bytes is shorter than nonce + tag")
+    try:
+        return aes.decrypt(payload[:12], payload[12:], _aad(header["version"], "aes-256-gcm"))
+    except InvalidTag:
+        raise StateError(f"{source}: wrong key (or altered ciphertext); cannot decrypt") from None
+
+
+# ---------------------------------------------------------------- reading: bodies
+
+def _arrays_v2(body: bytes, source: str) -> tuple[dict[str, np.ndarray], Any]:
+    """Arrays and meta of a version-2 body; sizes checked against the body before any allocation."""
+    if len(body) < 4:
+        raise StateError(f"{source}: body of {len(body)} bytes has no index length")
+    (n_index,) = struct.unpack_from("<I", body)
+    if n_index > min(MAX_INDEX_BYTES, len(body) - 4):
+        raise StateError(f"{source}: index length {n_index} exceeds the body or the {MAX_INDEX_BYTES}-byte bound")
+    index = _keys(_loads_strict(body[4:4 + n_index], f"{source}: index"), {"arrays", "meta"}, set(),
+                  f"{source}: index")
+    specs = index["arrays"]
+    if not isinstance(specs, list) or len(specs) > MAX_ARRAYS:
+        raise StateError(f"{source}: index arrays must be a list of at most {MAX_ARRAYS} entries")
+    offset, arrays = 4 + n_index, {}
+    for spec in specs:
+        spec = _keys(spec, {"name", "dtype", "shape"}, set(), f"{source}: index array entry")
+        name, dtype, shape = spec["name"], spec["dtype"], spec["shape"]
+        if not isinstance(name, str) or name in arrays:
+            raise StateError(f"{source}: array name {name!r} is not a string or is repeated")
+        if dtype not in _DTYPES:
+            raise StateError(f"{source}: array {name!r} has dtype {dtype!r}; expected one of {sorted(_DTYPES)}")
+        if (not isinstance(shape, list) or len(shape) > MAX_NDIM
+                or not all(_is_int(d) and 0 <= d < (1 << 31) for d in shape)):
+            raise StateError(f"{source}: array {name!r} has shape {shape!r}; expected at most {MAX_NDIM} "
+                             f"non-negative dimensions")
+        size = math.prod(shape) * _DTYPES[dtype].itemsize
+        if size > len(body) - offset:
+            raise StateError(f"{source}: array {name!r} of shape {shape} needs {size} bytes; the body has "
+                             f"{len(body) - offset} left")
+        arrays[name] = np.frombuffer(body, _DTYPES[dtype], math.prod(shape), offset).reshape(shape).copy()
+        offset += size
+    if offset != len(body):
+        raise StateError(f"{source}: {len(body) - offset} bytes follow the last array; expected none")
+    return arrays, index["meta"]
+
+
+_NPY_HEADER = re.compile(r"\{'descr': '(<f4|<i8|\|u1)', 'fortran_order': False, 'shape': \(((?:\d+, )*\d+,?|)\), \} *\n")
+
+
+def _npy(raw: bytes, name: str, source: str) -> np.ndarray:
+    """One ``.npy`` member as written by ``np.savez``: the header must match exactly, the data size too."""
+    if raw[:6] != b"\x93NUMPY" or len(raw) < 10 or raw[6] not in (1, 2, 3):
+        raise StateError(f"{source}: version-1 member {name!r} is not a .npy array")
+    start = 10 if raw[6] == 1 else 12
+    n_header = struct.unpack_from("<H" if raw[6] == 1 else "<I", raw, 8)[0]
+    m = _NPY_HEADER.fullmatch(raw[start:start + n_header].decode("latin-1"))
+    if m is None:
+        raise StateError(f"{source}: version-1 member {name!r} has an unexpected .npy header")
+    shape = [int(d) for d in m.group(2).replace(",", " ").split()]
+    dtype = np.dtype(m.group(1))
+    if len(shape) > MAX_NDIM or math.prod(shape) * dtype.itemsize != len(raw) - start - n_header:
+        raise StateError(f"{source}: version-1 member {name!r} has shape {shape} that does not match its "
+                         f"{len(raw) - start - n_header} data bytes")
+    return np.frombuffer(raw, dtype, math.prod(shape), start + n_header).reshape(shape).copy()
+
+
+def _arrays_v1(body: bytes, source: str) -> tuple[dict[str, np.ndarray], Any]:
+    """Arrays and meta of a version-1 body (an uncompressed ``.npz``), checked from the zip's
+    central directory before any member is read; compressed members are refused, never inflated."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(body)) as zf:
+            infos = zf.infolist()
+            names = [i.filename for i in infos]
+            if len(infos) > MAX_ARRAYS or len(set(names)) != len(names):
+                raise StateError(f"{source}: version-1 payload has {len(infos)} members ({len(set(names))} "
+                                 f"distinct); expected at most {MAX_ARRAYS}, each once")
+            for i in infos:
+                if i.compress_type != zipfile.ZIP_STORED or i.flag_bits & 0x1 or i.file_size != i.compress_size:
+                    raise StateError(f"{source}: version-1 member {i.filename!r} is compressed or encrypted; "
+                                     f"edgemeta writes stored members only")
+                if not i.filename.endswith(".npy"):
+                    raise StateError(f"{source}: version-1 member {i.filename!r} is not a .npy array")
+            if sum(i.file_size for i in infos) > len(body):
+                raise StateError(f"{source}: version-1 members claim more bytes than the payload holds")
+            arrays = {i.filename[:-4]: _npy(zf.read(i), i.filename, source) for i in infos}
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OverflowError, struct.error, ValueError,
+            NotImplementedError, RuntimeError, zlib.error, OSError, UnicodeDecodeError) as exc:
+        if isinstance(exc, StateError):
+            raise
+        raise StateError(f"{source}: version-1 payload is not a valid .npz ({type(exc).__name__}: "
+                         f"{str(exc)[:120]})") from None
+    meta = arrays.pop("meta", None)
+    if meta is None or meta.dtype != np.uint8 or meta.ndim != 1:
+        raise StateError(f"{source}: version-1 payload has no meta (uint8 JSON) member")
+    meta = _keys(_loads_strict(meta.tobytes(), f"{source}: meta"), {"bundle_id", "labels", "label_type"},
+                 {"method", "ink"}, f"{source}: meta")
+    kind, labels = meta.pop("label_type"), meta["labels"]
+    fits = _is_int if kind == "int" else (lambda v: isinstance(v, str))
+    if kind not in ("int", "str") or not isinstance(labels, list) or not all(map(fits, labels)):
+        raise StateError(f"{source}: meta label_type {kind!r} does not match the labels")
+    return arrays, meta
+
+
+def _labels(labels: Any, source: str) -> list[Any]:
+    if not isinstance(labels, list):
+        raise StateError(f"{source}: labels must be a list")
+    if not (all(isinstance(v, str) for v in labels)
+            or all(_is_int(v) and INT64[0] <= v <= INT64[1] for v in labels)):
+        raise StateError(f"{source}: labels must be all strings or all 64-bit integers")
+    if len(set(labels)) != len(labels):
+        raise StateError(f"{source}: labels repeat a class; expected each label once")
+    return labels
+
+
+def _state(arrays: dict[str, np.ndarray], meta: Any, source: str) -> StateData:
+    """Check arrays and meta of either version and assemble the state."""
+    meta = _keys(meta, {"bundle_id", "labels"}, {"method", "ink"}, f"{source}: meta")
+    bundle_id = meta["bundle_id"]
+    if not isinstance(bundle_id, str) or not re.fullmatch(r"[0-9a-f]{64}", bundle_id):
+        raise StateError(f"{source}: bundle_id is not a bundle's 64-hex-digit manifest sha256")
+    labels = _labels(meta["labels"], source)
+    if "ink" in meta and meta["ink"] not in INKS:
+        raise StateError(f"{source}: ink is {meta['ink']!r}; expected one of {list(INKS)}")
+    if "method" in meta and not (isinstance(meta["method"], str) and 0 < len(meta["method"]) <= 64):
+        raise StateError(f"{source}: method must be a short string")
+    emb, cls = arrays.pop("embeddings", None), arrays.pop("sample_class", None)
+    if emb is None or emb.dtype != np.float32 or emb.ndim != 2:
+        raise StateError(f"{source}: embeddings must be a float32 [M, D] array")
+    if not np.isfinite(emb).all():
+        raise StateError(f"{source}: embeddings hold NaN or infinity; expected finite numbers")
+    if cls is None or cls.dtype != np.int64 or cls.shape != (len(emb),):
+        raise StateError(f"{source}: sample_class must be int64 [M], one class index per embedding")
+    if len(cls) and (cls.min() < 0 or cls.max() >= len(labels)):
+        raise StateError(f"{source}: sample_class holds an index outside the {len(labels)} labels")
+    if len(np.unique(cls)) != len(labels):
+        raise StateError(f"{source}: {len(labels) - len(np.unique(cls))} labels have no embedding; expected "
+                         f"every class to hold at least one")
+    head = {}
+    for name, value in arrays.items():
+        if not name.startswith("head.") or value.dtype != np.float32 or not np.isfinite(value).all():
+            raise StateError(f"{source}: unexpected array {name!r}; expected finite float32 head.<name> parameters")
+        head[name[5:]] = value
+    return StateData(bundle_id, labels, emb, cls, head, {k: meta[k] for k in ("method", "ink") if k in meta})
+
+
+def decode_payload(header: dict[str, Any], payload: bytes, key: bytes | None, source: str) -> StateData:
+    """Verify and parse the payload of a checked header; raises :class:`StateError` naming the check."""
+    body = _open_payload(header, payload, key, source)
+    arrays, meta = (_arrays_v2 if header["version"] == 2 else _arrays_v1)(body, source)
+    return _state(arrays, meta, source)
+
+
 def decode_state(data: bytes, key: bytes | None = None, source: str = "state") -> StateData:
     """Parse and verify a state file's bytes; raises :class:`StateError` naming what is wrong."""
-    if not data.startswith(MAGIC):
-        raise StateError(f"{source} is not an edgemeta state file (bad magic)")
-    end = data.find(b"\n", len(MAGIC))
-    if end < 0:
-        raise StateError(f"{source} is truncated (no header)")
-    try:
-        header = json.loads(data[len(MAGIC):end].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise StateError(f"{source}: damaged header ({exc})") from exc
-    if not isinstance(header, dict):
-        raise StateError(f"{source}: damaged header (not a JSON object)")
-    if header.get("format") != STATE_FORMAT or header.get("version") != STATE_VERSION:
-        raise StateError(f"{source}: state format {header.get('format')!r} version {header.get('version')!r} "
-                         f"is not supported (this edgemeta reads {STATE_FORMAT} v{STATE_VERSION})")
-    payload = data[end + 1:]
-    if len(payload) != header.get("payload_bytes"):
-        raise StateError(f"{source} is truncated or padded: payload is {len(payload)} bytes, header says "
-                         f"{header.get('payload_bytes')}")
-    if hashlib.sha256(payload).hexdigest() != header.get("payload_sha256"):
-        raise StateError(f"{source}: checksum mismatch, the file was altered or damaged")
-    encryption = header.get("encryption")
-    if encryption == "aes-256-gcm":
-        if key is None:
-            raise StateError(f"{source} is encrypted; pass the key it was saved with")
-        from cryptography.exceptions import InvalidTag
-
-        aad = json.dumps({"format": STATE_FORMAT, "version": STATE_VERSION, "encryption": "aes-256-gcm"}).encode()
-        try:
-            payload = _aesgcm(key).decrypt(payload[:12], payload[12:], aad)
-        except InvalidTag as exc:
-            raise StateError(f"{source}: wrong key (or altered ciphertext); cannot decrypt") from exc
-    elif encryption != "none":
-        raise StateError(f"{source}: unknown encryption {encryption!r}")
-    elif key is not None:
-        raise StateError(f"{source} is not encrypted but a key was given; refusing to guess")
-    try:
-        with np.load(io.BytesIO(payload), allow_pickle=False) as z:
-            meta = json.loads(bytes(z["meta"]).decode())
-            head = {k[5:]: z[k].copy() for k in z.files if k.startswith("head.")}
-            emb, cls = z["embeddings"].copy(), z["sample_class"].copy()
-        labels = [int(x) for x in meta["labels"]] if meta.get("label_type") == "int" else [str(x) for x in meta["labels"]]
-        bundle_id = str(meta.pop("bundle_id"))
-    except (ValueError, KeyError, OSError, TypeError, AttributeError, UnicodeDecodeError) as exc:
-        raise StateError(f"{source}: damaged payload ({exc!r})") from exc
-    if (cls.ndim != 1 or cls.dtype.kind not in "iu" or emb.ndim != 2 or len(cls) != len(emb)
-            or (len(cls) and (cls.min() < 0 or cls.max() >= len(labels)))):
-        raise StateError(f"{source}: damaged payload (sample_class must be one index into labels per embedding)")
-    return StateData(bundle_id, labels, emb, cls, head, meta)
+    header, start = parse_header(data[:len(MAGIC) + MAX_HEADER_BYTES + 1], len(data), source)
+    return decode_payload(header, data[start:], key, source)
 
 
 def write_state(path: str | os.PathLike, state: StateData, key: bytes | None = None) -> None:
     """Write atomically, readable by this user only: a crash leaves the previous file or the new one,
     never a mix; temporaries left by earlier crashed saves (full copies of an old state, which may
-    hold a class the user has since forgotten) are deleted once the new state is in place."""
-    data = encode_state(state, key)
-    with _WRITE_LOCK:
-        atomic_write_bytes(path, data, mode=0o600)
-        remove_stale_temporaries(path)
+    hold a class the user has since forgotten) are deleted once the new state is in place. Other
+    processes may save the same path at the same time: the last rename wins."""
+    atomic_write_bytes(path, encode_state(state, key), mode=0o600)
+    remove_stale_temporaries(path)
 
 
 def read_state(path: str | os.PathLike, key: bytes | None = None) -> StateData:
+    """Read and verify a state file, reading no more than its header declares."""
     path = Path(path)
-    if not path.is_file():
+    if not path.is_file():                   # also keeps a FIFO or device from blocking the open
         raise StateError(f"no state file at {path}")
-    return decode_state(path.read_bytes(), key, str(path))
+    try:
+        with open(path, "rb") as fh:
+            total = os.fstat(fh.fileno()).st_size
+            header, start = parse_header(fh.read(len(MAGIC) + MAX_HEADER_BYTES + 1), total, str(path))
+            fh.seek(start)
+            payload = fh.read(header["payload_bytes"])
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise StateError(f"no state file at {path}") from None
+    except OSError as exc:
+        raise StateError(f"cannot read the state file {path}: {exc.strerror or exc}") from None
+    if len(payload) != header["payload_bytes"]:
+        raise StateError(f"{path} is truncated: it shrank while being read")
+    return decode_payload(header, payload, key, str(path))
