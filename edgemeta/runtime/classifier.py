@@ -259,6 +259,12 @@ class FewShotClassifier:
         if st.embeddings.ndim != 2 or st.embeddings.shape[1] != clf.bundle.embedding_dim:
             raise StateError(f"{path}: embeddings have shape {st.embeddings.shape}, expected [M, "
                              f"{clf.bundle.embedding_dim}]")
+        limit = clf.bundle.manifest.get("limits", {}).get("max_ways")
+        if limit is not None and len(st.labels) > limit:
+            raise StateError(f"{path} holds {len(st.labels)} classes; this bundle's limit is {limit}")
+        if st.meta.get("method", clf.bundle.method) != clf.bundle.method:
+            raise StateError(f"{path} was adapted with method {st.meta['method']!r}; this bundle's is "
+                             f"{clf.bundle.method!r}")
         if "ink" in st.meta and "ink" not in kwargs:
             clf.ink = st.meta["ink"]
         labs = [st.labels[i] for i in st.sample_class]
