@@ -1,130 +1,219 @@
-"""The ``edgemeta`` command line: train, export, eval, inspect."""
+"""The ``edgemeta`` command line: train, export, eval, inspect, bench, adapt, predict, forget, demo.
+
+Every failure a user can cause ends as ``error: <message>`` on stderr with exit status 2
+(:mod:`edgemeta.cli_errors`); help shows plain metavars (:mod:`edgemeta.cli_help`).
+"""
 
 from __future__ import annotations
 
 import json
-import sys
+import os
+import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+from edgemeta.cli_errors import ReportingGroup
+from edgemeta.cli_help import PlainCommand
+from edgemeta.errors import InputError
+from edgemeta.train.method_specs import METHOD_SPECS
+
+app = typer.Typer(cls=ReportingGroup, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Meta-train on a workstation, adapt on the device. See README.md.")
 
 
-def _fail(msg: str) -> None:
-    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(2)
+def command(name: Optional[str] = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``@app.command`` with plain metavars in its help."""
+    return app.command(name, cls=PlainCommand)
 
 
-@app.command()
+def _echo_err(line: str) -> None:
+    typer.echo(line, err=True)
+
+
+# ---------------------------------------------------------------------------------------------- train
+DEFAULT_MAX_EPISODES = 40_000          # TrainConfig.max_episodes (a test holds them equal)
+RUN_FILES = ("run.json", "best.npz", "last.json", "last.npz")
+
+
+def _per_method(field: str, default: Any) -> str:
+    """``proto 40000, metasgd 40000, ...``: a training setting's default for each registered rule."""
+    return ", ".join(f"{name} {spec.train.get(field, default)}" for name, spec in METHOD_SPECS.items())
+
+
+def _method_kwargs_defaults() -> str:
+    return "; ".join(f"{name} {json.dumps(dict(spec.method_kwargs))}" for name, spec in METHOD_SPECS.items()
+                     if spec.method_kwargs)
+
+
+def _json_object(text: Optional[str], flag: str) -> dict[str, Any]:
+    """``--method-kwargs`` / ``--backbone-kwargs`` as a dict; anything but a JSON object is refused."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{flag} must be a JSON object such as '{{\"steps\": 5}}': {exc}") from None
+    if not isinstance(value, dict):
+        raise InputError(f"{flag} must be a JSON object such as '{{\"steps\": 5}}', got {text!r}")
+    return value
+
+
+def _prepare_out(out: Path, overwrite: bool) -> None:
+    """Refuse to train into a folder that already holds a run, unless ``--overwrite`` (then the old
+    run's files are removed first, so a later ``--resume`` can never pick up the old run)."""
+    existing = [f for f in RUN_FILES if (out / f).exists()]
+    if not existing:
+        return
+    if not overwrite:
+        raise InputError(f"{out} already holds a run ({', '.join(existing)}); continue it with "
+                         f"`edgemeta train --out {out} --resume`, replace it with --overwrite, or choose another --out")
+    if os.environ.get("RANK", "0") == "0":          # under torchrun only rank 0 writes (and removes)
+        for f in existing:
+            (out / f).unlink(missing_ok=True)
+
+
+@command()
 def train(
-    out: Path = typer.Option(..., "--out", help="Run directory (run.json + best.npz are written here)."),
-    method: str = typer.Option("proto", help="Adaptation rule: proto, metasgd, ridge or finetune."),
-    backbone: str = typer.Option("conv4", help="Backbone name (conv4, mlp)."),
-    data: str = typer.Option("omniglot", help="'omniglot' or a path to a class-grouped .npz / image folder."),
-    split: str = typer.Option("vinyals", help="Omniglot protocol: vinyals or lake."),
-    omniglot: Optional[Path] = typer.Option(None, help="Folder with Omniglot's background.npz/evaluation.npz."),
-    image_size: int = typer.Option(28, help="Backbone input size (square)."),
-    ways: int = typer.Option(60), shots: int = typer.Option(1), queries: int = typer.Option(5),
-    episodes: Optional[int] = typer.Option(None, help="Maximum meta-training episodes (default per method)."),
-    episodes_per_step: int = typer.Option(1, help="Episodes averaged per optimizer step."),
-    meta: str = typer.Option("gradient", help="Meta-update: gradient (through the head) or reptile."),
-    pretrain_steps: Optional[int] = typer.Option(None, help="Many-class classification steps before episodes."),
+    out: Path = typer.Option(..., "--out", metavar="RUN", help="Run folder (run.json, best.npz and checkpoints are "
+                                                               "written here). Refused if it holds a run already."),
+    method: str = typer.Option("proto", metavar="RULE", help=f"Adaptation rule: {', '.join(METHOD_SPECS)}."),
+    backbone: str = typer.Option("conv4", metavar="NAME", help="Backbone: conv4 or mlp."),
+    data: str = typer.Option("omniglot", metavar="DATA", help="'omniglot' or a path to a class-grouped .npz or an "
+                                                              "image folder (root/<class>/*.png)."),
+    split: str = typer.Option("vinyals", metavar="SPLIT", help="Omniglot protocol: vinyals or lake."),
+    omniglot: Optional[Path] = typer.Option(None, metavar="FOLDER", help="Folder with Omniglot's background.npz and "
+                                                                         "evaluation.npz (default: $EDGEMETA_OMNIGLOT, "
+                                                                         "then ../shared/data/omniglot)."),
+    image_size: int = typer.Option(28, metavar="PIXELS", help="Backbone input size (square)."),
+    ways: int = typer.Option(60, metavar="N", help="Classes per meta-training episode."),
+    shots: int = typer.Option(1, metavar="K", help="Labelled support images per class in each episode."),
+    queries: int = typer.Option(5, metavar="Q", help="Query images per class in each episode (the loss is "
+                                                     "measured on them)."),
+    episodes: Optional[int] = typer.Option(
+        None, metavar="N", help=f"Maximum meta-training episodes. Default per rule: "
+                                f"{_per_method('max_episodes', DEFAULT_MAX_EPISODES)}."),
+    episodes_per_step: int = typer.Option(1, metavar="N", help="Episodes averaged per optimizer step."),
+    meta: str = typer.Option("gradient", metavar="UPDATE", help="Meta-update: gradient (through the head) or reptile."),
+    pretrain_steps: Optional[int] = typer.Option(
+        None, metavar="N", help=f"Many-class classification steps before the episodes. Default per rule: "
+                                f"{_per_method('pretrain_steps', 0)}."),
     augment: bool = typer.Option(False, help="Random shift/rotation/scale of training images."),
-    lr: float = typer.Option(1e-3), lr_halve_every: int = typer.Option(2_000, help="Steps between LR halvings."),
-    val_every: int = typer.Option(1_000), val_episodes: int = typer.Option(400),
-    val_ways: int = typer.Option(5, help="Validation episodes' ways (model selection)."),
-    val_shots: int = typer.Option(1, help="Validation episodes' shots."),
-    patience: int = typer.Option(6, help="Stop a phase after this many validations without improvement."),
-    val_fraction: float = typer.Option(0.15, help="Classes held out for validation (user datasets)."),
-    method_kwargs: Optional[str] = typer.Option(None, help='JSON, e.g. \'{"steps": 5}\' for metasgd.'),
-    backbone_kwargs: Optional[str] = typer.Option(None, help='JSON, e.g. \'{"final_pool": false}\' for conv4.'),
-    seed: int = typer.Option(0), device: str = typer.Option("auto", help="cpu, cuda or auto."),
+    lr: float = typer.Option(1e-3, metavar="RATE", help="Adam learning rate."),
+    lr_halve_every: int = typer.Option(2_000, metavar="N", help="Steps between learning-rate halvings."),
+    val_every: int = typer.Option(1_000, metavar="N", help="Episodes (or pre-training steps) between validations."),
+    val_episodes: int = typer.Option(400, metavar="N", help="Episodes per validation."),
+    val_ways: int = typer.Option(5, metavar="N", help="Validation episodes' ways (model selection)."),
+    val_shots: int = typer.Option(1, metavar="K", help="Validation episodes' shots."),
+    patience: int = typer.Option(6, metavar="N", help="Stop a phase after this many validations without improvement."),
+    val_fraction: float = typer.Option(0.15, metavar="FRACTION", help="Classes held out for validation "
+                                                                      "(--data datasets)."),
+    method_kwargs: Optional[str] = typer.Option(
+        None, metavar="JSON", help=f"Settings of the rule, merged over its defaults: {_method_kwargs_defaults()}."),
+    backbone_kwargs: Optional[str] = typer.Option(None, metavar="JSON", help='e.g. \'{"final_pool": false}\' for '
+                                                                             'conv4 (576-d embedding).'),
+    seed: int = typer.Option(0, metavar="N", help="Seed of the episodes and the initial weights."),
+    device: str = typer.Option("auto", metavar="DEVICE", help="cpu, cuda or auto."),
     amp: bool = typer.Option(False, help="bf16 autocast (CUDA, or a CPU with bf16 units); check accuracy."),
-    resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint (its own config)."),
+    resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint (with its own "
+                                            "settings; other flags are ignored)."),
+    overwrite: bool = typer.Option(False, help="Replace a run that --out already holds (its files are removed "
+                                               "first)."),
     init_from: Optional[Path] = typer.Option(
-        None, help="Start from another run's best weights (same method and backbone); a new run with its own "
-                   "optimizer, schedule and episodes (e.g. to continue a GPU run with a lower --lr)."),
+        None, metavar="RUN", help="Start from another run's best weights (same rule and backbone); a new run with "
+                                  "its own optimizer, schedule and episodes (e.g. to continue a GPU run with a lower "
+                                  "--lr)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Meta-train a backbone and adaptation rule on episodes; keep the best-validation weights.
 
+    Needs the workstation extra: pip install torch==2.13.0 && pip install 'edgemeta\\[train]'.
     Several processes: `torchrun --nproc_per_node N -m edgemeta.cli train ...` (gloo on CPU, nccl on GPU).
     """
+    from edgemeta.data.omniglot import SPLITS
     from edgemeta.data.sources import training_sets
-    from edgemeta.train.checkpoint import load_json
-    from edgemeta.train.trainer import METHOD_DEFAULTS, TrainConfig, meta_train
+    from edgemeta.train.method_specs import method_spec
 
     if resume:
-        try:
-            record = load_json(out / "run.json")
-        except FileNotFoundError:
-            _fail(f"--resume: {out} has no run.json; start the run without --resume")
-        cfg = TrainConfig.from_json(record["config"])
-        try:
-            train_set, val_set, prov = training_sets(cfg.dataset, cfg.split, cfg.image_size, omniglot, val_fraction,
-                                                     cfg.seed)
-            rec = meta_train(cfg, train_set, val_set, out, provenance=prov, progress=progress, resume=True)
-        except (ValueError, FileNotFoundError) as exc:
-            _fail(str(exc))
-        typer.echo(f"resumed and finished: best val {rec['best']['val_acc']:.2f} -> {out}")
+        if overwrite:
+            raise InputError("--resume continues the run in --out and --overwrite replaces it; pass one of them")
+        _resume(out, omniglot, val_fraction, progress)
         return
+    _prepare_out(out, overwrite)
+    method_spec(method)                                             # an unknown rule lists the known ones
+    if data == "omniglot" and split not in SPLITS:
+        raise InputError(f"unknown Omniglot split {split!r}; expected one of {SPLITS}")
+    from edgemeta.train.trainer import TrainConfig, meta_train      # torch from here on
 
-    if method not in METHOD_DEFAULTS:
-        _fail(f"unknown method {method!r}; expected one of {sorted(METHOD_DEFAULTS)}")
-    defaults = METHOD_DEFAULTS[method]
-    try:
-        mk = {**defaults.get("method_kwargs", {}), **(json.loads(method_kwargs) if method_kwargs else {})}
-        bk = json.loads(backbone_kwargs) if backbone_kwargs else {}
-    except json.JSONDecodeError as exc:
-        _fail(f"--method-kwargs / --backbone-kwargs must be JSON objects: {exc}")
-    cfg = TrainConfig(method=method, backbone=backbone, dataset=data, split=split, image_size=(image_size, image_size),
-                      ways=ways, shots=shots, queries=queries, episodes_per_step=episodes_per_step,
-                      max_episodes=episodes if episodes is not None else defaults.get("max_episodes", 40_000),
-                      pretrain_steps=pretrain_steps if pretrain_steps is not None else defaults.get("pretrain_steps", 0),
-                      meta=meta, augment=augment, lr=lr, lr_halve_every=lr_halve_every, val_every=val_every,
-                      val_episodes=val_episodes, val_ways=val_ways, val_shots=val_shots, patience=patience,
-                      seed=seed, device=device, amp=amp, method_kwargs=mk, backbone_kwargs=bk,
-                      init_from=str(init_from) if init_from else None)
-    try:
-        train_set, val_set, prov = training_sets(data, split, cfg.image_size, omniglot, val_fraction, seed)
-        rec = meta_train(cfg, train_set, val_set, out, provenance=prov, progress=progress)
-    except (ValueError, FileNotFoundError, TypeError) as exc:
-        _fail(str(exc))
+    given = {"max_episodes": episodes, "pretrain_steps": pretrain_steps}      # None: the rule's default
+    cfg = TrainConfig.for_method(
+        method, **{k: v for k, v in given.items() if v is not None}, backbone=backbone, dataset=data, split=split,
+        image_size=(image_size, image_size), ways=ways, shots=shots, queries=queries,
+        episodes_per_step=episodes_per_step, meta=meta, augment=augment, lr=lr, lr_halve_every=lr_halve_every,
+        val_every=val_every, val_episodes=val_episodes, val_ways=val_ways, val_shots=val_shots, patience=patience,
+        seed=seed, device=device, amp=amp, method_kwargs=_json_object(method_kwargs, "--method-kwargs"),
+        backbone_kwargs=_json_object(backbone_kwargs, "--backbone-kwargs"),
+        init_from=str(init_from) if init_from else None)
+    train_set, val_set, prov = training_sets(data, split, cfg.image_size, omniglot, val_fraction, seed)
+    rec = meta_train(cfg, train_set, val_set, out, provenance=prov, progress=progress)
     b = rec["best"]
     typer.echo(f"best val {b['val_acc']:.2f} ± {b['val_ci95']:.2f} at {b['phase']} step {b['step']}; "
                f"{rec['episodes']} episodes in {rec['train_seconds']:.0f}s -> {out}")
 
 
-@app.command()
+def _resume(out: Path, omniglot: Optional[Path], val_fraction: float, progress: bool) -> None:
+    """``train --resume``: continue the run in ``out`` with the settings it recorded."""
+    from edgemeta.data.sources import training_sets
+    from edgemeta.train.checkpoint import load_json
+    from edgemeta.train.trainer import TrainConfig, meta_train
+
+    if not (out / "run.json").is_file():
+        raise InputError(f"--resume: {out} has no run.json; start the run without --resume")
+    cfg = TrainConfig.from_json(load_json(out / "run.json")["config"])
+    train_set, val_set, prov = training_sets(cfg.dataset, cfg.split, cfg.image_size, omniglot, val_fraction, cfg.seed)
+    rec = meta_train(cfg, train_set, val_set, out, provenance=prov, progress=progress, resume=True)
+    typer.echo(f"resumed and finished: best val {rec['best']['val_acc']:.2f} -> {out}")
+
+
+# --------------------------------------------------------------------------------------------- export
+@command()
 def export(
-    run: Path = typer.Argument(..., help="Run directory from `edgemeta train`."),
-    out: Path = typer.Argument(..., help="Bundle directory to write."),
-    omniglot: Optional[Path] = typer.Option(None, help="Omniglot folder (for parity and validation episodes)."),
-    zip_to: Optional[Path] = typer.Option(None, "--zip", help="Also pack the bundle into this .zip file."),
-    int8: bool = typer.Option(False, "--int8", help="Also write backbone.int8.onnx if it passes the accuracy gate."),
-    method: Optional[str] = typer.Option(None, help="Put another rule's head (default settings) on the run's backbone."),
-    shift_views: int = typer.Option(1, help="1, 5 or 9: embed each image as the mean over that many one-pixel "
-                                             "shifts (baked into backbone.onnx; costs that many backbone passes)."),
+    run: Path = typer.Argument(..., metavar="RUN", help="Run folder from `edgemeta train`."),
+    out: Path = typer.Argument(..., metavar="BUNDLE", help="Bundle folder to write."),
+    omniglot: Optional[Path] = typer.Option(None, metavar="FOLDER", help="Omniglot folder (validation classes for "
+                                                                         "the parity check and the metrics)."),
+    zip_to: Optional[Path] = typer.Option(None, "--zip", metavar="FILE", help="Also pack the bundle into this .zip."),
+    int8: bool = typer.Option(False, "--int8", help="Also write backbone.int8.onnx if it passes the accuracy gate "
+                                                    "(calibration and two more validations: minutes)."),
+    method: Optional[str] = typer.Option(None, metavar="RULE", help="Put another rule's head (default settings) on "
+                                                                    "the run's backbone."),
+    shift_views: int = typer.Option(1, metavar="VIEWS", help="1, 5 or 9: embed each image as the mean over that many "
+                                                             "one-pixel shifts (baked into backbone.onnx; costs that "
+                                                             "many backbone passes)."),
 ) -> None:
-    """Export a run to a bundle; refuses if onnxruntime and torch disagree."""
+    """Export a run to a bundle; refuses if onnxruntime and torch disagree. Progress goes to stderr.
+
+    Needs the workstation extra: pip install torch==2.13.0 && pip install 'edgemeta\\[train]'.
+    """
     from edgemeta.contract.bundle import zip_bundle
     from edgemeta.data.sources import training_sets
-    from edgemeta.train.export import ExportError, export_bundle, load_run
+    from edgemeta.train.export import export_bundle, load_run
     from edgemeta.train.trainer import TrainConfig
 
-    try:
-        _, record = load_run(run)
-        cfg = TrainConfig.from_json(record["config"])
-        train_set, val_set, _ = training_sets(cfg.dataset, cfg.split, cfg.image_size, omniglot, seed=cfg.seed)
-        manifest = export_bundle(run, out, val_set, int8_calibration=train_set if int8 else None, method=method,
-                                 shift_views=shift_views)
-    except (ExportError, ValueError, FileNotFoundError) as exc:
-        _fail(str(exc))
+    start = time.perf_counter()
+    _, record = load_run(run)
+    cfg = TrainConfig.from_json(record["config"])
+    _echo_err(f"export {run}: loading its meta-training and validation classes")
+    train_set, val_set, _ = training_sets(cfg.dataset, cfg.split, cfg.image_size, omniglot, seed=cfg.seed)
+    steps = ["ONNX graphs", "parity check", "validation episodes"]
+    steps += ["int8 calibration and accuracy gate"] if int8 else []
+    _echo_err(f"export {run}: {', '.join(steps)}, open-set calibration")
+    manifest = export_bundle(run, out, val_set, int8_calibration=train_set if int8 else None, method=method,
+                             shift_views=shift_views, progress=_echo_err)
     if zip_to:
         zip_bundle(out, zip_to)
+    _echo_err(f"export {run}: done in {time.perf_counter() - start:.0f}s")
     v = manifest["validation"]
     gate = manifest.get("precision", {}).get("int8")
     if gate is not None:
@@ -132,39 +221,46 @@ def export(
         typer.echo(f"int8 backbone {verdict}: val 5w1s fp32 {gate['fp32_accuracy']:.2f} vs int8 "
                    f"{gate['int8_accuracy']:.2f} (drop {gate['drop']:.2f}, limit {gate['max_drop']})",
                    err=not gate["passed"])
+    parity = max(manifest["parity"]["embedding_max_abs_random"], manifest["parity"]["embedding_max_abs_episodes"])
     typer.echo(f"wrote {out}: val 5w1s {v['5w1s']['accuracy']:.2f} ± {v['5w1s']['ci95']:.2f}, "
-               f"parity max |Δembedding| {max(manifest['parity']['embedding_max_abs_random'], manifest['parity']['embedding_max_abs_episodes']):.2g}")
+               f"parity max |Δembedding| {parity:.2g}")
 
 
-@app.command("eval")
+# ------------------------------------------------------------------------------- eval, inspect, bench
+_BUNDLE_HELP = "Bundle folder or .zip."
+
+
+@command("eval")
 def evaluate(
-    bundle: Path = typer.Argument(..., help="Bundle directory or .zip."),
-    ways: int = typer.Option(5), shots: int = typer.Option(1), queries: int = typer.Option(15),
-    episodes: int = typer.Option(1000), seed: int = typer.Option(0),
-    data: Optional[Path] = typer.Option(None, help="Test classes (.npz or image folder) instead of Omniglot's."),
-    omniglot: Optional[Path] = typer.Option(None, help="Omniglot folder."),
-    split: Optional[str] = typer.Option(None, help="Omniglot protocol; default: the bundle's own."),
+    bundle: Path = typer.Argument(..., metavar="BUNDLE", help=_BUNDLE_HELP),
+    ways: int = typer.Option(5, metavar="N", help="Classes per test episode."),
+    shots: int = typer.Option(1, metavar="K", help="Support images per class."),
+    queries: int = typer.Option(15, metavar="Q", help="Query images per class."),
+    episodes: int = typer.Option(1000, metavar="N", help="Test episodes (mean ± 95% CI over them)."),
+    seed: int = typer.Option(0, metavar="N", help="Seed of the episodes."),
+    data: Optional[Path] = typer.Option(None, metavar="DATA", help="Test classes (.npz or image folder) instead of "
+                                                                   "Omniglot's."),
+    omniglot: Optional[Path] = typer.Option(None, metavar="FOLDER", help="Omniglot folder."),
+    split: Optional[str] = typer.Option(None, metavar="SPLIT", help="Omniglot protocol; default: the bundle's own."),
     rotations: Optional[bool] = typer.Option(
         None, "--rotations/--no-rotations",
         help="Omniglot: add test characters rotated by 90/180/270 degrees as classes. Default as the "
              "literature: on for vinyals (1,692 classes), off for lake."),
-    threads: int = typer.Option(1, help="onnxruntime intra-op threads."),
-    precision: str = typer.Option("auto", help="auto (int8 if the bundle has it), fp32 or int8."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    threads: int = typer.Option(1, metavar="N", help="onnxruntime intra-op threads."),
+    precision: str = typer.Option("auto", metavar="PRECISION", help="auto (int8 if the bundle has it), fp32 or int8."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object: ways, shots, queries, episodes, "
+                                                       "precision, accuracy and ci95 (%), seconds, classes, split, "
+                                                       "bundle, method."),
 ) -> None:
     """Episodic accuracy through the device runtime on classes never seen in meta-training."""
-    from edgemeta.contract.bundle import BundleError
     from edgemeta.data.sources import evaluation_set
     from edgemeta.evaluation import evaluate_episodes
     from edgemeta.runtime.loaded_bundle import Bundle
 
-    try:
-        b = Bundle.load(bundle, threads=threads, precision=precision)
-        test, name = evaluation_set(b.manifest["provenance"], b.preprocess_spec, data, omniglot, split,
-                                    rotations=rotations)
-        res = evaluate_episodes(b, test, ways, shots, queries, episodes, seed)
-    except (BundleError, ValueError, FileNotFoundError) as exc:
-        _fail(str(exc))
+    b = Bundle.load(bundle, threads=threads, precision=precision)
+    test, name = evaluation_set(b.manifest["provenance"], b.preprocess_spec, data, omniglot, split,
+                                rotations=rotations)
+    res = evaluate_episodes(b, test, ways, shots, queries, episodes, seed)
     res.update({"split": name, "bundle": str(bundle), "method": b.method})
     if as_json:
         typer.echo(json.dumps(res))
@@ -173,16 +269,13 @@ def evaluate(
                    f"{res['precision']}: {res['accuracy']:.2f} ± {res['ci95']:.2f} % ({res['seconds']:.1f}s)")
 
 
-@app.command()
-def inspect(bundle: Path = typer.Argument(..., help="Bundle directory or .zip."),
+@command()
+def inspect(bundle: Path = typer.Argument(..., metavar="BUNDLE", help=_BUNDLE_HELP),
             as_json: bool = typer.Option(False, "--json", help="Print the verified manifest as JSON.")) -> None:
     """Verify a bundle and describe it."""
-    from edgemeta.contract.bundle import BundleError, read_bundle
+    from edgemeta.contract.bundle import read_bundle
 
-    try:
-        m, _ = read_bundle(bundle)
-    except BundleError as exc:
-        _fail(str(exc))
+    m, _ = read_bundle(bundle)
     if as_json:
         typer.echo(json.dumps(m, indent=2))
         return
@@ -200,102 +293,133 @@ def inspect(bundle: Path = typer.Argument(..., help="Bundle directory or .zip.")
         typer.echo(f"  {name:16s} {f['bytes']:>9,d} B  sha256 {f['sha256'][:16]}…")
 
 
-@app.command()
+@command()
 def bench(
-    bundle: Path = typer.Argument(..., help="Bundle directory or .zip."),
-    threads: int = typer.Option(1, help="onnxruntime intra-op threads."),
-    repeats: int = typer.Option(50, help="Timed runs per figure (after warm-up); the median is reported."),
+    bundle: Path = typer.Argument(..., metavar="BUNDLE", help=_BUNDLE_HELP),
+    threads: int = typer.Option(1, metavar="N", help="onnxruntime intra-op threads."),
+    repeats: int = typer.Option(50, metavar="N", help="Timed runs per figure (after warm-up); the median is reported."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Device latency and memory on this machine: cold start, embed, adapt, predict."""
     from edgemeta.bench import format_bench, run_bench
-    from edgemeta.contract.bundle import BundleError
 
-    try:
-        res = run_bench(str(bundle), threads, repeats)
-    except BundleError as exc:
-        _fail(str(exc))
+    res = run_bench(str(bundle), threads, repeats)
     typer.echo(json.dumps(res) if as_json else format_bench(res))
 
 
+# ------------------------------------------------------------------------- device: adapt, predict, forget
 def _state_key(key_env: Optional[str]) -> Optional[bytes]:
-    """The state encryption key from an environment variable holding 64 hex digits."""
+    """The state key from an environment variable holding 64 hex digits (32 bytes, AES-256)."""
     if not key_env:
         return None
-    import os
-
     val = os.environ.get(key_env)
     if not val:
-        _fail(f"--key-env {key_env}: that environment variable is not set")
+        raise InputError(f"--key-env {key_env}: that environment variable is not set")
     try:
         key = bytes.fromhex(val)
     except ValueError:
-        _fail(f"{key_env} must hold 64 hex digits (a 32-byte AES-256 key)")
+        raise InputError(f"{key_env} must hold 64 hex digits (a 32-byte AES-256 key)") from None
     if len(key) != 32:
-        _fail(f"{key_env} must hold 64 hex digits (a 32-byte AES-256 key), got {len(key)} bytes")
+        raise InputError(f"{key_env} must hold 64 hex digits (a 32-byte AES-256 key), got {len(key)} bytes")
     return key
 
 
-_KEY_HELP = "Environment variable holding a 64-hex-digit key: encrypt the state at rest (AES-256-GCM)."
+def _image_files(paths: list[Path]) -> list[Path]:
+    """The files to classify: each file as given, each folder's image files (sorted, not recursive)."""
+    from edgemeta.data.files import IMAGE_SUFFIXES
+
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise InputError(f"{p} is a folder with no image files ({', '.join(IMAGE_SUFFIXES)})")
+            out += found
+        else:
+            out.append(p)
+    return out
 
 
-@app.command()
+def _read_images(paths: list[Path]) -> list[Any]:
+    """Each file as a 2-D float image; a file Pillow cannot decode is named in the error."""
+    from PIL import UnidentifiedImageError
+
+    from edgemeta.data.files import read_image_file
+
+    images = []
+    for p in paths:
+        try:
+            images.append(read_image_file(p))
+        except UnidentifiedImageError:
+            raise InputError(f"{p} is not an image Pillow can read (expected PNG, JPEG, BMP, GIF, TIFF or PGM)") \
+                from None
+    return images
+
+
+@command()
 def adapt(
-    bundle: Path = typer.Argument(..., help="Bundle directory or .zip."),
-    support: Path = typer.Option(..., help="Folder with one sub-folder of images per class (its name is the label)."),
-    state: Path = typer.Option(..., help="Private state file; created, or added to if it exists."),
-    ink: str = typer.Option("auto", help="high (bright strokes), low (dark strokes) or auto."),
-    key_env: Optional[str] = typer.Option(None, help=_KEY_HELP),
+    bundle: Path = typer.Argument(..., metavar="BUNDLE", help=_BUNDLE_HELP),
+    support: Path = typer.Option(..., metavar="FOLDER", help="Folder with one sub-folder of images per class "
+                                                             "(its name is the label)."),
+    state: Path = typer.Option(..., metavar="STATE", help="Private state file; created, or added to if it exists."),
+    ink: str = typer.Option("auto", metavar="INK", help="high (bright strokes), low (dark strokes) or auto."),
+    key_env: Optional[str] = typer.Option(None, metavar="VAR", help="Environment variable holding a 64-hex-digit "
+                                                                    "key: the state is encrypted with it at rest "
+                                                                    "(AES-256-GCM), and an existing one decrypted."),
 ) -> None:
     """Learn (more of) the classes in SUPPORT on the device and save the private state."""
-    from edgemeta.contract.bundle import BundleError
-    from edgemeta.contract.preprocess import InputError
-    from edgemeta.data.files import list_class_folders, read_image_file, resolve_ink
+    from edgemeta.data.files import list_class_folders, resolve_ink
     from edgemeta.runtime.classifier import FewShotClassifier
-    from edgemeta.runtime.state import StateError
 
     key = _state_key(key_env)
-    try:
-        classes = list_class_folders(support)
-        images = [read_image_file(f) for _, files in classes for f in files]
-        labels = [name for name, files in classes for _ in files]
-        clf = FewShotClassifier.load_or_new(bundle, state, key)
-        clf.ink = resolve_ink(images, ink)
-        clf.partial_fit(images, labels)
-        clf.save(state, key)
-    except (BundleError, InputError, StateError) as exc:
-        _fail(str(exc))
+    classes = list_class_folders(support)
+    images = _read_images([f for _, files in classes for f in files])
+    labels = [name for name, files in classes for _ in files]
+    clf = FewShotClassifier.load_or_new(bundle, state, key)
+    clf.ink = resolve_ink(images, ink)
+    clf.partial_fit(images, labels)
+    clf.save(state, key)
     counts = clf.class_counts()
     typer.echo(f"{state}: {len(counts)} classes " + ", ".join(f"{k} ({v})" for k, v in counts.items()))
 
 
-@app.command()
+@command()
 def predict(
-    bundle: Path = typer.Argument(..., help="Bundle directory or .zip."),
-    images: list[Path] = typer.Argument(..., help="Image files to classify."),
-    state: Path = typer.Option(..., help="Private state file written by `edgemeta adapt`."),
+    bundle: Path = typer.Argument(..., metavar="BUNDLE", help=_BUNDLE_HELP),
+    images: list[Path] = typer.Argument(..., metavar="IMAGES", help="Image files, or folders: every image file "
+                                                                    "in a folder (sorted, sub-folders not read)."),
+    state: Path = typer.Option(..., metavar="STATE", help="Private state file written by `edgemeta adapt`."),
     unknown: bool = typer.Option(True, help="Answer 'unknown' below the bundle's calibrated threshold."),
-    key_env: Optional[str] = typer.Option(None, help=_KEY_HELP),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per image."),
+    key_env: Optional[str] = typer.Option(None, metavar="VAR", help="Environment variable holding the "
+                                                                    "64-hex-digit key the state was encrypted with "
+                                                                    "(to decrypt and read it)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per image (fields above)."),
 ) -> None:
-    """Label and confidence for each image, from the saved state."""
-    from edgemeta.contract.bundle import BundleError
-    from edgemeta.contract.preprocess import InputError
-    from edgemeta.data.files import read_image_file
+    """Label and confidence for each image, from the saved state.
+
+    Text output: one line per image, `path<TAB>label<TAB>confidence`.
+
+    JSON output (--json), one object per line: "image" the file; "label" the predicted class, or
+    "unknown" when the image's best class score is below the bundle's calibrated threshold;
+    "confidence" the softmax probability of the best class (0..1, over the known classes only);
+    "max_logit" the best class score itself, the number the unknown threshold is compared with.
+    """
     from edgemeta.runtime.classifier import FewShotClassifier, softmax
-    from edgemeta.runtime.state import StateError
 
     key = _state_key(key_env)
-    try:
-        clf = FewShotClassifier.load(bundle, state, key)
-        raw = [read_image_file(p) for p in images]
-        logits = clf.decision_function(raw)
-        labels = clf.predict(raw, reject_unknown=unknown) if unknown and clf.threshold_for(1) is not None \
-            else clf.classes_[logits.argmax(1)]
-    except (BundleError, InputError, StateError, OSError) as exc:
-        _fail(str(exc))
+    clf = FewShotClassifier.load(bundle, state, key)
+    counts = clf.class_counts()
+    if len(counts) < 2:
+        raise InputError(f"{state} holds {len(counts)} class{'es' if len(counts) != 1 else ''} "
+                         f"({', '.join(map(str, counts)) or 'none'}); predict needs two or more: add another class "
+                         f"with `edgemeta adapt {bundle} --support FOLDER --state {state}`")
+    files = _image_files(images)
+    raw = _read_images(files)
+    logits = clf.decision_function(raw)
+    labels = clf.predict(raw, reject_unknown=True) if unknown and clf.threshold_for(1) is not None \
+        else clf.classes_[logits.argmax(1)]
     proba = softmax(logits)
-    for path, label, p, lg in zip(images, labels, proba, logits):
+    for path, label, p, lg in zip(files, labels, proba, logits):
         label = label.item() if hasattr(label, "item") else label
         if as_json:
             typer.echo(json.dumps({"image": str(path), "label": label, "confidence": round(float(p.max()), 4),
@@ -304,53 +428,49 @@ def predict(
             typer.echo(f"{path}\t{label}\t{p.max():.3f}")
 
 
-@app.command()
+@command()
 def forget(
-    bundle: Path = typer.Argument(..., help="Bundle directory or .zip."),
-    label: str = typer.Argument(..., help="The class to remove, with every stored embedding of it."),
-    state: Path = typer.Option(..., help="Private state file."),
-    key_env: Optional[str] = typer.Option(None, help=_KEY_HELP),
+    bundle: Path = typer.Argument(..., metavar="BUNDLE", help=_BUNDLE_HELP),
+    label: str = typer.Argument(..., metavar="LABEL", help="The class to remove, with every stored embedding of it."),
+    state: Path = typer.Option(..., metavar="STATE", help="Private state file."),
+    key_env: Optional[str] = typer.Option(None, metavar="VAR", help="Environment variable holding the "
+                                                                    "64-hex-digit key the state was encrypted with "
+                                                                    "(to decrypt it and write it back encrypted)."),
 ) -> None:
     """Remove a class from the saved state (the user's right to be forgotten)."""
-    from edgemeta.contract.bundle import BundleError
-    from edgemeta.contract.preprocess import InputError
     from edgemeta.runtime.classifier import FewShotClassifier
-    from edgemeta.runtime.state import StateError
 
     key = _state_key(key_env)
-    try:
-        clf = FewShotClassifier.load(bundle, state, key)
-        known = clf.class_counts()
-        target = next((k for k in known if str(k) == label), label)
-        clf.forget(target)
-        clf.save(state, key)
-    except (BundleError, InputError, StateError) as exc:
-        _fail(str(exc))
+    clf = FewShotClassifier.load(bundle, state, key)
+    target = next((k for k in clf.class_counts() if str(k) == label), label)
+    clf.forget(target)
+    clf.save(state, key)
     typer.echo(f"forgot {label!r}; {state} now holds " + (", ".join(map(str, clf.class_counts())) or "no classes"))
 
 
-@app.command()
+# ----------------------------------------------------------------------------------------------- demo
+@command()
 def demo(
-    bundle: Optional[Path] = typer.Option(None, help="Bundle (default: the shipped models/omniglot-conv4-proto)."),
-    shots: int = typer.Option(5, help="Samples per digit the device learns from."),
-    draws: int = typer.Option(100, help="Random support draws averaged (95% CI over them)."),
-    figure: Optional[Path] = typer.Option(Path("edgemeta-demo.png"), help="PNG to write."),
+    bundle: Optional[Path] = typer.Option(None, metavar="BUNDLE", help="Bundle (default: the shipped "
+                                                                       "models/omniglot-conv4-proto)."),
+    shots: int = typer.Option(5, metavar="K", help="Samples per digit the device learns from."),
+    draws: int = typer.Option(100, metavar="N", help="Random support draws averaged (95% CI over them)."),
+    figure: Path = typer.Option(Path("edgemeta-demo.png"), metavar="FILE", help="PNG to write."),
     no_figure: bool = typer.Option(False, "--no-figure", help="Skip the figure (no matplotlib needed)."),
-    omniglot: Optional[Path] = typer.Option(None, help="Omniglot folder (held-out characters for 'unknown')."),
+    omniglot: Optional[Path] = typer.Option(None, metavar="FOLDER", help="Omniglot folder (held-out characters for "
+                                                                         "'unknown'; skipped if absent)."),
     as_json: bool = typer.Option(False, "--json", help="Also print the figures as one JSON object."),
 ) -> None:
     """Learn scikit-learn's handwritten digits from 5 samples each on the shipped bundle."""
     from edgemeta.demo import DEFAULT_BUNDLE, run_demo
 
-    try:
-        res = run_demo(bundle or DEFAULT_BUNDLE, shots, draws, None if no_figure else figure, omniglot)
-    except (RuntimeError, ValueError) as exc:
-        _fail(str(exc))
+    res = run_demo(bundle or DEFAULT_BUNDLE, shots, draws, None if no_figure else figure, omniglot)
     if as_json:
         typer.echo(json.dumps(res))
 
 
 def main() -> None:
+    """The ``edgemeta`` console script."""
     app()
 
 

@@ -30,7 +30,8 @@ def load_digits_images() -> tuple[np.ndarray, np.ndarray]:
     try:
         from sklearn.datasets import load_digits
     except ImportError as exc:
-        raise RuntimeError("the demo needs scikit-learn for its bundled digits: pip install 'edgemeta[demo]'") from exc
+        raise ModuleNotFoundError("the demo needs scikit-learn for its bundled digits: pip install 'edgemeta[demo]'",
+                                  name="sklearn") from exc
     d = load_digits()
     return (d.images / 16.0).astype(np.float32), d.target.astype(np.int64)
 
@@ -137,7 +138,8 @@ def _figure(path: str | os.PathLike, x: np.ndarray, y: np.ndarray, shots: int, c
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as exc:
-        raise RuntimeError("the figure needs matplotlib: pip install 'edgemeta[demo]' (or pass --no-figure)") from exc
+        raise ModuleNotFoundError("the figure needs matplotlib: pip install 'edgemeta[demo]' (or pass --no-figure)",
+                                  name="matplotlib") from exc
     fig = plt.figure(figsize=(15, 5))
     s, _ = draw_split(y, shots, rng)
     grid = np.zeros((10 * 9, shots * 9))

@@ -1,16 +1,29 @@
-"""The `edgemeta` command line, driven in-process through typer's CliRunner."""
+"""The `edgemeta` command line: exit codes, messages and help, driven through typer's CliRunner
+(in-process) or a subprocess where the real interpreter state matters (torch not installed)."""
 
 from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
+from typer.main import get_command
 from typer.testing import CliRunner
 
 from edgemeta.cli import app
+from edgemeta.cli_errors import TRAIN_EXTRA
 from edgemeta.contract.bundle import read_bundle
 from edgemeta.train.backbones import BACKBONES
+from edgemeta.train.method_specs import METHOD_SPECS
+
+REPO = Path(__file__).resolve().parents[1]
+COMMANDS = ("train", "export", "eval", "inspect", "bench", "adapt", "predict", "forget", "demo")
 
 
 @pytest.fixture(scope="module")
@@ -18,6 +31,36 @@ def runner() -> CliRunner:
     return CliRunner()
 
 
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory) -> Path:
+    """A user dataset as an image folder: 6 classes x 20 random-stroke 28x28 PNGs (no Omniglot needed)."""
+    root = tmp_path_factory.mktemp("tiny_data")
+    rng = np.random.default_rng(0)
+    for c in range(6):
+        for i in range(20):
+            img = np.zeros((28, 28), np.uint8)
+            r, k = rng.integers(4, 20, 2)
+            img[r:r + 6, :] = 255 if c % 2 else 0
+            img[:, k:k + 4] = 255
+            (root / f"class{c}").mkdir(exist_ok=True)
+            Image.fromarray(img).save(root / f"class{c}" / f"{i}.png")
+    return root
+
+
+def tiny_train_args(out: Path, data: Path) -> list[str]:
+    """A run over ``tiny_folder`` that takes a few seconds on the CPU."""
+    return ["train", "--out", str(out), "--data", str(data), "--device", "cpu", "--ways", "3", "--shots", "1",
+            "--queries", "1", "--episodes", "2", "--val-every", "1", "--val-episodes", "2", "--val-ways", "2",
+            "--backbone", "mlp", "--no-progress"]
+
+
+def help_text(runner: CliRunner, *args: str) -> str:
+    res = runner.invoke(app, [*args, "--help"], env={"COLUMNS": "200"}, prog_name="edgemeta")
+    assert res.exit_code == 0, res.output
+    return res.stdout
+
+
+# ------------------------------------------------------------------------------------------ inspect, eval
 def test_inspect_verified_bundle(runner, bundle_dir):
     res = runner.invoke(app, ["inspect", str(bundle_dir)])
     assert res.exit_code == 0, res.output
@@ -49,6 +92,7 @@ def test_inspect_tampered_bundle(runner, bundle_copy):
 def test_inspect_missing_bundle(runner, tmp_path):
     res = runner.invoke(app, ["inspect", str(tmp_path / "nope")])
     assert res.exit_code == 2 and "bundle not found" in res.stderr
+    assert "Traceback" not in res.output
 
 
 def test_eval_json(runner, bundle_dir):
@@ -89,23 +133,53 @@ def test_eval_on_another_split_and_on_a_non_bundle(runner, bundle_dir, tmp_path)
     assert res.exit_code == 2 and "no manifest.json" in res.stderr
 
 
-def test_train_unknown_backbone_lists_known_ones(runner, tmp_path):
-    res = runner.invoke(app, ["train", "--out", str(tmp_path / "run"), "--backbone", "resnet999", "--split", "lake",
-                              "--device", "cpu", "--episodes", "2", "--no-progress"])
-    assert res.exit_code == 2
+# ----------------------------------------------------------------------------- train: messages, no data
+def test_train_unknown_backbone_lists_known_ones(runner, tmp_path, tiny_folder):
+    args = tiny_train_args(tmp_path / "run", tiny_folder)
+    args[args.index("--backbone") + 1] = "resnet999"
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2, res.output
     assert "unknown backbone 'resnet999'" in res.stderr
     for name in BACKBONES:
         assert name in res.stderr
     assert not (tmp_path / "run" / "best.npz").exists()
 
 
-def test_train_bad_device_and_split(runner, tmp_path):
-    res = runner.invoke(app, ["train", "--out", str(tmp_path / "r"), "--device", "tpu", "--episodes", "2",
-                              "--no-progress", "--split", "lake"])
+def test_train_bad_device_split_method_and_kwargs(runner, tmp_path, tiny_folder):
+    args = tiny_train_args(tmp_path / "r", tiny_folder)
+    args[args.index("--device") + 1] = "tpu"
+    res = runner.invoke(app, args)
     assert res.exit_code == 2 and "device must be cpu, cuda or auto" in res.stderr
-    res = runner.invoke(app, ["train", "--out", str(tmp_path / "r2"), "--split", "maml", "--episodes", "2",
-                              "--no-progress"])
+    # checked before any data is looked for: no Omniglot needed for these messages
+    res = runner.invoke(app, ["train", "--out", str(tmp_path / "r2"), "--split", "maml", "--no-progress"])
     assert res.exit_code == 2 and "unknown Omniglot split 'maml'" in res.stderr
+    res = runner.invoke(app, ["train", "--out", str(tmp_path / "r3"), "--method", "maml", "--no-progress"])
+    assert res.exit_code == 2 and "unknown method 'maml'" in res.stderr
+    assert all(name in res.stderr for name in METHOD_SPECS)
+    res = runner.invoke(app, [*tiny_train_args(tmp_path / "r4", tiny_folder), "--method-kwargs", "[1, 2]"])
+    assert res.exit_code == 2 and "--method-kwargs must be a JSON object" in res.stderr
+    assert not any((tmp_path / d).exists() for d in ("r", "r2", "r3", "r4"))
+
+
+def test_train_refuses_a_folder_that_holds_a_run(runner, tmp_path, tiny_folder):
+    run = tmp_path / "run"
+    res = runner.invoke(app, tiny_train_args(run, tiny_folder))
+    assert res.exit_code == 0, res.output
+    best, record = (run / "best.npz").read_bytes(), (run / "run.json").read_bytes()
+
+    res = runner.invoke(app, tiny_train_args(run, tiny_folder))
+    assert res.exit_code == 2
+    assert f"{run} already holds a run" in res.stderr and "--resume" in res.stderr and "--overwrite" in res.stderr
+    assert (run / "best.npz").read_bytes() == best and (run / "run.json").read_bytes() == record
+
+    res = runner.invoke(app, [*tiny_train_args(run, tiny_folder), "--resume", "--overwrite"])
+    assert res.exit_code == 2 and "pass one of them" in res.stderr
+    assert (run / "best.npz").read_bytes() == best
+
+    res = runner.invoke(app, [*tiny_train_args(run, tiny_folder), "--overwrite", "--seed", "5"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((run / "run.json").read_text())["config"]["seed"] == 5
+    assert (run / "best.npz").read_bytes() != best
 
 
 def test_export_refuses_a_directory_that_is_not_a_run(runner, tmp_path):
@@ -114,9 +188,85 @@ def test_export_refuses_a_directory_that_is_not_a_run(runner, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_no_args_shows_help(runner):
+# ------------------------------------------------------------------------------------ without torch
+BLOCK_TORCH = textwrap.dedent("""
+    import importlib.abc, sys
+
+    class NoTorch(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "torch" or name.startswith("torch."):
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+            return None
+
+    sys.meta_path.insert(0, NoTorch())
+    sys.argv = ["edgemeta", *sys.argv[1:]]
+    from edgemeta.cli import main
+    main()
+""")
+
+
+def run_without_torch(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", BLOCK_TORCH, *args], capture_output=True, text=True, cwd=REPO,
+                          timeout=120)
+
+
+def test_train_and_export_without_torch_name_the_extra(tmp_path, tiny_folder, shipped_bundle_dir):
+    res = run_without_torch("train", "--out", str(tmp_path / "run"), "--data", str(tiny_folder), "--no-progress")
+    assert res.returncode == 2, res.stderr
+    assert TRAIN_EXTRA in res.stderr and "'torch'" in res.stderr
+    assert "Traceback" not in res.stderr and not (tmp_path / "run").exists()
+    (tmp_path / "run").mkdir()
+    res = run_without_torch("export", str(tmp_path / "run"), str(tmp_path / "bundle"))
+    assert res.returncode == 2 and TRAIN_EXTRA in res.stderr and "Traceback" not in res.stderr
+    # the device side never needs torch
+    res = run_without_torch("inspect", str(shipped_bundle_dir))
+    assert res.returncode == 0, res.stderr
+    assert "verified" in res.stdout
+
+
+# ------------------------------------------------------------------------------------------------ help
+def test_no_args_lists_every_command(runner):
     res = runner.invoke(app, [])
-    assert "train" in res.output and "export" in res.output and "inspect" in res.output
+    assert res.exit_code == 2                       # usage shown instead of running anything
+    listed = set(re.findall(r"│ (\w+)\s", res.output))
+    assert set(COMMANDS) <= listed
+
+
+@pytest.mark.parametrize("cmd", COMMANDS)
+def test_help_shows_plain_metavars(runner, cmd):
+    text = help_text(runner, cmd)
+    assert "<bool>" not in text and "<list[" not in text and "<path>" not in text
+    usage = next(line for line in text.splitlines() if "Usage:" in line)
+    assert "{" not in usage and "}" not in usage
+
+
+def test_predict_usage_and_json_fields(runner):
+    text = help_text(runner, "predict")
+    assert "Usage: edgemeta predict [OPTIONS] BUNDLE IMAGES..." in text
+    for field in ('"image"', '"label"', '"confidence"', '"max_logit"'):
+        assert field in text
+    assert "folder" in text.lower()                  # folders of images are accepted
+
+
+@pytest.mark.parametrize("cmd", ["predict", "forget"])
+def test_key_env_help_says_decrypt_where_it_reads(cmd):
+    option = next(p for p in get_command(app).commands[cmd].params if p.name == "key_env")
+    assert "decrypt" in option.help and "encrypt the state at rest" not in option.help
+
+
+def test_train_help_every_option_explained_and_defaults_per_rule():
+    from edgemeta.train.trainer import TrainConfig
+
+    params = {p.name: p for p in get_command(app).commands["train"].params}
+    for name, p in params.items():
+        if name != "help":
+            assert p.help, f"--{name} has no help"
+    for rule in METHOD_SPECS:
+        cfg = TrainConfig.for_method(rule)
+        assert f"{rule} {cfg.max_episodes}" in params["episodes"].help
+        assert f"{rule} {cfg.pretrain_steps}" in params["pretrain_steps"].help
+        if cfg.method_kwargs:
+            assert f"{rule} {json.dumps(cfg.method_kwargs)}" in params["method_kwargs"].help
 
 
 @pytest.mark.slow
@@ -130,6 +280,7 @@ def test_train_export_eval_through_the_cli(runner, tmp_path):
     res = runner.invoke(app, ["export", str(run), str(out), "--zip", str(z)])
     assert res.exit_code == 0, res.output
     assert "wrote" in res.stdout and z.is_file()
+    assert "parity check" in res.stderr and "done in" in res.stderr      # progress on stderr
     res = runner.invoke(app, ["eval", str(z), "--json", "--episodes", "200"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["accuracy"] > 75.0
