@@ -1,6 +1,13 @@
 """Write the fixtures the Node.js example's parity test (examples/node/test/parity.test.js) checks against.
 
-    python tools/node_fixture.py examples/node/test/fixtures      # then: cd examples/node && node --test
+    python tools/node_fixture.py examples/node/test/fixtures          # the committed set (small)
+    python tools/node_fixture.py /tmp/fixtures --full                 # + every adaptation method, .zip bundle
+    (cd examples/node && EDGEMETA_NODE_FIXTURES=/tmp/fixtures node --test)
+
+The committed set (``examples/node/test/fixtures``, a few hundred KB) uses only the shipped bundles,
+referenced by relative path, so ``npm test`` runs on its own; ``tests/test_node_example.py`` checks it
+equals what this script writes now. ``--full`` adds bundles built here (below) and a ``.zip`` copy of
+the shipped bundle: too large to commit, written into a temporary folder by the pytest wrapper.
 
 The Python runtime (``edgemeta.runtime.FewShotClassifier``) is the reference: for each bundle and
 scenario this writes the raw support/query images (bool, uint8 and float32, 28x28 and raw 105x105
@@ -20,7 +27,7 @@ Also ``json_cases.json``: manifest texts (real and synthetic: non-ASCII, astral 
 formatting edge cases, NaN, duplicate keys) with Python's canonical form and integrity digest, so a
 second implementation of ``manifest_digest`` can be checked byte for byte.
 
-Images come from the Omniglot test classes of the Vinyals split (``load_omniglot('vinyals', 'test',
+Images (zlib-compressed, base64) come from the Omniglot test classes of the Vinyals split (``load_omniglot('vinyals', 'test',
 rotations=False)``) and the raw 105x105 drawings of the same characters.
 """
 
@@ -29,14 +36,15 @@ from __future__ import annotations
 import argparse
 import base64
 import datetime as _dt
-import inspect
 import json
 import math
+import os
 import platform
 import shutil
 import struct
 import sys
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +55,7 @@ SHIPPED = REPO / "models" / "omniglot-conv4-proto"
 RANDOM_METHODS = ("metasgd", "ridge", "finetune")
 SEED = 7
 MARGIN = 1e-3        # queries closer than this to a tie are not used (10x the 1e-4 logit tolerance)
+MAX_DROPPED = 0.02   # at most this share of all queries may be dropped as near ties (the Node test checks it)
 # Random heads are nearly flat on random embeddings; these settings spread their logits so the
 # predictions test something (the rules themselves are unchanged).
 METHOD_KWARGS = {"metasgd": {"init_scale": 30.0}, "ridge": {"init_alpha": 300.0, "init_lambda": 0.05}, "finetune": {}}
@@ -82,8 +91,14 @@ class Omniglot:
         return out
 
 
+def pack(data: np.ndarray) -> str:
+    """Row-major bytes, zlib-compressed (level 9), base64."""
+    return base64.b64encode(zlib.compress(np.ascontiguousarray(data).tobytes(), 9)).decode("ascii")
+
+
 def enc(img: np.ndarray) -> dict[str, Any]:
-    """One raw image for the Node side: dtype, size and the row-major bytes (base64)."""
+    """One raw image ``[h, w]`` or interleaved colour ``[h, w, 3|4]`` for the Node side: dtype, size,
+    channels and the packed row-major bytes."""
     if img.dtype == np.bool_:
         dtype, data = "bool", img.astype(np.uint8)
     elif img.dtype == np.uint8:
@@ -92,9 +107,9 @@ def enc(img: np.ndarray) -> dict[str, Any]:
         dtype, data = "float32", img.astype("<f4")
     else:
         raise TypeError(img.dtype)
-    h, w = img.shape
-    return {"dtype": dtype, "height": int(h), "width": int(w),
-            "b64": base64.b64encode(np.ascontiguousarray(data).tobytes()).decode("ascii")}
+    h, w = img.shape[:2]
+    channels = img.shape[2] if img.ndim == 3 else 1
+    return {"dtype": dtype, "height": int(h), "width": int(w), "channels": int(channels), "zlib": pack(data)}
 
 
 def dark_uint8(raw_bool: np.ndarray) -> np.ndarray:
@@ -106,38 +121,19 @@ def dark_uint8(raw_bool: np.ndarray) -> np.ndarray:
 
 def untrained_manifest(model: Any, method: str, image_size: tuple[int, int], seed: int,
                        parity: dict[str, Any]) -> dict[str, Any]:
-    """The manifest ``export_bundle`` would write, for a model that has no training run behind it.
-
-    The field layout mirrors ``edgemeta.train.export.export_bundle`` (which builds it inline from a
-    run record); only provenance differs. See the report of issue 7 for the helper export.py could
-    offer instead of this copy.
-    """
+    """The manifest ``export_bundle`` would write (the same ``build_manifest``), for a model that
+    has no training run behind it; only the provenance says so."""
     import torch
 
-    from edgemeta import __version__
-    from edgemeta.contract.preprocess import default_spec
+    from edgemeta.contract.manifest import build_manifest
     from edgemeta.train.export import OPSET
 
-    image_shape = (1, *image_size)
-    return {
-        "method": method,
-        "input": {"name": "images", "shape": [None, *image_shape], "dtype": "float32", "range": [0.0, 1.0]},
-        "preprocess": default_spec(image_size, "nearest"),
-        "embedding": {"name": "embeddings", "dim": model.embedding_dim},
-        "head": {"method": method, "outputs": list(model.method.param_names), **model.method.hparams()},
-        "graphs": {"backbone": "backbone.onnx", "adapt": "adapt.onnx", "classify": "classify.onnx"},
-        "limits": {"min_ways": 2, "max_ways": 1000, "min_shots": 1},
-        "provenance": {
-            "dataset": None, "backbone": "conv4", "seed": seed, "trained": False,
-            "note": "randomly initialised model for runtime parity tests (tools/node_fixture.py); not for use",
-            "code_version": __version__, "torch": torch.__version__, "onnx_opset": OPSET,
-            "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "platform": platform.platform(),
-        },
-        "parity": parity,
-        "validation": {},
-        "integrity": {},
-    }
+    return build_manifest(
+        method=method, image_size=image_size, embedding_dim=model.embedding_dim,
+        head_outputs=model.method.param_names, head_hparams=model.method.hparams(),
+        provenance={"dataset": None, "backbone": "conv4", "seed": seed, "trained": False,
+                    "note": "randomly initialised model for runtime parity tests (tools/node_fixture.py); not for use"},
+        parity=parity, onnx_opset=OPSET, torch_version=torch.__version__)
 
 
 def random_bundle(method: str, out: Path, data: Omniglot, seed: int) -> Path:
@@ -227,7 +223,7 @@ def fit_case(clf: Any, support: list[np.ndarray], labels: list[Any], query: list
     res = answers(clf, query)
     keep = keep_decided([res], len(query))
     return {"support": support, "labels": labels, "query": [q for q, m in zip(query, keep) if m],
-            "expected": subset(res, keep), "dropped_near_ties": int((~keep).sum())}
+            "expected": subset(res, keep), "dropped_near_ties": int((~keep).sum()), "queries_total": len(query)}
 
 
 def scenario_strings(clf: Any, data: Omniglot, rng: np.random.Generator) -> dict[str, Any]:
@@ -262,6 +258,69 @@ def scenario_ints_dark(clf: Any, data: Omniglot, rng: np.random.Generator) -> di
         query += [np.float32(1.0) - s for s in c["small"][5:7]]             # float32 28x28, dark ink
         query.append((~c["raw"][7][:, :80]).astype(np.float32))             # float32 105x80, dark ink
     return {"ink": "low", **fit_case(clf, support, labels, query)}
+
+
+def on_paper(mask: np.ndarray, ink: tuple[float, ...], paper: tuple[float, ...], rng: np.random.Generator,
+             noise: float, dtype: type) -> np.ndarray:
+    """A drawing ``mask`` (True = stroke) as a colour picture ``[h, w, len(ink)]``: ``ink`` on ``paper``
+    (channel values in [0, 1]) with uniform noise of up to ``noise`` grey levels, as uint8 or as
+    float32 in [0, 1] (on the 1/255 grid, so the fixtures compress)."""
+    px = np.where(mask[..., None], np.asarray(ink), np.asarray(paper))
+    px = np.clip(np.round(px * 255) + rng.integers(-noise, noise + 1, px.shape), 0, 255)
+    return px.astype(np.uint8) if dtype == np.uint8 else (px / 255).astype(np.float32)
+
+
+def transparent(mask: np.ndarray, rng: np.random.Generator, dtype: type) -> np.ndarray:
+    """RGBA: opaque dark-red strokes, transparent background whose colour must be ignored (composited
+    over white), half-transparent pixels where a stroke meets the background."""
+    palette = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.2, 0.9, 0.3], [0.5, 0.5, 0.5]])
+    rgb = palette[rng.integers(0, len(palette), mask.shape)]
+    rgb[mask] = (0.5, 0.05, 0.1)
+    edge = mask ^ np.roll(mask, 1, axis=1)
+    alpha = np.where(mask, 1.0, 0.0)
+    alpha[edge & ~mask] = rng.integers(50, 200, int((edge & ~mask).sum())) / 255
+    px = np.concatenate([rgb, alpha[..., None]], axis=-1)
+    return np.round(px * 255).astype(np.uint8) if dtype == np.uint8 else px.astype(np.float32)
+
+
+def polarity_edges() -> list[np.ndarray]:
+    """Images on the automatic-polarity boundary: mean exactly 0.5 (kept as is) and just above (inverted)."""
+    half = np.zeros((8, 8), np.uint8)
+    half[:4] = 255                                   # 2 * sum == 255 * count: not inverted
+    above = half.copy()
+    above[7, 7] = 1                                  # one grey level more: inverted
+    f_half = (half > 0).astype(np.float32)           # float mean exactly 0.5: not inverted
+    f_above = f_half.copy()
+    f_above[7, 7] = np.float32(1e-6)                 # float64 mean 0.5 + 1.6e-8: inverted
+    return [half, above, f_half, f_above]
+
+
+def scenario_ink(clf: Any, data: Omniglot, rng: np.random.Generator) -> dict[str, Any]:
+    """4-way 4-shot with ``ink='auto'`` (the default): each class drawn in several polarities and
+    colours (bright float, dark uint8 paper, RGB / RGBA uint8 and float, chalk on a blackboard), plus
+    images on the polarity boundary; Node must give bit-identical preprocessing and logits."""
+    chars = data.pick(rng, 4, 10)
+    half = lambda m: m[::2, ::2]  # noqa: E731 - 53x53: noisy colour pictures at full size would not compress
+    variants = [
+        lambda m: m,                                                                      # bool, bright ink
+        lambda m: np.where(m, 0, 255).astype(np.uint8),                                  # dark ink on white, uint8
+        lambda m: on_paper(half(m), (0.08, 0.15, 0.6), (0.98, 0.96, 0.9), rng, 3, np.uint8),  # blue ink, cream paper
+        lambda m: transparent(half(m), rng, np.uint8),                                    # RGBA uint8
+        lambda m: on_paper(half(m), (0.95, 0.97, 0.9), (0.1, 0.25, 0.15), rng, 3, np.float32),  # chalk, float RGB
+        lambda m: transparent(half(m), rng, np.float32),                                  # RGBA float
+        lambda m: on_paper(half(m), (0.1,), (0.85,), rng, 3, np.float32)[..., 0],         # grey float, dark ink
+        lambda m: on_paper(m, (1.0, 0.2, 0.9), (0.0, 0.0, 0.05), rng, 0, np.uint8)[:80, :],  # neon on black, 80x105
+    ]
+    support, labels, query = [], [], []
+    for k, c in enumerate(chars):
+        raw = c["raw"]
+        support += [variants[(k + i) % len(variants)](raw[i]) for i in range(4)]
+        labels += [f"class {k}"] * 4
+        query += [variants[(k + 4 + i) % len(variants)](raw[4 + i]) for i in range(6)]
+    query += polarity_edges()
+    case = fit_case(clf, support, labels, query)
+    case["preprocessed"] = pack(clf.bundle.preprocess(case["query"], ink="auto").astype("<f4"))
+    return {"ink": "auto", "bit_identical": True, **case}
 
 
 def scenario_sequence(clf: Any, data: Omniglot, rng: np.random.Generator) -> dict[str, Any]:
@@ -304,13 +363,15 @@ def scenario_sequence(clf: Any, data: Omniglot, rng: np.random.Generator) -> dic
     for step, res in zip(steps, results):
         step["expected"] = subset(res, keep)
     return {"ink": "high", "query": [q for q, m in zip(query, keep) if m], "steps": steps,
-            "dropped_near_ties": int((~keep).sum()), "python_ops": "native" if native else "emulated with fit"}
+            "dropped_near_ties": int((~keep).sum()), "queries_total": len(query),
+            "python_ops": "native" if native else "emulated with fit"}
 
 
 # ------------------------------------------------------------------------------ canonical JSON
 
-def json_cases(manifest_texts: dict[str, str]) -> list[dict[str, Any]]:
-    """Manifest texts with Python's canonical form (``bundle._canonical``) and digest."""
+def json_cases(manifest_texts: dict[str, str], n: int = 150) -> list[dict[str, Any]]:
+    """Manifest texts with Python's canonical form (``bundle._canonical``) and digest; the synthetic
+    ones carry ``8 * n`` random doubles (bit patterns, scaled, float32-exact, rounded decimals)."""
     from edgemeta.contract.bundle import _canonical, manifest_digest
 
     rng = np.random.default_rng(SEED)
@@ -325,12 +386,12 @@ def json_cases(manifest_texts: dict[str, str]) -> list[dict[str, Any]]:
                    float(np.float32(0.9389647245407104)), float(np.float32(1e-3)), 100.0, 1e100],
         "special": [math.nan, math.inf, -math.inf],
     }
-    bits = rng.integers(0, 2**63, 1500, dtype=np.int64)
+    bits = rng.integers(0, 2**63, 3 * n, dtype=np.int64)
     doubles = [struct.unpack("<d", struct.pack("<q", int(b)))[0] for b in bits]
     doubles = [d for d in doubles if math.isfinite(d)]
-    doubles += (rng.random(1500) * 10.0 ** rng.integers(-25, 25, 1500)).tolist()
-    doubles += [float(np.float32(x)) for x in rng.standard_normal(500)]
-    doubles += [float(round(x, k)) for x, k in zip(rng.random(500) * 1000, rng.integers(0, 8, 500))]
+    doubles += (rng.random(3 * n) * 10.0 ** rng.integers(-25, 25, 3 * n)).tolist()
+    doubles += [float(np.float32(x)) for x in rng.standard_normal(n)]
+    doubles += [float(round(x, k)) for x, k in zip(rng.random(n) * 1000, rng.integers(0, 8, n))]
     synthetic = {**base, "extra": tricky, "doubles": doubles}
 
     texts = dict(manifest_texts)
@@ -346,13 +407,17 @@ def json_cases(manifest_texts: dict[str, str]) -> list[dict[str, Any]]:
 
 # ------------------------------------------------------------------------------------- driver
 
+SCENARIOS = {"strings": scenario_strings, "ints-dark": scenario_ints_dark, "sequence": scenario_sequence,
+             "ink": scenario_ink}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out", type=Path, help="folder to (re)write the fixtures into")
     ap.add_argument("--omniglot", type=Path, default=None, help="Omniglot folder (default: the usual search)")
+    ap.add_argument("--full", action="store_true",
+                    help="also bundles of every other adaptation method and a .zip bundle (several MB)")
     args = ap.parse_args(argv)
-
-    import onnxruntime
 
     from edgemeta.contract.bundle import read_bundle, zip_bundle
     from edgemeta.runtime import Bundle, FewShotClassifier
@@ -360,53 +425,49 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     out: Path = args.out.resolve()
     shutil.rmtree(out, ignore_errors=True)
-    (out / "bundles").mkdir(parents=True)
+    out.mkdir(parents=True)
     data = Omniglot(args.omniglot)
+    rel = lambda p: Path(os.path.relpath(p, out)).as_posix()  # noqa: E731 - paths in the fixtures are relative
 
-    bundles = {"proto": SHIPPED}
-    for i, method in enumerate(RANDOM_METHODS):
-        bundles[method] = random_bundle(method, out / "bundles" / f"random-{method}", data, SEED + i)
-    # the shipped bundle in two other valid forms: a .zip, and the manifest re-serialised differently
-    zip_bundle(SHIPPED, out / "bundles" / "omniglot-conv4-proto.zip")
-    reformatted = out / "bundles" / "reformatted"
-    shutil.copytree(SHIPPED, reformatted)
+    # (name, method, bundle path, precision, scenarios): the shipped bundle at the runtime's default
+    # precision (int8 backbone) and its fp32 graph
+    runs = [("proto", "proto", SHIPPED, None, tuple(SCENARIOS)), ("proto-fp32", "proto", SHIPPED, "fp32", ("strings",))]
+    reformatted = out / "reformatted-manifest.json"
     text = (SHIPPED / "manifest.json").read_text(encoding="utf-8")
-    (reformatted / "manifest.json").write_text(json.dumps(json.loads(text), indent=4, ensure_ascii=False), encoding="utf-8")
-    read_bundle(reformatted)  # still valid for Python
-
-    # (name, method, bundle path, precision): the runtime's default precision, and where the shipped
-    # bundle also carries an int8 backbone (manifest graphs.backbone_int8), its fp32 graph explicitly
-    runs = [(m, m, p, None) for m, p in bundles.items()]
-    if "backbone_int8" in read_bundle(SHIPPED)[0]["graphs"] and "precision" in inspect.signature(Bundle.load).parameters:
-        runs.append(("proto-fp32", "proto", SHIPPED, "fp32"))
+    reformatted.write_text(json.dumps(json.loads(text), indent=4, ensure_ascii=False), encoding="utf-8")
+    texts = {"shipped": text, "reformatted": reformatted.read_text(encoding="utf-8")}
+    index: dict[str, Any] = {"shipped": rel(SHIPPED), "reformatted_manifest": rel(reformatted), "max_dropped": MAX_DROPPED}
+    if args.full:
+        (out / "bundles").mkdir()
+        for i, method in enumerate(RANDOM_METHODS):
+            path = random_bundle(method, out / "bundles" / f"random-{method}", data, SEED + i)
+            runs.append((method, method, path, None, tuple(SCENARIOS)))
+            texts[f"random-{method}"] = (path / "manifest.json").read_text(encoding="utf-8")
+        index["zip"] = rel(zip_bundle(SHIPPED, out / "bundles" / "omniglot-conv4-proto.zip"))
     cases = []
-    for k, (label, method, path, precision) in enumerate(runs):
+    for k, (label, method, path, precision, kinds) in enumerate(runs):
         bundle = Bundle.load(path, threads=1, **({"precision": precision} if precision else {}))
-        for j, (kind, fn) in enumerate((("strings", scenario_strings), ("ints-dark", scenario_ints_dark),
-                                         ("sequence", scenario_sequence))):
-            rng = np.random.default_rng([SEED, k, j])
-            probe = FewShotClassifier(bundle, ink="low" if kind == "ints-dark" else "high")
-            sc = fn(probe, data, rng)
-            case = {"name": f"{label}-{kind}", "method": method, "bundle": str(path), "ink": sc["ink"],
+        for kind in kinds:
+            rng = np.random.default_rng([SEED, k, list(SCENARIOS).index(kind)])
+            sc = SCENARIOS[kind](FewShotClassifier(bundle, ink={"ints-dark": "low", "ink": "auto"}.get(kind, "high")), data, rng)
+            case = {"name": f"{label}-{kind}", "method": method, "bundle": rel(path), "ink": sc["ink"],
                     "precision": precision or "auto", "python_precision": getattr(bundle, "precision", "fp32"),
-                    "query": [enc(q) for q in sc["query"]], "dropped_near_ties": sc["dropped_near_ties"]}
+                    "query": [enc(q) for q in sc["query"]], "dropped_near_ties": sc["dropped_near_ties"],
+                    "queries_total": sc["queries_total"]}
             if "steps" in sc:
                 case.update(steps=sc["steps"], python_ops=sc["python_ops"])
             else:
                 case.update(support=[enc(s) for s in sc["support"]], labels=sc["labels"], expected=sc["expected"])
+            for key in ("preprocessed", "bit_identical"):
+                if key in sc:
+                    case[key] = sc[key]
             (out / f"case-{case['name']}.json").write_text(json.dumps(case), encoding="utf-8")
             cases.append(case["name"])
-
-    texts = {"shipped": (SHIPPED / "manifest.json").read_text(encoding="utf-8"),
-             "reformatted": (reformatted / "manifest.json").read_text(encoding="utf-8")}
-    texts.update({f"random-{m}": (bundles[m] / "manifest.json").read_text(encoding="utf-8") for m in RANDOM_METHODS})
-    (out / "json_cases.json").write_text(json.dumps(json_cases(texts)), encoding="utf-8")
-    (out / "index.json").write_text(json.dumps({
-        "cases": cases, "shipped": str(SHIPPED), "zip": str(out / "bundles" / "omniglot-conv4-proto.zip"),
-        "reformatted": str(reformatted), "python": sys.version.split()[0],
-        "onnxruntime_python": onnxruntime.__version__, "seconds": round(time.perf_counter() - t0, 2),
-    }, indent=2))
-    print(f"wrote {len(cases)} cases and {len(texts) + 4} JSON cases to {out} in {time.perf_counter() - t0:.1f} s")
+    (out / "json_cases.json").write_text(json.dumps(json_cases(texts, 150 if args.full else 40)), encoding="utf-8")
+    (out / "index.json").write_text(json.dumps({"cases": cases, **index}, indent=2) + "\n", encoding="utf-8")
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    print(f"wrote {len(cases)} cases and {len(texts) + 4} JSON cases ({size / 1e3:.0f} kB) to {out} "
+          f"in {time.perf_counter() - t0:.1f} s")
     return 0
 
 

@@ -12,15 +12,17 @@
  *   await clf.predict(queryImages);          // -> ['beta', ...]
  *   await clf.predictProba(queryImages);     // -> [[p0, p1, p2], ...], columns in clf.classes order
  *
- * Images are raw single-channel pictures, one object each: `{ data, height, width }` with `data` in
- * row-major order (`data[r * width + c]`, `height * width` values):
+ * Images are raw pictures, one object each: `{ data, height, width[, channels] }` with `data` in
+ * row-major order (`data[r * width + c]`, `height * width` values; for colour, `channels` = 3 (RGB)
+ * or 4 (RGBA) interleaved values per pixel, as ImageData, Android bitmaps and camera frames give):
  *   - Uint8Array / Uint8ClampedArray: uint8 0..255 (divided by 255);
  *   - Float32Array / Float64Array / Array of numbers: floats already in [0, 1];
  *   - Array of booleans, or any of the above with `dtype: 'bool'`: true / nonzero = ink = 1.
  * An explicit `dtype` ('bool' | 'uint8' | 'float32' | 'float64') overrides the guess from `data`.
- * Any size: images are resized to the manifest's `preprocess.size` (only the `nearest` filter is
- * implemented here). Strokes are expected bright (`ink: 'high'`); pass `{ ink: 'low' }` to the
- * classifier for dark ink on white paper.
+ * Colour becomes grey as Pillow's convert("L") (RGBA composited over white first). Any size: images
+ * are resized to the manifest's `preprocess.size` (only the `nearest` filter is implemented here).
+ * Ink polarity is found per image by default (`ink: 'auto'`: a mean above 0.5 is dark ink on bright
+ * paper, inverted); `{ ink: 'high' }` / `{ ink: 'low' }` force bright / dark strokes.
  *
  * Labels are all strings or all integers; `classes` is sorted like numpy.unique (strings by code
  * point, numbers numerically) and gives the column order of the probabilities.
@@ -42,6 +44,7 @@ const PILLOW_FILTERS = ['nearest', 'box', 'bilinear', 'hamming', 'bicubic', 'lan
 const EMBED_CHUNK = 256;
 const MIN_SIDE = 4; // smaller images carry no usable strokes
 const MAX_ASPECT = 4; // beyond this an "image" is almost always a flattened or mis-shaped array
+const MAX_PIXELS = 50000000; // per image; larger ones are refused (downscale first)
 
 /** A bundle is missing, malformed, of another format version, or altered. */
 class BundleError extends Error {
@@ -382,6 +385,10 @@ function readBundle(bundlePath) {
 // Preprocessing (contract/preprocess.py): raw single-channel image -> float32 [N, 1, H, W].
 // ---------------------------------------------------------------------------------------------
 
+const INKS = ['auto', 'high', 'low'];
+const NUMPY_BUFSIZE = 8192; // numpy's reduction buffer (elements) when a sum casts float32 -> float64
+const PAIRWISE_BLOCK = 128; // numpy's PW_BLOCKSIZE
+
 function dtypeOf(img) {
   if (img.dtype !== undefined) {
     if (!['bool', 'uint8', 'float32', 'float64'].includes(img.dtype)) {
@@ -400,27 +407,148 @@ function dtypeOf(img) {
 }
 
 /**
- * Check one raw image's values (float: finite and in [0, 1]; uint8 given as a plain Array: integers
- * 0..255) and return a function writing pixel k mapped onto float32 [0, 1] (bool -> 0/1, uint8 / 255).
- * Only the pixels the resize keeps are converted; every pixel is checked, as in Python.
+ * Channels of an interleaved image: `img.channels` if given (1, 3 = RGB or 4 = RGBA), else guessed
+ * from the number of values (height * width, 3x or 4x that: what ImageData gives is RGBA).
  */
-function unitConverter(img, what) {
+function channelsOf(img, what) {
+  const hw = img.height * img.width;
+  const n = img.data.length;
+  if (img.channels !== undefined) {
+    if (![1, 3, 4].includes(img.channels)) {
+      throw new InputError(`${what} has channels ${JSON.stringify(img.channels)}; expected 1 (grey), 3 (RGB) or 4 (RGBA)`);
+    }
+    if (n !== hw * img.channels) {
+      throw new InputError(`${what} has ${n} values; expected height * width * channels = ${hw * img.channels}`);
+    }
+    return img.channels;
+  }
+  for (const c of [1, 3, 4]) if (n === hw * c) return c;
+  throw new InputError(`${what} has ${n} values; expected height * width = ${hw} (grey), or 3x / 4x that ` +
+    '(interleaved RGB / RGBA)');
+}
+
+/**
+ * float64 sum of `a[lo .. lo + n)` in numpy's pairwise order (numpy's DOUBLE_pairwise_sum): under 8
+ * values one by one; up to 128 in 8 interleaved partial sums; above, split in two at a multiple of 8.
+ */
+function pairwiseSum(a, lo, n) {
+  if (n < 8) {
+    let res = 0;
+    for (let i = 0; i < n; i++) res += a[lo + i];
+    return res;
+  }
+  if (n <= PAIRWISE_BLOCK) {
+    const r = [a[lo], a[lo + 1], a[lo + 2], a[lo + 3], a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]];
+    let i = 8;
+    for (; i < n - (n % 8); i += 8) for (let j = 0; j < 8; j++) r[j] += a[lo + i + j];
+    let res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+    for (; i < n; i++) res += a[lo + i];
+    return res;
+  }
+  let n2 = Math.floor(n / 2);
+  n2 -= n2 % 8;
+  return pairwiseSum(a, lo, n2) + pairwiseSum(a, lo + n2, n - n2);
+}
+
+/**
+ * numpy's `x.mean(dtype=np.float64)` of one image, bit for bit: a Float32Array is cast in buffers of
+ * 8192 values, each summed pairwise; a Float64Array needs no cast and is summed pairwise in one go.
+ */
+function meanFloat64(a) {
+  const block = a instanceof Float64Array ? a.length : NUMPY_BUFSIZE;
+  let sum = 0;
+  for (let lo = 0; lo < a.length; lo += block) sum += pairwiseSum(a, lo, Math.min(block, a.length - lo));
+  return sum / a.length;
+}
+
+/** Check that a plain Array declared uint8 holds integers 0..255. */
+function checkUint8Array(data, what) {
+  if (data instanceof Uint8Array || data instanceof Uint8ClampedArray) return;
+  for (let k = 0; k < data.length; k++) {
+    const v = data[k];
+    if (!Number.isInteger(v) || v < 0 || v > 255) throw new InputError(`${what} declared uint8 hold ${v}; expected 0..255`);
+  }
+}
+
+/**
+ * uint8 grey levels of an interleaved uint8 image with `ch` channels, in integers as Pillow does:
+ * RGBA composited over white per channel, c' = (c * a + 255 * (255 - a) + 127) // 255, then
+ * convert("L"): L = (19595 R + 38470 G + 7471 B + 32768) >> 16.
+ */
+function greyUint8(data, ch, hw) {
+  if (ch === 1) return data;
+  const out = new Uint8Array(hw);
+  for (let p = 0, k = 0; p < hw; p++, k += ch) {
+    let [r, g, b] = [data[k], data[k + 1], data[k + 2]];
+    if (ch === 4) {
+      const a = data[k + 3];
+      const white = 255 * (255 - a) + 127;
+      r = Math.floor((r * a + white) / 255);
+      g = Math.floor((g * a + white) / 255);
+      b = Math.floor((b * a + white) / 255);
+    }
+    out[p] = (19595 * r + 38470 * g + 7471 * b + 32768) >> 16;
+  }
+  return out;
+}
+
+const F32 = Math.fround;
+const [WR, WG, WB] = [F32(0.299), F32(0.587), F32(0.114)];
+
+/**
+ * float32 grey levels of an interleaved float image in [0, 1] with `ch` channels, in float32 steps
+ * as numpy computes them: RGBA over white c' = c * a + (1 - a), then L = 0.299 R + 0.587 G + 0.114 B.
+ */
+function greyFloat(data, ch, hw) {
+  const out = new Float32Array(hw);
+  if (ch === 1) {
+    for (let p = 0; p < hw; p++) out[p] = data[p];
+    return out;
+  }
+  for (let p = 0, k = 0; p < hw; p++, k += ch) {
+    let [r, g, b] = [F32(data[k]), F32(data[k + 1]), F32(data[k + 2])];
+    if (ch === 4) {
+      const a = F32(data[k + 3]);
+      const paper = F32(1 - a);
+      r = F32(F32(r * a) + paper);
+      g = F32(F32(g * a) + paper);
+      b = F32(F32(b * a) + paper);
+    }
+    out[p] = Math.min(F32(F32(F32(WR * r) + F32(WG * g)) + F32(WB * b)), 1); // float32 rounding can pass 1
+  }
+  return out;
+}
+
+/**
+ * One raw image -> { values: Float32Array [h * w] in [0, 1] (colour converted to grey), darkInk }.
+ * `darkInk` is the automatic polarity rule: the mean value (float64; for uint8 exactly
+ * 2 * sum > 255 * count, for bool 2 * sum > count) is above 0.5, i.e. dark strokes on bright paper.
+ */
+function unitGrey(img, what) {
   const { data } = img;
   const dtype = dtypeOf(img);
-  if (dtype === 'bool') return (out, o, k) => { out[o] = data[k] ? 1 : 0; };
-  if (dtype === 'uint8') {
-    if (!(data instanceof Uint8Array || data instanceof Uint8ClampedArray)) {
-      for (let k = 0; k < data.length; k++) {
-        const v = data[k];
-        if (!Number.isInteger(v) || v < 0 || v > 255) throw new InputError(`${what} declared uint8 hold ${v}; expected 0..255`);
-      }
-    }
-    return (out, o, k) => { out[o] = data[k] / 255; }; // float32 result of numpy's astype(float32) / float32(255)
+  const ch = channelsOf(img, what);
+  const hw = img.height * img.width;
+  const values = new Float32Array(hw);
+  if (dtype === 'bool') {
+    if (ch !== 1) throw new InputError(`${what} is a ${ch}-channel bool image; expected a single-channel ink mask`);
+    let sum = 0;
+    for (let k = 0; k < hw; k++) if (data[k]) { values[k] = 1; sum += 1; }
+    return { values, darkInk: 2 * sum > hw };
   }
+  if (dtype === 'uint8') {
+    checkUint8Array(data, what);
+    const grey = greyUint8(data, ch, hw);
+    let sum = 0;
+    for (let k = 0; k < hw; k++) { sum += grey[k]; values[k] = grey[k] / 255; } // = numpy float32(v) / float32(255)
+    return { values, darkInk: 2 * sum > 255 * hw };
+  }
+  // values are checked in their own precision (float64 data is not rounded to float32 first)
+  const raw = dtype === 'float32' && !(data instanceof Float32Array) ? Float32Array.from(data) : data;
   let lo = 0;
   let hi = 0;
-  for (let k = 0; k < data.length; k++) {
-    const v = Math.fround(data[k]);
+  for (let k = 0; k < raw.length; k++) {
+    const v = raw[k];
     if (!Number.isFinite(v)) throw new InputError(`${what} contain NaN or inf; expected finite values in [0, 1]`);
     if (v < lo) lo = v;
     if (v > hi) hi = v;
@@ -429,7 +557,10 @@ function unitConverter(img, what) {
     throw new InputError(`${what} have values in [${lo}, ${hi}]; expected float images scaled to [0, 1] ` +
       '(or uint8 0..255, or bool)');
   }
-  return (out, o, k) => { out[o] = data[k]; };
+  const grey = greyFloat(raw, ch, hw);
+  // grey float64 images are judged on their float64 values, colour ones on the float32 grey
+  const judged = ch === 1 && dtype === 'float64' ? Float64Array.from(raw) : grey;
+  return { values: grey, darkInk: meanFloat64(judged) > 0.5 };
 }
 
 /**
@@ -448,49 +579,57 @@ function nearestIndices(nIn, nOut) {
 
 /**
  * Raw images -> { data: Float32Array [N * 1 * H * W], n, height: H, width: W } as the manifest's
- * `preprocess` spec says. `images`: an Array of { data, height, width[, dtype] } (sizes may differ).
- * `ink`: 'high' if strokes are bright in the input, 'low' if dark.
+ * `preprocess` spec says. `images`: an Array of { data, height, width[, channels][, dtype] } (sizes
+ * may differ; 3 / 4 channels = interleaved RGB / RGBA, converted to grey first).
+ * `ink`: 'auto' (per image: dark strokes on bright paper if the mean value is above 0.5), 'high'
+ * (strokes bright in the input) or 'low' (strokes dark).
  */
-function preprocess(images, spec, { ink = 'high', what = 'images' } = {}) {
+function preprocess(images, spec, { ink = 'auto', what = 'images' } = {}) {
   if ((spec.channels ?? 1) !== 1) throw new InputError('only single-channel bundles are supported by this runtime');
   if (!PILLOW_FILTERS.includes(spec.resize)) {
     throw new InputError(`unknown resize filter ${JSON.stringify(spec.resize)}; expected one of ${PILLOW_FILTERS.join(', ')}`);
   }
-  if (ink !== 'high' && ink !== 'low') throw new InputError(`ink must be 'high' (bright strokes) or 'low' (dark strokes), got ${JSON.stringify(ink)}`);
+  if (!INKS.includes(ink)) {
+    throw new InputError(`ink must be 'auto' (per image), 'high' (bright strokes) or 'low' (dark strokes), got ${JSON.stringify(ink)}`);
+  }
   if (!Array.isArray(images)) throw new InputError(`${what} must be an Array of {data, height, width} images`);
   if (images.length === 0) throw new InputError(`${what} are empty; expected at least one image`);
   const [H, W] = [Number(spec.size[0]), Number(spec.size[1])];
-  const invert = ink !== (spec.ink ?? 'high');
+  const bundleInk = spec.ink ?? 'high';
   const out = new Float32Array(images.length * H * W);
   images.forEach((img, n) => {
     const name = `${what}[${n}]`;
     if (!img || img.data === undefined || !Number.isInteger(img.height) || !Number.isInteger(img.width)) {
-      throw new InputError(`${name} must be an object {data, height, width} (one single-channel image)`);
+      throw new InputError(`${name} must be an object {data, height, width} (one image)`);
     }
     const { height: h, width: w } = img;
     if (Math.min(h, w) < MIN_SIDE || Math.max(h, w) > MAX_ASPECT * Math.min(h, w)) {
       throw new InputError(`${name} has size ${h}x${w}; expected 2-D images at least ${MIN_SIDE}x${MIN_SIDE} with an ` +
         `aspect ratio within ${MAX_ASPECT}:1 (they are resized to ${H}x${W}); a flattened or transposed array looks like this`);
     }
-    if (img.data.length !== h * w) throw new InputError(`${name} has ${img.data.length} values; expected height * width = ${h * w}`);
-    const put = unitConverter(img, name);
+    if (h * w > MAX_PIXELS) {
+      throw new InputError(`${name} has size ${h}x${w} (${Math.round(h * w / 1e6)} megapixels); expected at most ` +
+        `${MAX_PIXELS / 1e6} megapixels per image: downscale it first`);
+    }
+    const { values, darkInk } = unitGrey(img, name);
+    const given = ink === 'auto' ? (darkInk ? 'low' : 'high') : ink;
     const base = n * H * W;
     if (h === H && w === W) {
-      for (let k = 0; k < H * W; k++) put(out, base + k, k);
+      out.set(values, base);
     } else if (spec.resize === 'nearest') {
       const rows = nearestIndices(h, H);
       const cols = nearestIndices(w, W);
       for (let i = 0; i < H; i++) {
         const src = rows[i] * w;
         const dst = base + i * W;
-        for (let j = 0; j < W; j++) put(out, dst + j, src + cols[j]);
+        for (let j = 0; j < W; j++) out[dst + j] = values[src + cols[j]];
       }
     } else {
       throw new InputError(`resize filter "${spec.resize}" is not supported in this example (only "nearest"); ` +
         `give ${H}x${W} images or resize them with Pillow's ${spec.resize} filter first`);
     }
+    if (given !== bundleInk) for (let k = base; k < base + H * W; k++) out[k] = 1 - out[k]; // float32 1 - x
   });
-  if (invert) for (let k = 0; k < out.length; k++) out[k] = 1 - out[k]; // float32 1 - x
   return { data: out, n: images.length, height: H, width: W };
 }
 
@@ -571,7 +710,7 @@ class Bundle {
   }
 
   /** Raw images -> preprocessed batch (see preprocess()). */
-  preprocess(images, { ink = 'high', what = 'images' } = {}) {
+  preprocess(images, { ink = 'auto', what = 'images' } = {}) {
     return preprocess(images, this.preprocessSpec, { ink, what });
   }
 
@@ -644,7 +783,8 @@ function softmaxRows(logits) {
 
 class FewShotClassifier {
   /**
-   * Load and verify a bundle, then wrap it. Options: ink ('high' | 'low'), threads (intra-op, default 1),
+   * Load and verify a bundle, then wrap it. Options: ink ('auto' per image, the default | 'high' | 'low'),
+   * threads (intra-op, default 1),
    * precision ('auto' | 'fp32' | 'int8', see Bundle.load),
    * unknownLabel (what predict(..., {rejectUnknown: true}) answers, default 'unknown'), unknownThreshold
    * (a max-logit threshold overriding the manifest's open_set calibration).
@@ -653,8 +793,8 @@ class FewShotClassifier {
     return new FewShotClassifier(await Bundle.load(bundlePath, { threads, precision }), options);
   }
 
-  constructor(bundle, { ink = 'high', unknownLabel = 'unknown', unknownThreshold = null } = {}) {
-    if (ink !== 'high' && ink !== 'low') throw new InputError(`ink must be 'high' or 'low', got ${JSON.stringify(ink)}`);
+  constructor(bundle, { ink = 'auto', unknownLabel = 'unknown', unknownThreshold = null } = {}) {
+    if (!INKS.includes(ink)) throw new InputError(`ink must be 'auto', 'high' or 'low', got ${JSON.stringify(ink)}`);
     this.bundle = bundle;
     this.ink = ink;
     this.unknownLabel = unknownLabel;
@@ -851,4 +991,5 @@ module.exports = {
   FORMAT_NAME, FORMAT_VERSION, BundleError, InputError, Bundle, FewShotClassifier,
   readBundle, readBundleFiles, verify, manifestDigest, canonicalManifest, parsePyJson, pyFloatRepr,
   pyJsonString, compareCodePoints, preprocess, nearestIndices, uniqueSorted, sessionOptions, MIN_SIDE, MAX_ASPECT,
+  unitGrey, meanFloat64, INKS,
 };

@@ -2,11 +2,11 @@
 /**
  * Node.js runtime == Python runtime, on real bundles with real onnxruntime (no mocks).
  *
- * Fixtures are written by the Python side first:
- *   python tools/node_fixture.py examples/node/test/fixtures     (from the repository root)
- *   cd examples/node && node --test
- * EDGEMETA_NODE_FIXTURES=/some/folder points the test at fixtures elsewhere (the pytest wrapper
- * tests/test_node_example.py does this).
+ * The fixtures in test/fixtures are what the Python runtime computed (tools/node_fixture.py; the
+ * bundles are the shipped ones in ../../models, by relative path), so `npm test` runs on its own.
+ * EDGEMETA_NODE_FIXTURES=/some/folder points the test at a larger set written elsewhere with
+ * `python tools/node_fixture.py /some/folder --full` (every adaptation method, a .zip bundle; the
+ * pytest wrapper tests/test_node_example.py does this).
  */
 
 const test = require('node:test');
@@ -15,34 +15,44 @@ const fs = require('fs');
 const os = require('os');
 const path = require('path');
 const crypto = require('crypto');
+const zlib = require('zlib');
 const em = require('../edgemeta');
 
 const FIXTURES = process.env.EDGEMETA_NODE_FIXTURES || path.join(__dirname, 'fixtures');
 const LOGIT_TOL = 1e-4;
 const PROBA_TOL = 1e-5;
+const MIN_COMPARED = 8; // every parity case compares at least this many queries
 
 function readFixture(name) {
   const file = path.join(FIXTURES, name);
   if (!fs.existsSync(file)) {
-    throw new Error(`missing fixture ${file}: generate the fixtures first, from the repository root: ` +
+    throw new Error(`missing fixture ${file}: regenerate the fixtures from the repository root: ` +
       '`python tools/node_fixture.py examples/node/test/fixtures` (or set EDGEMETA_NODE_FIXTURES)');
   }
   return JSON.parse(fs.readFileSync(file, 'utf8'));
 }
 
 const index = readFixture('index.json');
+const fixturePath = (p) => path.resolve(FIXTURES, p); // paths in the fixtures are relative to their folder
+const SHIPPED = fixturePath(index.shipped);
 
-/** A fixture image -> the {data, height, width[, dtype]} object the library takes. */
+/** Packed fixture bytes (zlib, base64) -> a fresh, aligned Uint8Array. */
+const unpack = (b64) => new Uint8Array(zlib.inflateSync(Buffer.from(b64, 'base64')));
+
+/** A fixture image -> the {data, height, width[, channels][, dtype]} object the library takes. */
 function image(e) {
-  const bytes = new Uint8Array(Buffer.from(e.b64, 'base64')); // a fresh, aligned copy
+  const bytes = unpack(e.zlib);
   const { height, width } = e;
-  if (e.dtype === 'float32') return { data: new Float32Array(bytes.buffer), height, width };
-  if (e.dtype === 'uint8') return { data: bytes, height, width };
+  const channels = e.channels ?? 1;
+  // channels is left out for single-channel and RGBA images: the library infers it from the length
+  const extra = channels === 3 ? { channels } : {};
+  if (e.dtype === 'float32') return { data: new Float32Array(bytes.buffer), height, width, ...extra };
+  if (e.dtype === 'uint8') return { data: bytes, height, width, ...extra };
   if (e.dtype === 'bool') return { data: bytes, height, width, dtype: 'bool' };
   throw new Error(`unknown fixture dtype ${e.dtype}`);
 }
 
-function assertMatches(got, want, what) {
+function assertMatches(got, want, what, { bitIdentical = false } = {}) {
   const { classes, logits, proba, predictions } = got;
   assert.deepEqual(classes, want.classes, `${what}: classes`);
   assert.equal(logits.n, want.logits.length, `${what}: rows`);
@@ -52,6 +62,7 @@ function assertMatches(got, want, what) {
     worst = Math.max(worst, Math.abs(logits.data[r * logits.c + j] - v));
   }));
   assert.ok(worst <= LOGIT_TOL, `${what}: logits differ from Python's by ${worst} (limit ${LOGIT_TOL})`);
+  if (bitIdentical) assert.equal(worst, 0, `${what}: logits should be bit-identical to Python's, differ by ${worst}`);
   want.proba.forEach((row, r) => row.forEach((v, j) => {
     assert.ok(Math.abs(proba[r][j] - v) <= PROBA_TOL, `${what}: probability [${r}][${j}] ${proba[r][j]} vs ${v}`);
   }));
@@ -76,7 +87,7 @@ async function answer(clf, query) {
 
 test('canonical manifest JSON and digest match Python byte for byte', () => {
   const cases = readFixture('json_cases.json');
-  assert.ok(cases.length >= 9);
+  assert.ok(cases.length >= 6, `only ${cases.length} JSON cases`);
   for (const c of cases) {
     assert.equal(em.canonicalManifest(c.text), c.canonical, `canonical form of ${c.name}`);
     assert.equal(em.manifestDigest(c.text), c.digest, `digest of ${c.name}`);
@@ -98,16 +109,39 @@ async function bundleFor(p, precision = 'auto') {
   return bundles.get(key);
 }
 
-for (const name of index.cases) {
-  const c = readFixture(`case-${name}.json`);
+const cases = index.cases.map((name) => readFixture(`case-${name}.json`));
+
+test('near ties dropped from the comparison are bounded, and every case compares enough queries', () => {
+  let dropped = 0;
+  let total = 0;
+  for (const c of cases) {
+    assert.equal(c.query.length, c.queries_total - c.dropped_near_ties, `${c.name}: query count`);
+    assert.ok(c.query.length >= MIN_COMPARED, `${c.name}: only ${c.query.length} queries compared (at least ${MIN_COMPARED})`);
+    dropped += c.dropped_near_ties;
+    total += c.queries_total;
+  }
+  assert.ok(cases.length >= 5, `only ${cases.length} parity cases`);
+  assert.ok(dropped <= index.max_dropped * total && index.max_dropped <= 0.02,
+    `${dropped} of ${total} queries dropped as near ties (at most ${100 * index.max_dropped} %)`);
+});
+
+for (const c of cases) {
+  const { name } = c;
   test(`parity with the Python runtime: ${name}`, async (t) => {
-    const clf = new em.FewShotClassifier(await bundleFor(c.bundle, c.precision), { ink: c.ink });
+    const clf = new em.FewShotClassifier(await bundleFor(fixturePath(c.bundle), c.precision), { ink: c.ink });
     assert.equal(clf.bundle.method, c.method);
     assert.equal(clf.bundle.precision, c.python_precision, 'the same backbone graph as the Python runtime');
     const query = c.query.map(image);
+    if (c.preprocessed) {
+      const want = new Float32Array(unpack(c.preprocessed).buffer);
+      const got = clf.bundle.preprocess(query, { ink: c.ink }).data;
+      assert.equal(got.length, want.length);
+      const diff = got.findIndex((v, k) => !Object.is(v, want[k]));
+      assert.equal(diff, -1, `${name}: preprocessed pixel ${diff} is ${got[diff]}, Python's ${want[diff]}`);
+    }
     if (!c.steps) {
       await clf.fit(c.support.map(image), c.labels);
-      const worst = assertMatches(await answer(clf, query), c.expected, name);
+      const worst = assertMatches(await answer(clf, query), c.expected, name, { bitIdentical: !!c.bit_identical });
       t.diagnostic(`${query.length} queries, max |logit - python| = ${worst.toExponential(2)}`);
       return;
     }
@@ -133,29 +167,38 @@ for (const name of index.cases) {
   });
 }
 
-test('a .zip bundle and a reformatted manifest give the same answers as the directory', async () => {
+function copyShipped() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'edgemeta-tamper-'));
+  for (const f of fs.readdirSync(SHIPPED)) fs.copyFileSync(path.join(SHIPPED, f), path.join(dir, f));
+  return dir;
+}
+
+test('a reformatted manifest (and a .zip bundle, with --full fixtures) give the same answers as the directory', async (t) => {
   const c = readFixture('case-proto-strings.json');
   const query = c.query.map(image);
+  const reformatted = copyShipped();
+  fs.copyFileSync(fixturePath(index.reformatted_manifest), path.join(reformatted, 'manifest.json'));
+  const paths = [SHIPPED, reformatted, ...(index.zip ? [fixturePath(index.zip)] : [])];
   const answers = [];
-  for (const p of [index.shipped, index.zip, index.reformatted]) {
-    const clf = await em.FewShotClassifier.load(p);
-    await clf.fit(c.support.map(image), c.labels);
-    answers.push(await answer(clf, query));
-    await clf.bundle.release();
+  try {
+    for (const p of paths) {
+      const clf = await em.FewShotClassifier.load(p, { ink: c.ink });
+      await clf.fit(c.support.map(image), c.labels);
+      answers.push(await answer(clf, query));
+      await clf.bundle.release();
+    }
+  } finally {
+    fs.rmSync(reformatted, { recursive: true, force: true });
   }
-  assertMatches(answers[1], c.expected, 'zip bundle');
-  assertMatches(answers[2], c.expected, 'reformatted manifest');
-  assert.deepEqual(answers[1].logits.data, answers[0].logits.data);
-  assert.deepEqual(answers[2].logits.data, answers[0].logits.data);
+  assert.notEqual(fs.readFileSync(fixturePath(index.reformatted_manifest), 'utf8'), fs.readFileSync(path.join(SHIPPED, 'manifest.json'), 'utf8'));
+  answers.slice(1).forEach((a, k) => {
+    assertMatches(a, c.expected, paths[k + 1]);
+    assert.deepEqual(a.logits.data, answers[0].logits.data);
+  });
+  if (!index.zip) t.diagnostic('no .zip bundle in these fixtures (written with --full)');
 });
 
 // ------------------------------------------------------------------------------------ refusals
-
-function copyShipped() {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'edgemeta-tamper-'));
-  for (const f of fs.readdirSync(index.shipped)) fs.copyFileSync(path.join(index.shipped, f), path.join(dir, f));
-  return dir;
-}
 
 function editManifest(dir, fn) {
   const p = path.join(dir, 'manifest.json');
@@ -227,7 +270,7 @@ test('refuses a path that is not a bundle', async () => {
 test('forget and addClass: a forgotten class is gone, one class left is not enough, re-adding works', async () => {
   const c = readFixture('case-proto-sequence.json');
   const first = c.steps[0];
-  const clf = new em.FewShotClassifier(await bundleFor(index.shipped));
+  const clf = new em.FewShotClassifier(await bundleFor(SHIPPED));
   await clf.fit(first.images.map(image), first.labels);
   const query = c.query.map(image);
   assert.deepEqual(clf.classes, ['a', 'b', 'c', 'd']);
@@ -258,7 +301,7 @@ test('labels sort like numpy.unique', () => {
 });
 
 test('bad images are refused with a reason', async () => {
-  const b = await bundleFor(index.shipped);
+  const b = await bundleFor(SHIPPED);
   const spec = b.preprocessSpec;
   const bad = new Float32Array(16);
   bad[5] = 1.5;
