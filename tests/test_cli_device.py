@@ -196,3 +196,63 @@ def test_adapt_on_a_bad_support_folder(runner, shipped_bundle_dir, tmp_path):
     res = runner.invoke(app, ["adapt", str(shipped_bundle_dir), "--support", str(tmp_path / "missing"),
                               "--state", str(tmp_path / "s.bin")])
     assert res.exit_code == 2 and "is not a folder" in res.stderr
+
+
+# ---- messages and folders, without Omniglot: synthetic drawings are enough to exercise the paths ----------
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory) -> Path:
+    """``root/support/{bar,ring}/*.png`` (3 drawings each) and ``root/queries/*.png`` (4 drawings)."""
+    root = tmp_path_factory.mktemp("synthetic")
+    yy, xx = np.mgrid[:28, :28]
+    for i in range(3):
+        bar = np.zeros((28, 28), np.float32)
+        bar[:, 10 + i:16 + i] = 1.0
+        ring = ((np.hypot(yy - 14, xx - 14 - i) - 8).__abs__() < 2).astype(np.float32)
+        write_png(root / "support" / "bar" / f"{i}.png", bar)
+        write_png(root / "support" / "ring" / f"{i}.png", ring)
+        write_png(root / "queries" / f"q{i}.png", bar if i % 2 else ring)
+    write_png(root / "queries" / "q3.png", ring)
+    return root
+
+
+def test_predict_a_folder_classifies_every_image_in_it(runner, shipped_bundle_dir, synthetic, tmp_path):
+    state = tmp_path / "s.bin"
+    res = runner.invoke(app, ["adapt", str(shipped_bundle_dir), "--support", str(synthetic / "support"),
+                              "--state", str(state)])
+    assert res.exit_code == 0, res.output
+    (synthetic / "queries" / "notes.txt").write_text("not an image; skipped in a folder")
+    res = runner.invoke(app, ["predict", str(shipped_bundle_dir), str(synthetic / "queries"), "--state", str(state),
+                              "--json", "--no-unknown"])
+    assert res.exit_code == 0, res.output
+    out = [json.loads(line) for line in res.stdout.splitlines() if line.strip()]
+    assert [row["image"] for row in out] == [str(synthetic / "queries" / f"q{i}.png") for i in range(4)]
+    assert [row["label"] for row in out] == ["ring", "bar", "ring", "ring"]
+
+
+def test_predict_messages_name_what_is_wrong(runner, shipped_bundle_dir, synthetic, tmp_path):
+    one = tmp_path / "one.bin"
+    res = runner.invoke(app, ["adapt", str(shipped_bundle_dir), "--support", str(synthetic / "support"),
+                              "--state", str(one)])
+    assert res.exit_code == 0, res.output
+    assert runner.invoke(app, ["forget", str(shipped_bundle_dir), "bar", "--state", str(one)]).exit_code == 0
+    q = str(synthetic / "queries" / "q0.png")
+    res = runner.invoke(app, ["predict", str(shipped_bundle_dir), q, "--state", str(one)])
+    assert res.exit_code == 2
+    assert "holds 1 class (ring)" in res.stderr and "edgemeta adapt" in res.stderr and "--support" in res.stderr
+    assert "fit(" not in res.stderr
+
+    two = tmp_path / "two.bin"
+    assert runner.invoke(app, ["adapt", str(shipped_bundle_dir), "--support", str(synthetic / "support"),
+                               "--state", str(two)]).exit_code == 0
+    missing = tmp_path / "nope.png"
+    res = runner.invoke(app, ["predict", str(shipped_bundle_dir), str(missing), "--state", str(two)])
+    assert res.exit_code == 2 and f"{missing}: no such file or folder" in res.stderr
+    text = tmp_path / "notes.png"
+    text.write_text("hello")
+    res = runner.invoke(app, ["predict", str(shipped_bundle_dir), str(text), "--state", str(two)])
+    assert res.exit_code == 2 and f"{text} is not an image Pillow can read" in res.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = runner.invoke(app, ["predict", str(shipped_bundle_dir), str(empty), "--state", str(two)])
+    assert res.exit_code == 2 and f"{empty} is a folder with no image files" in res.stderr
+    assert "Traceback" not in res.output and "Errno" not in res.output

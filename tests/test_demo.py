@@ -57,3 +57,22 @@ def test_demo_cli_json_without_figure(tmp_path, monkeypatch, omniglot_root):
 def test_demo_cli_on_a_missing_bundle(tmp_path):
     res = CliRunner().invoke(app, ["demo", "--no-figure", "--draws", "1", "--bundle", str(tmp_path / "nope")])
     assert res.exit_code == 2 and "bundle not found" in res.stderr
+
+
+def test_demo_without_omniglot_names_each_place_it_looked_once(shipped_bundle_dir, tmp_path, monkeypatch):
+    """In a clone without ../shared, the working directory's parent and the checkout's parent are one
+    place: the demo still runs and says where it looked for Omniglot, each place once."""
+    import edgemeta.data.omniglot as omniglot
+    from edgemeta.demo import run_demo
+
+    clone = tmp_path / "clone"
+    (clone / "edgemeta" / "data").mkdir(parents=True)
+    monkeypatch.setattr(omniglot, "__file__", str(clone / "edgemeta" / "data" / "omniglot.py"))
+    monkeypatch.delenv("EDGEMETA_OMNIGLOT", raising=False)
+    monkeypatch.chdir(clone)
+    logs: list[str] = []
+    res = run_demo(shipped_bundle_dir, shots=5, draws=2, figure=None, log=logs.append)
+    assert res["accuracy"] > 60.0 and "omniglot_rejected" not in res
+    skipped = [line for line in logs if "unknown rejection skipped" in line]
+    assert len(skipped) == 1 and "Omniglot not found" in skipped[0]
+    assert skipped[0].count(str(tmp_path / "shared" / "data" / "omniglot")) == 1
