@@ -509,3 +509,246 @@ def test_a_crash_mid_save_leaves_no_copy_of_a_forgotten_class(bundle, bundle_dir
         data = p.read_bytes()
         assert gone.encode() not in data, f"{p.name} still holds the forgotten label"
         assert not any(row.tobytes() in data for row in own), f"{p.name} still holds forgotten embeddings"
+
+
+# ---- version-1 states users already have --------------------------------------------------------------
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _digits_task():
+    """The scans tests/fixtures/make_v1_states.py adapted to (digits 0, 1, 7, first two each) and queries."""
+    from edgemeta.demo import load_digits_images
+
+    x, y = load_digits_images()
+    rows = np.concatenate([np.flatnonzero(y == d)[:2] for d in (0, 1, 7)])
+    query = x[np.concatenate([np.flatnonzero(y == d)[2:6] for d in (0, 1, 7)])]
+    return x[rows], y[rows], query
+
+
+def test_version1_states_still_load_and_resave_as_version2(shipped_bundle, tmp_path):
+    """The fixtures were written by the version-1 writer (commit dac9698) with
+    ``python tests/fixtures/make_v1_states.py``; they load as the same classifiers and save as v2."""
+    sx, sy, qx = _digits_task()
+    plain = FewShotClassifier.load(shipped_bundle, FIXTURES / "v1-plain.state")
+    fresh = FewShotClassifier(shipped_bundle).fit(sx, [f"digit {d}" for d in sy])
+    assert_same_state(plain, fresh, qx)
+    enc = FewShotClassifier.load(shipped_bundle, FIXTURES / "v1-encrypted.state", key=bytes(range(32)))
+    assert enc.ink == "low" and enc.classes_.tolist() == [0, 1, 7]
+    assert_same_state(enc, FewShotClassifier(shipped_bundle, ink="low").fit(1 - sx, sy.tolist()), 1 - qx)
+    with pytest.raises(StateError, match="wrong key"):
+        FewShotClassifier.load(shipped_bundle, FIXTURES / "v1-encrypted.state", key=bytes(32))
+    plain.save(tmp_path / "s")
+    assert _split((tmp_path / "s").read_bytes())[0]["version"] == 2
+    assert_same_state(FewShotClassifier.load(shipped_bundle, tmp_path / "s"), fresh, qx)
+
+
+def _v1_with(members: dict, deflate: tuple[str, ...] = ()) -> bytes:
+    """The v1 plain fixture with its npz members replaced (``None`` drops one) and the ``deflate``
+    ones compressed, checksum recomputed."""
+    import io
+    import zipfile
+
+    header, payload = _split((FIXTURES / "v1-plain.state").read_bytes())
+    with zipfile.ZipFile(io.BytesIO(payload)) as zf:
+        old = {i.filename: zf.read(i) for i in zf.infolist()}
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, raw in {**old, **members}.items():
+            if raw is not None:
+                zf.writestr(name, raw, compress_type=zipfile.ZIP_DEFLATED if name in deflate else None)
+    body = buf.getvalue()
+    return _join({**header, "payload_bytes": len(body), "payload_sha256": hashlib.sha256(body).hexdigest()}, body)
+
+
+def _npy(descr: str, shape: str, data: bytes) -> bytes:
+    head = "{'descr': %s, 'fortran_order': False, 'shape': %s, }" % (descr, shape)
+    head += " " * (63 - (len(head) + 10) % 64) + "\n"
+    return b"\x93NUMPY\x01\x00" + len(head).to_bytes(2, "little") + head.encode() + data
+
+
+@pytest.mark.parametrize("case, message", [
+    ("deflated", "is compressed or encrypted; edgemeta writes stored members only"),
+    ("shape_lies", "does not match its"),
+    ("huge_shape", "does not match its"),
+    ("object_dtype", "unexpected .npy header"),
+    ("not_npy", "is not a .npy array"),
+])
+def test_version1_payload_tricks_are_refused_before_reading_them(shipped_bundle, tmp_path, case, message):
+    emb = _npy("'<f4'", "(6, 64)", bytes(6 * 64 * 4))
+    members = {"deflated": {"embeddings.npy": emb},
+               "shape_lies": {"embeddings.npy": _npy("'<f4'", "(7, 64)", bytes(6 * 64 * 4))},
+               "huge_shape": {"embeddings.npy": _npy("'<f4'", "(1000000000000, 64)", bytes(6 * 64 * 4))},
+               "object_dtype": {"embeddings.npy": _npy("'|O'", "(6, 64)", bytes(6 * 64 * 4))},
+               "not_npy": {"notes.txt": b"hello"}}[case]
+    (tmp_path / "s").write_bytes(_v1_with(members, deflate=("embeddings.npy",) if case == "deflated" else ()))
+    with pytest.raises(StateError, match=message):
+        FewShotClassifier.load(shipped_bundle, tmp_path / "s")
+
+
+BOMB_RSS = """
+    import hashlib, io, json, resource, sys, zipfile
+    from edgemeta.runtime.state import MAGIC, read_state, StateError
+    src = open(sys.argv[1], "rb").read()
+    end = src.index(b"\\n", len(MAGIC)); header = json.loads(src[len(MAGIC):end])
+    with zipfile.ZipFile(io.BytesIO(src[end + 1:])) as zf:
+        old = {i.filename: zf.read(i) for i in zf.infolist()}
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, raw in old.items():
+            if name != "embeddings.npy":
+                zf.writestr(name, raw)
+        with zf.open("embeddings.npy", "w", force_zip64=True) as fh:
+            head = "{'descr': '<f4', 'fortran_order': False, 'shape': (4194304, 64), }"
+            head += " " * (63 - (len(head) + 10) % 64) + "\\n"
+            fh.write(b"\\x93NUMPY\\x01\\x00" + len(head).to_bytes(2, "little") + head.encode())
+            for _ in range(1024):
+                fh.write(bytes(1 << 20))
+    body = buf.getvalue()
+    header.update(payload_bytes=len(body), payload_sha256=hashlib.sha256(body).hexdigest())
+    open(sys.argv[2], "wb").write(MAGIC + json.dumps(header).encode() + b"\\n" + body)
+    del body, buf
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:
+        read_state(sys.argv[2])
+    except StateError as exc:
+        print(json.dumps({"error": str(exc), "bytes": __import__("os").path.getsize(sys.argv[2]),
+                          "rss_growth_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024}))
+"""
+
+
+@pytest.mark.slow
+def test_a_state_inflating_to_1_gib_is_refused_without_inflating_it(tmp_path):
+    """A version-1 state of about 1 MB whose embeddings member deflates to 1 GiB is refused from the
+    zip's central directory: peak RSS grows by far less than 300 MB (the old reader took 2.1 GB)."""
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(BOMB_RSS), str(FIXTURES / "v1-plain.state"),
+                           str(tmp_path / "bomb.state")], capture_output=True, text=True, timeout=300)
+    out = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.stdout.strip() else proc.stderr
+    assert isinstance(out, dict), out
+    assert "compressed or encrypted" in out["error"]
+    assert out["bytes"] < 3 << 20
+    assert out["rss_growth_mb"] < 300, out
+
+
+# ---- hostile but checksum-consistent version-2 contents -----------------------------------------------
+
+def _v2(bundle, labels, emb, cls, meta=None, key=None, head=None) -> bytes:
+    from edgemeta.runtime.state import StateData
+
+    return encode_state(StateData(bundle.identity, labels, np.asarray(emb, np.float32), np.asarray(cls, np.int64),
+                                  head or {}, {"method": bundle.method, "ink": "high", **(meta or {})}), key)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_non_finite_embeddings_are_refused(shipped_bundle, tmp_path, value):
+    emb = np.ones((4, 64), np.float32)
+    emb[2, 5] = value
+    for key in (None, os.urandom(32)):
+        (tmp_path / "s").write_bytes(_v2(shipped_bundle, ["a", "b"], emb, [0, 0, 1, 1], key=key))
+        with pytest.raises(StateError, match="embeddings hold NaN or infinity"):
+            FewShotClassifier.load(shipped_bundle, tmp_path / "s", key=key)
+
+
+def test_more_classes_than_the_bundle_allows_are_refused(shipped_bundle, tmp_path):
+    limit = shipped_bundle.manifest["limits"]["max_ways"]
+    n = 2 * limit
+    emb = np.random.default_rng(0).standard_normal((n, 64)).astype(np.float32)
+    (tmp_path / "s").write_bytes(_v2(shipped_bundle, [f"c{i}" for i in range(n)], emb, np.arange(n)))
+    with pytest.raises(StateError, match=f"holds {n} classes; this bundle's limit is {limit}"):
+        FewShotClassifier.load(shipped_bundle, tmp_path / "s")
+
+
+@pytest.mark.parametrize("labels, message", [
+    (["a", "a"], "labels repeat a class"),
+    ([1, 1], "labels repeat a class"),
+    (["a", 1], "all strings or all 64-bit integers"),
+    ([1.5, 2.5], "all strings or all 64-bit integers"),
+    ([True, False], "all strings or all 64-bit integers"),
+    ([2**64, 1], "all strings or all 64-bit integers"),
+    (["a", "b", "c"], "1 labels have no embedding"),
+])
+def test_bad_labels_are_refused(shipped_bundle, tmp_path, labels, message):
+    (tmp_path / "s").write_bytes(_v2(shipped_bundle, labels, np.ones((4, 64)), [0, 0, 1, 1]))
+    with pytest.raises(StateError, match=message):
+        FewShotClassifier.load(shipped_bundle, tmp_path / "s")
+
+
+@pytest.mark.parametrize("cls", [[0, 0, 1, 2], [0, 0, 1, -1], [0, 1, 1]])
+def test_sample_class_must_index_the_labels_once_per_embedding(shipped_bundle, tmp_path, cls):
+    (tmp_path / "s").write_bytes(_v2(shipped_bundle, ["a", "b"], np.ones((4, 64)), cls))
+    with pytest.raises(StateError, match="sample_class"):
+        FewShotClassifier.load(shipped_bundle, tmp_path / "s")
+
+
+def test_ink_must_be_an_allowed_value(shipped_bundle, tmp_path):
+    (tmp_path / "s").write_bytes(_v2(shipped_bundle, ["a", "b"], np.ones((4, 64)), [0, 0, 1, 1], {"ink": "sideways"}))
+    with pytest.raises(StateError, match=r"ink is 'sideways'; expected one of \['high', 'low', 'auto'\]"):
+        FewShotClassifier.load(shipped_bundle, tmp_path / "s")
+    for ink in ("high", "low", "auto"):
+        st = decode_state(_v2(shipped_bundle, ["a", "b"], np.ones((4, 64)), [0, 0, 1, 1], {"ink": ink}))
+        assert st.meta["ink"] == ink
+
+
+def _with_body(data: bytes, body: bytes) -> bytes:
+    header, _ = _split(data)
+    return _join({**header, "payload_bytes": len(body), "payload_sha256": hashlib.sha256(body).hexdigest()}, body)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda ix, d: (dict(ix, arrays=[{**ix["arrays"][0], "shape": [2**30, 2**30 - 1]}] + ix["arrays"][1:]), d),
+     "needs 4611686014132420608 bytes"),
+    (lambda ix, d: (dict(ix, arrays=[{**ix["arrays"][0], "dtype": "object"}] + ix["arrays"][1:]), d), "dtype 'object'"),
+    (lambda ix, d: (ix, d + b"\0"), "1 bytes follow the last array"),
+    (lambda ix, d: (dict(ix, extra=1), d), "index has keys"),
+    (lambda ix, d: (dict(ix, meta={**ix["meta"], "bundle_id": "0" * 63}), d), "bundle_id is not"),
+])
+def test_index_lies_are_refused_before_allocating(shipped_bundle, edit, message):
+    import struct
+
+    data = _v2(shipped_bundle, ["a", "b"], np.ones((4, 64)), [0, 0, 1, 1])
+    _, body = _split(data)
+    (n,) = struct.unpack_from("<I", body)
+    index, arrays = edit(json.loads(body[4:4 + n]), body[4 + n:])
+    blob = json.dumps(index).encode()
+    with pytest.raises(StateError, match=message):
+        decode_state(_with_body(data, len(blob).to_bytes(4, "little") + blob + arrays))
+
+
+@pytest.mark.parametrize("line, message", [
+    (b'{"encryption": "none", "encryption": "none", "format": "edgemeta-state", "payload_bytes": 0, '
+     b'"payload_sha256": "", "version": 2}', "duplicate key 'encryption'"),
+    (b'{"x": ' + b"[" * 1500 + b"]" * 1500 + b"}", r"is not valid JSON \(RecursionError"),
+    (b'{"x": ' + b"[" * 20 + b"]" * 20 + b"}", "nests deeper than 8 levels"),
+    (b'{"payload_bytes": ' + b"9" * 3000 + b"}", "an integer of 3000 characters"),
+    (b'{"payload_bytes": NaN}', "the constant NaN"),
+    (b'{"version": 2' + b" " * 5000 + b"}", "header line is longer than 4096 bytes"),
+    (b'{"version": 2}', r"header has keys \['version'\]; expected"),
+])
+def test_header_must_be_strict_bounded_json(shipped_bundle, line, message):
+    with pytest.raises(StateError, match=message):
+        decode_state(MAGIC + line + b"\n" + b"x" * 10)
+
+
+def test_tampered_encrypted_version2_body_is_refused(shipped_bundle, tmp_path):
+    key = os.urandom(32)
+    data = _v2(shipped_bundle, ["a", "b"], np.ones((4, 64)), [0, 0, 1, 1], key=key)
+    header, payload = _split(data)
+    bad = payload[:-1] + bytes([payload[-1] ^ 1])
+    with pytest.raises(StateError, match=r"wrong key \(or altered ciphertext\)"):
+        decode_state(_with_body(data, bad), key)
+    with pytest.raises(StateError, match="shorter than nonce \\+ tag"):
+        decode_state(_with_body(data, payload[:20]), key)
+
+
+# ---- the fuzzer -----------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_state_fuzzer_500_mutants_none_escape():
+    """500 hostile mutants of real saved states (plain, encrypted, version 1): every one is refused
+    with a StateError or loads and predicts finite probabilities; `edgemeta predict` prints no traceback."""
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(root / "tools/fuzz/state_fuzz.py"), "--mutants", "500", "--seed", "0",
+                           "--cli", "3", "--json"], capture_output=True, text=True, timeout=1800, cwd=root)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["mutants"] == 500 and result["escaped"] == 0, result["escapes"]
+    assert result["refused"] > 400 and result["cli_runs"] == 3 and not result["cli_tracebacks"]
