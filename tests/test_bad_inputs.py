@@ -54,8 +54,8 @@ def test_non_finite_values_in_partial_fit_and_lists(bundle, fitted, task, bad):
         FewShotClassifier(bundle).partial_fit(x, sy)
     items = [im.copy() for im in qx[:3]]
     items[2][10, 10] = bad
-    with pytest.raises(InputError, match="images contain NaN or inf; expected finite values"):
-        fitted.predict_proba(items)
+    with pytest.raises(InputError, match=r"images\[2\] contain NaN or inf; expected finite values"):
+        fitted.predict_proba(items)                                 # the message names the list item
 
 
 @pytest.mark.parametrize("empty", [np.zeros((0, 28, 28), np.float32), np.zeros((0, 1, 28, 28), np.uint8), []])
@@ -78,7 +78,7 @@ def test_one_class_fit_with_int_labels_names_it(bundle, task):
 
 def test_flattened_images_in_a_list(fitted, task):
     qx = task[2]
-    with pytest.raises(InputError, match=rf"images have size 1x784; {SIZE_MSG}.*flattened or transposed"):
+    with pytest.raises(InputError, match=rf"images\[0\] have size 1x784; {SIZE_MSG}.*flattened or transposed"):
         fitted.predict([im.reshape(1, 784) for im in qx[:2]])         # [1, 784] rows in a list
     with pytest.raises(InputError, match=r"images\[0\] has shape \(784,\); expected a 2-D single-channel image"):
         fitted.predict([im.reshape(-1) for im in qx[:2]])
@@ -105,7 +105,7 @@ def test_tiny_or_elongated_images(fitted, shape):
 
 
 def test_bad_ink_setting(bundle, task):
-    with pytest.raises(InputError, match=r"ink must be 'high' \(bright strokes\) or 'low' \(dark strokes\), got 'dark'"):
+    with pytest.raises(InputError, match=r"ink must be 'auto' \(decided per image\), 'high' \(bright strokes\) or 'low' \(dark strokes\), got 'dark'"):
         FewShotClassifier(bundle, ink="dark").fit(task[0], task[1])
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edgemeta.data import EpisodeSampler
-from edgemeta.runtime import FewShotClassifier, HeadEnsemble, InputError
+from edgemeta.runtime import FewShotClassifier, HeadEnsemble, InputError, NotFittedError
 from edgemeta.runtime.classifier import softmax
 
 
@@ -46,5 +46,5 @@ def test_ensemble_refuses_different_backbones_and_bad_weights(bundle_dir, tmp_pa
         HeadEnsemble([(bundle_dir, 1.0), (shipped, 1.0)])
     with pytest.raises(InputError, match="weights must be >= 0"):
         HeadEnsemble([(bundle_dir, -1.0)])
-    with pytest.raises(InputError, match="call fit"):
+    with pytest.raises(NotFittedError, match="not fitted yet; call fit"):
         HeadEnsemble([(bundle_dir, 1.0)]).predict_proba(np.zeros((1, 28, 28), np.float32))

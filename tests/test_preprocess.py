@@ -87,7 +87,7 @@ def test_ink_low_inverts(binary_105):
     # a bundle whose spec says ink is low inverts high-ink input instead
     low_spec = dict(SPEC, ink="low")
     np.testing.assert_array_equal(preprocess(binary_105, low_spec, ink="high"), 1.0 - high)
-    with pytest.raises(InputError, match=r"ink must be 'high'.*'low'.*got 'dark'"):
+    with pytest.raises(InputError, match=r"ink must be 'auto' \(decided per image\), 'high'.*'low'.*got 'dark'"):
         preprocess(binary_105, SPEC, ink="dark")
 
 
@@ -118,8 +118,8 @@ def test_other_pillow_filters_go_through_pillow():
 @pytest.mark.parametrize("bad,expected", [
     (np.full((2, 28, 28), np.nan, np.float32), r"NaN or inf; expected finite values in \[0, 1\]"),
     (np.where(np.eye(28, dtype=bool)[None], np.inf, 0.0), r"NaN or inf; expected finite"),
-    (np.full((1, 28, 28), 1.5), r"values in \[0, 1.5\]; expected float images scaled to \[0, 1\]"),
-    (np.full((1, 28, 28), -0.1, np.float32), r"values in \[-0.1, 0\]; expected float images scaled"),
+    (np.full((1, 28, 28), 1.5), r"values in \[1.5, 1.5\]; expected float images scaled to \[0, 1\]"),
+    (np.full((1, 28, 28), -0.1, np.float32), r"values in \[-0.1, -0.1\]; expected float images scaled"),
     (np.full((1, 28, 28), 200.0), r"expected float images scaled to \[0, 1\] \(or uint8 0..255, or bool\)"),
 ])
 def test_bad_values(bad, expected):
@@ -136,7 +136,8 @@ def test_bad_dtype_names_what_is_expected(dtype):
 
 @pytest.mark.parametrize("shape", [(28, 28), (784,), (2, 3, 28, 28), (1, 2, 1, 28, 28), ()])
 def test_wrong_ndim_array(shape):
-    with pytest.raises(InputError, match=r"have shape .*; expected \[N, H, W\] or \[N, 1, H, W\] single-channel"):
+    with pytest.raises(InputError, match=r"have shape .*; expected \[N, H, W\] or \[N, 1, H, W\] grey, "
+                                         r"\[N, H, W, 3\] RGB or \[N, H, W, 4\] RGBA images, or a list of"):
         preprocess(np.zeros(shape, np.float32), SPEC, what="support images")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgemeta.runtime import Bundle, FewShotClassifier, InputError
+from edgemeta.runtime import Bundle, FewShotClassifier, InputError, NotFittedError
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +96,11 @@ def test_full_resolution_raw_drawings(bundle, raw_task):
     np.testing.assert_array_equal(u8.decision_function(qx.astype(np.uint8) * 255), clf.decision_function(qx))
     paper = FewShotClassifier(bundle, ink="low").fit(~sx, sy)           # white paper, black strokes
     np.testing.assert_array_equal(paper.decision_function(~qx), clf.decision_function(qx))
-    # the wrong ink setting gives different (much worse) embeddings, not the same ones
-    wrong = FewShotClassifier(bundle).fit(~sx, sy)
+    # the default ink="auto" finds the dark strokes on its own, image by image
+    auto = FewShotClassifier(bundle).fit(~sx, sy)
+    np.testing.assert_array_equal(auto.decision_function(~qx), clf.decision_function(qx))
+    # forcing the wrong ink gives different (much worse) embeddings, not the same ones
+    wrong = FewShotClassifier(bundle, ink="high").fit(~sx, sy)
     assert not np.allclose(wrong.decision_function(~qx), clf.decision_function(qx))
 
 
@@ -181,9 +184,12 @@ def test_mixed_int_and_string_labels_are_refused(bundle, task):
 
 def test_predict_before_fit(bundle, task):
     clf = FewShotClassifier(bundle)
-    for call in (clf.predict, clf.predict_proba, clf.decision_function):
-        with pytest.raises(InputError, match=r"no classes to tell apart yet .*call fit\(images, labels\)"):
+    for call in (clf.predict, clf.predict_proba, clf.decision_function, lambda x: clf.score(x, task[3])):
+        with pytest.raises(NotFittedError, match=r"not fitted yet; call fit\(images, labels\) with at least two"):
             call(task[2])
+    clf.partial_fit(task[0][:5], task[1][:5])                    # one class held: not enough to tell apart
+    with pytest.raises(InputError, match=r"holds only 1 class \(\[.+\]\); expected at least two classes .*add another with partial_fit"):
+        clf.predict(task[2])
 
 
 def test_failed_fit_keeps_the_previous_classes(bundle, task):

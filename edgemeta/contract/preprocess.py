@@ -1,28 +1,51 @@
-"""Raw single-channel image -> backbone input, exactly as a bundle's ``preprocess`` says (numpy only).
+"""Raw image -> backbone input, exactly as a bundle's ``preprocess`` says (numpy only).
 
-This one function is used by the training data pipeline and by the device runtime, so the two can
+This one module is used by the training data pipeline and by the device runtime, so the two can
 never drift apart. The spec (stored in ``manifest.json`` under ``preprocess``)::
 
     {"channels": 1, "size": [H, W], "resize": "nearest", "value_range": [0.0, 1.0], "ink": "high"}
 
-- Raw input values: ``bool`` (True = ink), ``uint8`` (0..255) or float in [0, 1].
-- ``resize``: a Pillow filter name. ``nearest`` is computed here in numpy with Pillow's own
-  sampling rule (:func:`nearest_indices`), other filters go through Pillow.
-- ``ink: "high"``: strokes have high values after preprocessing. Callers whose images have dark
-  ink on bright paper pass ``ink="low"`` and the image is inverted (``1 - x``).
+Accepted images (``docs/inputs.md`` states the same rules for every runtime):
+
+- Shapes: an array ``[N, H, W]`` / ``[N, 1, H, W]`` (grey) or ``[N, H, W, 3|4]`` (RGB / RGBA), or
+  a list of ``[H, W]`` / ``[1, H, W]`` / ``[H, W, 3|4]`` arrays of any sizes. Each image is at least
+  ``MIN_SIDE`` pixels a side, within ``MAX_ASPECT``:1 and at most ``MAX_PIXELS`` pixels.
+- Values: ``bool`` (True = 1), ``uint8`` 0..255 (v / 255) or float in [0, 1].
+- Colour -> grey: uint8 with Pillow's ``convert("L")`` rule in integers, after compositing alpha over
+  white; float with ``0.299 R + 0.587 G + 0.114 B`` in float32 (:func:`colour_to_grey`).
+- Ink polarity (``ink="auto"``, per image, before resizing): an image whose mean value is above 0.5
+  is dark ink on bright paper and is inverted (:func:`dark_on_bright`). ``ink="high"`` / ``"low"``
+  force bright / dark strokes for every image.
+- ``resize``: a Pillow filter name. ``nearest`` samples the source pixels here with Pillow's own
+  rule (:func:`nearest_indices`) and converts only the sampled pixels; other filters go through
+  Pillow on the uint8 (``L``) or float (``F``) image.
+
+Work is done in chunks of ``CHUNK`` images (:func:`iter_preprocess`), so memory stays bounded by one
+chunk whatever the number of images, and no float copy of a whole large image is ever made.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from edgemeta.errors import InputError
 
-MIN_SIDE = 4          # smaller images carry no usable strokes
-MAX_ASPECT = 4        # beyond this an "image" is almost always a flattened or mis-shaped array
+MIN_SIDE = 4                 # smaller images carry no usable strokes
+MAX_ASPECT = 4               # beyond this an "image" is almost always a flattened or mis-shaped array
+MAX_PIXELS = 50_000_000      # per image (50 megapixels, e.g. 7071x7071); larger images are refused
+CHUNK = 256                  # images preprocessed (and embedded) at a time
+STACK_PIXELS = 1 << 22       # equal-shaped list items are stacked into one batch up to this many pixels
 PILLOW_FILTERS = ("nearest", "box", "bilinear", "hamming", "bicubic", "lanczos")
+INK_SETTINGS = ("auto", "high", "low")
+SHAPES = ("[N, H, W] or [N, 1, H, W] grey, [N, H, W, 3] RGB or [N, H, W, 4] RGBA images, "
+          "or a list of [H, W] / [H, W, 3] / [H, W, 4] arrays")
+VALUES = "bool, uint8 (0..255) or float in [0, 1]"
+
+ImagesLike = np.ndarray | Iterable[np.ndarray]
 
 
 def default_spec(size: Sequence[int] = (28, 28), resize: str = "nearest") -> dict[str, Any]:
@@ -30,22 +53,68 @@ def default_spec(size: Sequence[int] = (28, 28), resize: str = "nearest") -> dic
             "value_range": [0.0, 1.0], "ink": "high"}
 
 
-def _to_unit_float(img: np.ndarray, what: str) -> np.ndarray:
-    """Map bool / uint8 / float images onto float32 in [0, 1]; refuse anything else."""
-    if img.dtype == np.bool_:
-        return img.astype(np.float32)
-    if img.dtype == np.uint8:
-        return img.astype(np.float32) / np.float32(255.0)
-    if np.issubdtype(img.dtype, np.floating):
-        out = img.astype(np.float32, copy=False)
-        if not np.all(np.isfinite(out)):
-            raise InputError(f"{what} contain NaN or inf; expected finite values in [0, 1]")
-        lo, hi = float(out.min(initial=0.0)), float(out.max(initial=0.0))
-        if lo < 0.0 or hi > 1.0:
-            raise InputError(f"{what} have values in [{lo:g}, {hi:g}]; expected float images scaled "
-                             f"to [0, 1] (or uint8 0..255, or bool)")
-        return out
-    raise InputError(f"{what} have dtype {img.dtype}; expected bool, uint8 (0..255) or float in [0, 1]")
+def check_ink(ink: Any) -> str:
+    """``ink`` as given if it is one of :data:`INK_SETTINGS`; else an InputError naming them."""
+    if not isinstance(ink, str) or ink not in INK_SETTINGS:
+        raise InputError(f"ink must be 'auto' (decided per image), 'high' (bright strokes) or 'low' "
+                         f"(dark strokes), got {ink!r}")
+    return ink
+
+
+def check_spec(spec: Mapping[str, Any]) -> tuple[int, int]:
+    """The spec's output size ``(H, W)``; refuses specs this runtime cannot follow."""
+    if spec.get("channels", 1) != 1:
+        raise InputError("only single-channel bundles are supported by this runtime")
+    if spec["resize"] not in PILLOW_FILTERS:
+        raise InputError(f"unknown resize filter {spec['resize']!r}; expected one of {PILLOW_FILTERS}")
+    return int(spec["size"][0]), int(spec["size"][1])
+
+
+# ---------------------------------------------------------------------------- the per-image rules
+def dark_on_bright(g: np.ndarray) -> np.ndarray:
+    """The ink rule: ``bool [n]``, True where image ``g[i]`` (grey ``[n, h, w]``) has a mean above 0.5.
+
+    Values count as mapped to [0, 1] (bool -> 0/1, uint8 -> v/255, float as is); the mean is exact for
+    bool and uint8 (integer comparison ``2 * sum > 255 * count``) and float64 for floats.
+    """
+    count = g.shape[1] * g.shape[2]
+    if g.dtype == np.bool_:
+        return 2 * np.count_nonzero(g, axis=(1, 2)) > count
+    if g.dtype == np.uint8:
+        return 2 * g.sum(axis=(1, 2), dtype=np.uint64) > np.uint64(255 * count)
+    return g.mean(axis=(1, 2), dtype=np.float64) > 0.5
+
+
+def colour_to_grey(c: np.ndarray) -> np.ndarray:
+    """RGB / RGBA ``[..., 3|4]`` -> grey ``[...]`` (uint8 stays uint8, float becomes float32).
+
+    uint8: alpha over white ``c' = (c*a + 255*(255-a) + 127) // 255``, then
+    ``L = (19595 R + 38470 G + 7471 B + 32768) >> 16`` (Pillow's ``convert("L")``), in integers.
+    float: ``c' = c*a + (1 - a)``, then ``L = 0.299 R + 0.587 G + 0.114 B`` in float32.
+    Works through the pixels in slices, so temporaries stay small for large images.
+    """
+    shape, ch = c.shape[:-1], c.shape[-1]
+    flat = c.reshape(-1, ch)
+    is_u8 = c.dtype == np.uint8
+    out = np.empty(flat.shape[0], np.uint8 if is_u8 else np.float32)
+    step = 1 << 20
+    for i in range(0, flat.shape[0], step):
+        if is_u8:
+            px = flat[i:i + step].astype(np.int32)
+            rgb = px[:, :3]
+            if ch == 4:
+                a = px[:, 3:4]
+                rgb = (rgb * a + 255 * (255 - a) + 127) // 255
+            out[i:i + step] = (19595 * rgb[:, 0] + 38470 * rgb[:, 1] + 7471 * rgb[:, 2] + 32768) >> 16
+        else:
+            px = flat[i:i + step].astype(np.float32)
+            rgb = px[:, :3]
+            if ch == 4:
+                a = px[:, 3:4]
+                rgb = rgb * a + (np.float32(1.0) - a)
+            lum = np.float32(0.299) * rgb[:, 0] + np.float32(0.587) * rgb[:, 1] + np.float32(0.114) * rgb[:, 2]
+            out[i:i + step] = np.minimum(lum, np.float32(1.0))
+    return out.reshape(shape)
 
 
 def nearest_indices(n_in: int, n_out: int) -> np.ndarray:
@@ -60,64 +129,225 @@ def nearest_indices(n_in: int, n_out: int) -> np.ndarray:
     return np.minimum(pos.astype(np.int64), n_in - 1)
 
 
-def _resize_batch(x: np.ndarray, size: tuple[int, int], method: str) -> np.ndarray:
-    """Resize float32 ``[N, h, w]`` to ``[N, H, W]``."""
-    n, h, w = x.shape
-    H, W = size
-    if (h, w) == (H, W):
-        return x
-    if method == "nearest":
-        return x[:, nearest_indices(h, H)[:, None], nearest_indices(w, W)]
+# ---------------------------------------------------------------------------- checking the input
+def _kind(x: Any) -> str:
+    return "None" if x is None else f"a {type(x).__name__}"
+
+
+def _check_values_dtype(dtype: np.dtype, colour: bool, what: str) -> None:
+    ok = dtype in (np.bool_, np.uint8) or np.issubdtype(dtype, np.floating)
+    if colour and dtype == np.bool_:
+        ok = False
+    if not ok:
+        if dtype == object:
+            raise InputError(f"{what} have dtype object; expected {VALUES} (pass differently sized images "
+                             f"as a list of 2-D arrays)")
+        accepted = "uint8 (0..255) or float in [0, 1] for colour" if colour else VALUES
+        raise InputError(f"{what} have dtype {dtype}; expected {accepted}")
+
+
+def _check_size(h: int, w: int, what: str, size: tuple[int, int] | None = None) -> None:
+    if min(h, w) < MIN_SIDE or max(h, w) > MAX_ASPECT * min(h, w):
+        to = f" (they are resized to {size[0]}x{size[1]})" if size else ""
+        raise InputError(f"{what} have size {h}x{w}; expected 2-D images at least {MIN_SIDE}x{MIN_SIDE} with "
+                         f"an aspect ratio within {MAX_ASPECT}:1{to}; a flattened or transposed array looks like this")
+    if h * w > MAX_PIXELS:
+        raise InputError(f"{what} have size {h}x{w} ({h * w / 1e6:.0f} megapixels); expected at most "
+                         f"{MAX_PIXELS // 1_000_000} megapixels per image: downscale it first")
+
+
+def _grey_or_colour(a: np.ndarray, batch: bool) -> tuple[np.ndarray, bool] | None:
+    """``(array, is_colour)`` with grey as ``[.., H, W]`` and colour as ``[.., H, W, C]``; None if neither."""
+    lead = 1 if batch else 0
+    if a.ndim == lead + 2:
+        return a, False
+    if a.ndim == lead + 3:
+        if a.shape[lead] == 1:
+            return (a[:, 0] if batch else a[0]), False
+        if a.shape[-1] in (3, 4):
+            return a, True
+    return None
+
+
+def _as_item(x: Any, where: str) -> tuple[np.ndarray, bool]:
+    """One list item -> ``(2-D grey or [H, W, C] colour array, is_colour)``."""
+    if x is None or isinstance(x, (str, bytes, bytearray, Mapping)):
+        raise InputError(f"{where} is {_kind(x)}; expected a 2-D image array ([H, W], or [H, W, 3|4] colour)")
+    try:
+        a = np.asarray(x)
+    except ValueError as exc:
+        raise InputError(f"{where} is a ragged nested sequence ({exc}); expected a 2-D image array") from None
+    got = _grey_or_colour(a, batch=False)
+    if got is None:
+        raise InputError(f"{where} has shape {a.shape}; expected a 2-D single-channel image [H, W] "
+                         f"(or [H, W, 3] RGB, [H, W, 4] RGBA)")
+    _check_values_dtype(got[0].dtype, got[1], where)
+    return got
+
+
+@dataclass(frozen=True)
+class CheckedImages:
+    """Images whose shapes and dtypes passed the checks (values are checked chunk by chunk).
+
+    Exactly one of ``batch`` (``[N, H, W]`` or ``[N, H, W, C]``) and ``items`` (a list) is set.
+    """
+
+    batch: np.ndarray | None
+    items: list[np.ndarray] | None
+    colour: np.ndarray              # bool: [1] for a batch, [N] for a list
+    what: str
+
+    def __len__(self) -> int:
+        return len(self.batch) if self.batch is not None else len(self.items)
+
+
+def check_images(images: Any, what: str = "images", size: tuple[int, int] | None = None) -> CheckedImages:
+    """Check the shapes and dtypes of every image (no pixel is copied); raises InputError naming what
+    was expected. Empty input is refused. ``size``: the output size, named in size errors."""
+    if images is None or isinstance(images, (str, bytes, bytearray, memoryview, Mapping, set, frozenset)) \
+            or np.isscalar(images) or isinstance(images, np.generic):
+        raise InputError(f"{what} is {_kind(images)}; expected {SHAPES}")
+    if not isinstance(images, (np.ndarray, list, tuple)):
+        if hasattr(images, "__array__") or hasattr(images, "__array_interface__"):
+            images = np.asarray(images)
+        elif isinstance(images, Iterable):
+            images = list(images)
+        else:
+            raise InputError(f"{what} is {_kind(images)}; expected {SHAPES}")
+    if isinstance(images, np.ndarray):
+        got = _grey_or_colour(images, batch=True)
+        if got is None:
+            hint = " (one image? pass [image] or image[None])" if images.ndim in (2, 3) else ""
+            raise InputError(f"{what} have shape {images.shape}; expected {SHAPES}{hint}")
+        arr, colour = got
+        if len(arr) == 0:
+            raise InputError(f"{what} are empty; expected at least one image")
+        _check_values_dtype(arr.dtype, colour, what)
+        _check_size(arr.shape[1], arr.shape[2], what, size)
+        return CheckedImages(arr, None, np.array([colour]), what)
+    if len(images) == 0:
+        raise InputError(f"{what} are empty; expected at least one image")
+    items, colours = [], np.zeros(len(images), bool)
+    for i, x in enumerate(images):
+        a, colours[i] = _as_item(x, f"{what}[{i}]")
+        _check_size(a.shape[0], a.shape[1], what if len(images) == 1 else f"{what}[{i}]", size)
+        items.append(a)
+    return CheckedImages(None, items, colours, what)
+
+
+# ---------------------------------------------------------------------------- converting
+def _check_values(g: np.ndarray, what: str, first: int | None = None) -> None:
+    """Floats must be finite and in [0, 1] (min and max only: no copy of the images). ``first``: the
+    list index of ``g[0]`` when ``g`` stacks list items (the message then names the bad item)."""
+    if not np.issubdtype(g.dtype, np.floating):
+        return
+    lo, hi = float(g.min()), float(g.max())
+    if first is not None and not (np.isfinite(lo) and np.isfinite(hi) and 0.0 <= lo and hi <= 1.0):
+        for k in range(len(g)):
+            _check_values(g[k], f"{what}[{first + k}]")
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise InputError(f"{what} contain NaN or inf; expected finite values in [0, 1]")
+    if lo < 0.0 or hi > 1.0:
+        raise InputError(f"{what} have values in [{lo:g}, {hi:g}]; expected float images scaled "
+                         f"to [0, 1] (or uint8 0..255, or bool)")
+
+
+def _unit_float(x: np.ndarray) -> np.ndarray:
+    """bool / uint8 / float -> float32 in [0, 1] (for the few sampled pixels)."""
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / np.float32(255.0)
+    return x.astype(np.float32)
+
+
+def _resize_pillow(im: np.ndarray, size: tuple[int, int], method: str) -> np.ndarray:
+    """One grey image -> float32 ``[H, W]`` through Pillow: uint8 as ``L``, bool/float as ``F``."""
     from PIL import Image  # only needed for filters other than nearest
 
     flt = getattr(Image.Resampling, method.upper())
-    return np.stack([np.asarray(Image.fromarray(im, mode="F").resize((W, H), flt), dtype=np.float32)
-                     for im in x]).clip(0.0, 1.0)
+    if im.dtype == np.uint8:
+        out = Image.fromarray(np.ascontiguousarray(im)).resize((size[1], size[0]), flt)
+        return np.asarray(out, dtype=np.float32) / np.float32(255.0)
+    out = Image.fromarray(np.ascontiguousarray(im, dtype=np.float32)).resize((size[1], size[0]), flt)
+    return np.asarray(out, dtype=np.float32).clip(0.0, 1.0)
 
 
-def preprocess(images: np.ndarray | Iterable[np.ndarray], spec: Mapping[str, Any],
-               ink: str = "high", what: str = "images") -> np.ndarray:
-    """Raw images -> ``float32 [N, 1, H, W]`` as the spec says.
-
-    ``images``: an array ``[N, h, w]`` or ``[N, 1, h, w]``, or a sequence of 2-D arrays
-    (sizes may differ). ``ink``: ``"high"`` if strokes are bright in the input, ``"low"`` if dark.
-    """
-    if spec.get("channels", 1) != 1:
-        raise InputError("only single-channel bundles are supported by this runtime")
-    if spec["resize"] not in PILLOW_FILTERS:
-        raise InputError(f"unknown resize filter {spec['resize']!r}; expected one of {PILLOW_FILTERS}")
-    if ink not in ("high", "low"):
-        raise InputError(f"ink must be 'high' (bright strokes) or 'low' (dark strokes), got {ink!r}")
-    size = (int(spec["size"][0]), int(spec["size"][1]))
-    if isinstance(images, np.ndarray):
-        arr = images
-        if arr.ndim == 4 and arr.shape[1] == 1:
-            arr = arr[:, 0]
-        if arr.ndim != 3:
-            raise InputError(f"{what} have shape {images.shape}; expected [N, H, W] or [N, 1, H, W] "
-                             f"single-channel images (or a list of 2-D arrays)")
-        groups = [arr]
+def _convert(g: np.ndarray, colour: bool, spec: Mapping[str, Any], size: tuple[int, int], ink: str,
+             what: str, first: int | None) -> np.ndarray:
+    """Same-shaped raw images ``[n, h, w(, C)]`` -> float32 ``[n, H, W]``, ink already applied."""
+    _check_values(g, what, first)
+    if colour:
+        g = colour_to_grey(g)
+    target = spec.get("ink", "high")
+    if ink == "auto":
+        flip = dark_on_bright(g) if target == "high" else ~dark_on_bright(g)
     else:
-        items = [np.asarray(im) for im in images]
-        for i, im in enumerate(items):
-            if im.ndim == 3 and im.shape[0] == 1:
-                items[i] = im = im[0]
-            if im.ndim != 2:
-                raise InputError(f"{what}[{i}] has shape {im.shape}; expected a 2-D single-channel image")
-        groups = [im[None] for im in items]
-    if sum(g.shape[0] for g in groups) == 0:
-        raise InputError(f"{what} are empty; expected at least one image")
-    out = []
-    for g in groups:
-        h, w = g.shape[1:]
-        if min(h, w) < MIN_SIDE or max(h, w) > MAX_ASPECT * min(h, w):
-            raise InputError(f"{what} have size {h}x{w}; expected 2-D images at least {MIN_SIDE}x{MIN_SIDE} with "
-                             f"an aspect ratio within {MAX_ASPECT}:1 (they are resized to {size[0]}x{size[1]}); "
-                             f"a flattened or transposed array looks like this")
-        x = _to_unit_float(g, what)
-        x = _resize_batch(np.ascontiguousarray(x), size, spec["resize"])
-        out.append(x)
-    x = out[0] if len(out) == 1 else np.concatenate(out)
-    if ink != spec.get("ink", "high"):
-        x = 1.0 - x
-    return np.ascontiguousarray(x[:, None], dtype=np.float32)
+        flip = np.full(len(g), ink != target)
+    n, h, w = g.shape
+    if (h, w) == size or spec["resize"] == "nearest":
+        sampled = g if (h, w) == size else g[:, nearest_indices(h, size[0])[:, None], nearest_indices(w, size[1])]
+        x = _unit_float(sampled)
+    else:
+        x = np.stack([_resize_pillow(im, size, spec["resize"]) for im in g])
+    if flip.any():                                     # x is always a fresh array here
+        x[flip] = np.float32(1.0) - x[flip]
+    return x
+
+
+def _chunks_of(checked: CheckedImages, chunk: int) -> Iterator[tuple[np.ndarray, bool, int | None]]:
+    """``(raw same-shaped images [n, h, w(, C)], is_colour, list index of the first or None)``, n <= chunk."""
+    if checked.batch is not None:
+        for i in range(0, len(checked.batch), chunk):
+            yield checked.batch[i:i + chunk], bool(checked.colour[0]), None
+        return
+    items = checked.items
+    i = 0
+    while i < len(items):
+        a = items[i]
+        j = i + 1
+        budget = min(chunk, max(1, STACK_PIXELS // (a.shape[0] * a.shape[1])))
+        while j < len(items) and j - i < budget and items[j].shape == a.shape and items[j].dtype == a.dtype:
+            j += 1
+        yield (a[None] if j == i + 1 else np.stack(items[i:j])), bool(checked.colour[i]), i
+        i = j
+
+
+def iter_preprocess(images: ImagesLike, spec: Mapping[str, Any], ink: str = "high", what: str = "images",
+                    chunk: int = CHUNK) -> tuple[int, Iterator[np.ndarray]]:
+    """``(N, chunks)``: every shape and dtype is checked now (unless ``images`` were checked already by
+    :func:`check_images`, whose ``what`` then names them); the chunks (float32 ``[n, 1, H, W]``,
+    n <= ``chunk``, in input order) are computed one at a time as they are taken."""
+    size = check_spec(spec)
+    check_ink(ink)
+    checked = images if isinstance(images, CheckedImages) else check_images(images, what, size)
+    what = checked.what
+
+    def gen() -> Iterator[np.ndarray]:
+        done: list[np.ndarray] = []
+        held = 0
+        for g, colour, first in _chunks_of(checked, chunk):
+            one = first is not None and len(checked) > 1 and len(g) == 1
+            stacked = first if first is not None and len(g) > 1 else None
+            done.append(_convert(g, colour, spec, size, ink, f"{what}[{first}]" if one else what, stacked))
+            held += len(done[-1])
+            if held >= chunk:
+                yield np.ascontiguousarray(np.concatenate(done)[:, None])
+                done, held = [], 0
+        if done:
+            yield np.ascontiguousarray(np.concatenate(done)[:, None])
+
+    return len(checked), gen()
+
+
+def preprocess(images: ImagesLike, spec: Mapping[str, Any], ink: str = "high", what: str = "images") -> np.ndarray:
+    """Raw images -> ``float32 [N, 1, H, W]`` as the spec says (all at once; see :func:`iter_preprocess`).
+
+    ``ink``: ``"high"`` if strokes are bright in the input, ``"low"`` if dark, ``"auto"`` to decide per
+    image by :func:`dark_on_bright`.
+    """
+    n, chunks = iter_preprocess(images, spec, ink, what)
+    out = np.empty((n, 1, *check_spec(spec)), np.float32)
+    at = 0
+    for x in chunks:
+        out[at:at + len(x)] = x
+        at += len(x)
+    return out

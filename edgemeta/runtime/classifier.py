@@ -1,10 +1,17 @@
-"""``FewShotClassifier``: learn a user's classes from a few samples, scikit-learn style.
+"""``FewShotClassifier``: learn a user's classes from a few samples; a scikit-learn estimator.
 
 The classifier keeps the support **embeddings** (never the raw samples) of every registered class,
 so classes and shots can be added (``partial_fit``) or removed (``forget``) at any time and the head
 is re-adapted on everything it holds: the result equals ``fit`` on all samples seen so far. All
 state changes and reads happen under one lock, so ``predict`` from several threads while another
 thread calls ``partial_fit`` is safe and every answer comes from one consistent head.
+
+Images go through the bundle's preprocessing and backbone ``CHUNK`` images at a time, so ``predict``
+on a million images holds one chunk of preprocessed pixels plus the ``[N, C]`` logits.
+
+It follows scikit-learn's estimator protocol without importing scikit-learn: ``get_params`` /
+``set_params`` over the constructor's arguments, ``score`` (accuracy), fitted attributes ending in
+``_``, ``__sklearn_clone__`` (clones share the loaded bundle) and ``__sklearn_tags__``.
 """
 
 from __future__ import annotations
@@ -12,16 +19,17 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from edgemeta.errors import InputError
+from edgemeta.contract.preprocess import CheckedImages, check_images, check_ink, check_spec, iter_preprocess
+from edgemeta.errors import InputError, NotFittedError, StateError
 from edgemeta.runtime.loaded_bundle import Bundle
-from edgemeta.errors import StateError
 from edgemeta.runtime.state import StateData, read_state, write_state
 
-Images = np.ndarray | Sequence[np.ndarray]
+Images = np.ndarray | Sequence[np.ndarray] | CheckedImages
+PARAMS = ("bundle", "ink", "threads", "unknown_label", "unknown_threshold", "precision")
 
 
 def check_labels(labels: Any, n_images: int) -> np.ndarray:
@@ -33,7 +41,11 @@ def check_labels(labels: Any, n_images: int) -> np.ndarray:
             is_int = [isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in items]
             if any(is_str) and any(is_int):
                 raise InputError("labels mix types; expected all ints or all strings (e.g. 'cat', 3)")
-    y = np.asarray(labels)
+    try:
+        y = np.asarray(labels)
+    except ValueError:
+        raise InputError("labels are a ragged nested sequence; expected a 1-D sequence with one int or str "
+                         "label per image") from None
     if y.ndim != 1:
         raise InputError(f"labels have shape {y.shape}; expected a 1-D sequence with one label per image")
     if len(y) != n_images:
@@ -54,6 +66,10 @@ def _py(label: Any) -> Any:
     return int(label) if isinstance(label, (int, np.integer)) else str(label)
 
 
+def _is_empty(images: Any) -> bool:
+    return isinstance(images, (np.ndarray, list, tuple)) and len(images) == 0
+
+
 @dataclass(frozen=True)
 class _Head:
     """One consistent adapted head: labels (column order) and parameters."""
@@ -69,38 +85,128 @@ class FewShotClassifier:
     - ``fit(images, labels)``: learn these classes (replacing earlier ones).
     - ``partial_fit(images, labels)``: add shots to known classes or new classes.
     - ``forget(label)``: remove a class and every embedding of it.
-    - ``predict`` / ``predict_proba`` / ``decision_function``; ``classes_`` lists the labels in
-      column order (sorted, like scikit-learn).
+    - ``predict`` / ``predict_proba`` / ``decision_function`` / ``score``; ``classes_`` lists the
+      labels in column order (sorted, like scikit-learn).
     - ``predict(images, reject_unknown=True)`` answers ``unknown_label`` for queries far from every
       class (threshold calibrated at export, or ``unknown_threshold``).
     - ``save(path, key=None)`` / ``FewShotClassifier.load(bundle, path, key=None)``.
 
-    Images: raw single-channel ``[N, H, W]`` arrays or lists of 2-D arrays (bool, uint8 0..255 or
-    float in [0, 1]); ``ink='low'`` for dark strokes on bright paper.
+    ``bundle``: a :class:`Bundle` (kept as given) or a path, loaded once here with ``threads`` and
+    ``precision``; ``get_params`` returns the loaded Bundle, so clones share it.
+    Images: ``[N, H, W]`` / ``[N, 1, H, W]`` grey or ``[N, H, W, 3|4]`` colour arrays, or lists of
+    ``[H, W]`` / ``[H, W, 3|4]`` arrays (bool, uint8 0..255 or float in [0, 1]); see docs/inputs.md.
+    ``ink='auto'`` (default) inverts each image whose mean is above 0.5 (dark ink on bright paper);
+    ``'high'`` / ``'low'`` force bright / dark strokes.
     """
 
-    def __init__(self, bundle: Bundle | str | os.PathLike, ink: str = "high", threads: int = 1,
+    _estimator_type = "classifier"          # scikit-learn < 1.6 reads this; newer ones __sklearn_tags__
+
+    def __init__(self, bundle: Bundle | str | os.PathLike, ink: str = "auto", threads: int = 1,
                  unknown_label: Any = "unknown", unknown_threshold: float | None = None, precision: str = "auto"):
-        self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle, threads=threads, precision=precision)
-        self.ink = ink
+        self.ink = check_ink(ink)
+        self.threads = threads
+        self.precision = precision
         self.unknown_label = unknown_label
         self.unknown_threshold = unknown_threshold
+        self.bundle = self._open(bundle)
         self._lock = threading.RLock()
+        self._clear()
+
+    def _open(self, bundle: Bundle | str | os.PathLike) -> Bundle:
+        if isinstance(bundle, Bundle):
+            return bundle
+        if not isinstance(bundle, (str, os.PathLike)):
+            raise InputError(f"bundle is a {type(bundle).__name__}; expected a Bundle or the path of a bundle "
+                             f"directory or .zip")
+        return Bundle.load(bundle, threads=self.threads, precision=self.precision)
+
+    def _clear(self) -> None:
         self._emb = np.zeros((0, self.bundle.embedding_dim), np.float32)   # [M, D]
         self._lab: list[Any] = []                                           # [M] labels
         self._head: _Head | None = None
 
+    # ------------------------------------------------------------------ scikit-learn protocol
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor's arguments (``bundle`` as the loaded :class:`Bundle`)."""
+        return {name: getattr(self, name) for name in PARAMS}
+
+    def set_params(self, **params: Any) -> "FewShotClassifier":
+        """Change constructor arguments. A new ``bundle`` (or ``threads`` / ``precision``, which reload
+        the bundle from its source) drops every held class: embeddings of another backbone do not mix."""
+        unknown = sorted(set(params) - set(PARAMS))
+        if unknown:
+            raise InputError(f"unknown parameter(s) {unknown}; expected some of {list(PARAMS)}")
+        if "ink" in params:
+            check_ink(params["ink"])
+        changed = [k for k in ("threads", "precision") if k in params and params[k] != getattr(self, k)]
+        for name, value in params.items():
+            if name != "bundle":
+                setattr(self, name, value)
+        if "bundle" in params:
+            bundle = self._open(params["bundle"])
+        elif changed:
+            bundle = Bundle.load(self.bundle.source, threads=self.threads, precision=self.precision)
+        else:
+            return self
+        with self._lock:
+            self.bundle = bundle
+            self._clear()
+        return self
+
+    def __sklearn_clone__(self) -> "FewShotClassifier":
+        """An unfitted classifier with the same parameters, sharing the loaded bundle."""
+        return type(self)(**self.get_params())
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return self._head is not None
+
+    def __sklearn_tags__(self) -> Any:
+        from sklearn.utils import ClassifierTags, InputTags, Tags, TargetTags  # only scikit-learn calls this
+
+        return Tags(estimator_type="classifier", target_tags=TargetTags(required=True),
+                    classifier_tags=ClassifierTags(), input_tags=InputTags(two_d_array=False, three_d_array=True),
+                    non_deterministic=False)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={getattr(self, k)!r}" for k in PARAMS)
+        return f"FewShotClassifier({args})"
+
+    def score(self, images: Images, labels: Any, sample_weight: Any = None) -> float:
+        """Accuracy of ``predict(images)`` against ``labels`` (weighted by ``sample_weight`` if given)."""
+        checked = self._check(images, "images")
+        y = check_labels(labels, len(checked))
+        hit = (self.predict(checked) == y).astype(np.float64)
+        return float(np.average(hit, weights=sample_weight))
+
     # ------------------------------------------------------------------ learning
+    def _check(self, images: Images, what: str) -> CheckedImages:
+        """Shapes and dtypes checked once (a generator is read once), for counting before embedding."""
+        if isinstance(images, CheckedImages):
+            return images
+        return check_images(images, what, check_spec(self.bundle.preprocess_spec))
+
+    def iter_embeddings(self, images: Images, what: str = "images") -> tuple[int, Iterator[np.ndarray]]:
+        """``(N, chunks)``: shapes and dtypes are checked now, then each chunk of at most ``CHUNK``
+        images is preprocessed and embedded (``float32 [n, D]``) as it is taken."""
+        n, chunks = iter_preprocess(images, self.bundle.preprocess_spec, ink=check_ink(self.ink), what=what)
+        return n, (self.bundle.embed(x) for x in chunks)
+
     def embed(self, images: Images, what: str = "images") -> np.ndarray:
         """Raw images -> embeddings ``[N, D]`` through the bundle's preprocessing and backbone."""
-        return self.bundle.embed(self.bundle.preprocess(images, ink=self.ink, what=what))
+        n, chunks = self.iter_embeddings(images, what)
+        out = np.empty((n, self.bundle.embedding_dim), np.float32)
+        at = 0
+        for z in chunks:
+            out[at:at + len(z)] = z
+            at += len(z)
+        return out
 
     def _support(self, images: Images, labels: Any) -> tuple[np.ndarray, np.ndarray]:
-        if (isinstance(images, np.ndarray) and images.size == 0) or len(images) == 0:
+        if _is_empty(images):
             raise InputError("the support set is empty; expected at least one image per class")
-        x = self.bundle.preprocess(images, ink=self.ink, what="support images")
-        y = check_labels(labels, len(x))
-        return self.bundle.embed(x), y
+        checked = self._check(images, "support images")
+        y = check_labels(labels, len(checked))             # before any pixel work
+        return self.embed(checked), y
 
     def fit(self, images: Images, labels: Any) -> "FewShotClassifier":
         """Learn the classes in ``labels`` from ``images`` (``[S, H, W]``); replaces earlier classes."""
@@ -124,6 +230,10 @@ class FewShotClassifier:
 
     def fit_embeddings(self, support: np.ndarray, labels: Any) -> "FewShotClassifier":
         """``fit`` on precomputed support embeddings ``[S, D]``."""
+        support = np.asarray(support)
+        if support.ndim != 2 or support.shape[1] != self.bundle.embedding_dim:
+            raise InputError(f"support embeddings have shape {support.shape}; expected [S, "
+                             f"{self.bundle.embedding_dim}]")
         y = check_labels(labels, len(support))
         self._check_classes(set(map(_py, y)))
         with self._lock:
@@ -172,11 +282,13 @@ class FewShotClassifier:
     # ------------------------------------------------------------------ inference
     @property
     def classes_(self) -> np.ndarray | None:
+        """Labels in column order ``[C]``; None until two classes are held."""
         h = self._head
         return None if h is None else h.classes
 
     @property
     def params_(self) -> dict[str, np.ndarray] | None:
+        """The adapted head's parameters by name; None until two classes are held."""
         h = self._head
         return None if h is None else h.params
 
@@ -190,15 +302,23 @@ class FewShotClassifier:
         h = self._head
         if h is None:
             held = sorted(set(self._lab), key=lambda v: (isinstance(v, str), v))
-            raise InputError(f"this classifier has no classes to tell apart yet (it holds {len(held)}: {held}); "
-                             f"call fit(images, labels) with at least two classes first, or add another class with "
-                             f"partial_fit / `edgemeta adapt`")
+            if not held:
+                raise NotFittedError("this FewShotClassifier is not fitted yet; call fit(images, labels) with at "
+                                     "least two classes first")
+            raise InputError(f"this classifier holds only {len(held)} class ({held}); expected at least two classes "
+                             f"to tell apart: add another with partial_fit(images, labels) or `edgemeta adapt`")
         return h
 
     def _logits(self, images: Images) -> tuple[np.ndarray, _Head]:
+        """Logits ``[N, C]``, computed chunk by chunk outside the lock from one consistent head."""
         head = self._snapshot()
-        emb = self.embed(images)                 # heavy work outside the lock
-        return self.bundle.classify(emb, head.params), head
+        n, chunks = self.iter_embeddings(images)
+        out = np.empty((n, len(head.classes)), np.float32)
+        at = 0
+        for z in chunks:
+            out[at:at + len(z)] = self.bundle.classify(z, head.params)
+            at += len(z)
+        return out, head
 
     def decision_function(self, images: Images) -> np.ndarray:
         """Logits ``[N, C]`` (column j = ``classes_[j]``)."""

@@ -2,7 +2,8 @@
 
 Bundles exported from the same meta-trained backbone with different rules (say ``proto`` and
 ``ridge``) share ``backbone.onnx`` byte for byte: images are embedded once, each head adapts on the
-same embeddings, and ``predict_proba`` is the weighted mean of the heads' softmax outputs.
+same embeddings, and ``predict_proba`` is the weighted mean of the heads' softmax outputs. Inputs
+follow the same rules as :class:`FewShotClassifier` (docs/inputs.md), in chunks of ``CHUNK`` images.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgemeta.errors import InputError
+from edgemeta.errors import InputError, NotFittedError
 from edgemeta.runtime.classifier import FewShotClassifier, Images, check_labels, softmax
 from edgemeta.runtime.loaded_bundle import Bundle
 
@@ -20,7 +21,7 @@ from edgemeta.runtime.loaded_bundle import Bundle
 class HeadEnsemble:
     """``HeadEnsemble([(bundle_a, 0.7), (bundle_b, 0.3)])``: same backbone, weighted probabilities."""
 
-    def __init__(self, members: Sequence[tuple[Bundle | str | os.PathLike, float]], ink: str = "high", threads: int = 1,
+    def __init__(self, members: Sequence[tuple[Bundle | str | os.PathLike, float]], ink: str = "auto", threads: int = 1,
                  precision: str = "fp32"):
         if len(members) < 1:
             raise InputError("an ensemble needs at least one (bundle, weight) pair")
@@ -38,19 +39,32 @@ class HeadEnsemble:
         self.classes_: np.ndarray | None = None
 
     def fit(self, images: Images, labels: Any) -> "HeadEnsemble":
-        emb = self.heads[0].embed(images, what="support images")
-        y = check_labels(labels, len(emb))
+        """Adapt every head on the same support embeddings (``[S, H, W]`` images, ``[S]`` labels)."""
+        first = self.heads[0]
+        checked = first._check(images, "support images")
+        y = check_labels(labels, len(checked))
+        emb = first.embed(checked)
         for h in self.heads:
             h.fit_embeddings(emb, y)
-        self.classes_ = self.heads[0].classes_
+        self.classes_ = first.classes_
         return self
 
     def predict_proba(self, images: Images) -> np.ndarray:
         """Weighted mean of the heads' probabilities ``[N, C]`` (columns in ``classes_`` order)."""
         if self.classes_ is None:
-            raise InputError("call fit(images, labels) with at least two classes first")
-        emb = self.heads[0].embed(images)
-        return sum(w * softmax(h.bundle.classify(emb, h.params_)) for w, h in zip(self.weights, self.heads))
+            raise NotFittedError("this HeadEnsemble is not fitted yet; call fit(images, labels) with at least "
+                                 "two classes first")
+        params = [h.params_ for h in self.heads]
+        n, chunks = self.heads[0].iter_embeddings(images)
+        out = np.empty((n, len(self.classes_)), np.float64)
+        at = 0
+        for z in chunks:
+            out[at:at + len(z)] = sum(w * softmax(h.bundle.classify(z, p))
+                                      for w, h, p in zip(self.weights, self.heads, params))
+            at += len(z)
+        return out
 
     def predict(self, images: Images) -> np.ndarray:
-        return self.classes_[self.predict_proba(images).argmax(1)]
+        """The most probable label of each image ``[N]``."""
+        return self.classes_[self.predict_proba(images).argmax(1)] if self.classes_ is not None \
+            else self.predict_proba(images)
