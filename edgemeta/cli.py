@@ -460,10 +460,17 @@ def demo(
     omniglot: Optional[Path] = typer.Option(None, metavar="FOLDER", help="Omniglot folder (held-out characters for "
                                                                          "'unknown'; skipped if absent)."),
     as_json: bool = typer.Option(False, "--json", help="Also print the figures as one JSON object."),
+    save_samples: Optional[Path] = typer.Option(
+        None, metavar="FOLDER", help="Instead: write digits 0-3 as PNG files to try `adapt` and `predict` on "
+                                     "(5 per digit in FOLDER/support/<digit>/, 3 per digit in FOLDER/queries/)."),
 ) -> None:
     """Learn scikit-learn's handwritten digits from 5 samples each on the shipped bundle."""
-    from edgemeta.demo import DEFAULT_BUNDLE, run_demo
+    from edgemeta.demo import DEFAULT_BUNDLE, run_demo, save_digit_samples
 
+    if save_samples is not None:
+        support, queries = save_digit_samples(save_samples)
+        typer.echo(f"wrote {support} (one folder per digit) and {queries}")
+        return
     res = run_demo(bundle or DEFAULT_BUNDLE, shots, draws, None if no_figure else figure, omniglot)
     if as_json:
         typer.echo(json.dumps(res))

@@ -67,7 +67,8 @@ def error_message(exc: BaseException) -> str | None:
     if isinstance(exc, (EdgemetaError, ValueError)):
         return str(exc)
     if isinstance(exc, OSError):
-        return describe_os_error(exc)
+        # a closed pipe (`edgemeta predict ... | head`) is left to typer, which exits quietly
+        return None if exc.errno == errno.EPIPE else describe_os_error(exc)
     if isinstance(exc, EOFError):
         return f"a file ended early (truncated or still being written?): {exc}"
     return None

@@ -43,6 +43,26 @@ def draw_split(y: np.ndarray, shots: int, rng: np.random.Generator) -> tuple[np.
     return support, query
 
 
+def save_digit_samples(folder: str | os.PathLike, digits: tuple[int, ...] = (0, 1, 2, 3), shots: int = 5,
+                       queries: int = 3, seed: int = 0) -> tuple[Path, Path]:
+    """Write scikit-learn digits as PNG files to try ``edgemeta adapt`` / ``predict`` on: ``shots`` per
+    digit in ``folder/support/<digit>/`` and ``queries`` others per digit in ``folder/queries/``
+    (8x8 grey scans, ink bright). Returns ``(support folder, queries folder)``."""
+    from PIL import Image
+
+    x, y = load_digits_images()
+    rng = np.random.default_rng(seed)
+    support, query = Path(folder) / "support", Path(folder) / "queries"
+    for d in digits:
+        rows = rng.permutation(np.flatnonzero(y == d))[:shots + queries]
+        (support / str(d)).mkdir(parents=True, exist_ok=True)
+        query.mkdir(parents=True, exist_ok=True)
+        for i, r in enumerate(rows):
+            path = support / str(d) / f"{i:02d}.png" if i < shots else query / f"digit{d}_{i - shots:02d}.png"
+            Image.fromarray((x[r] * 255).round().astype(np.uint8)).save(path)
+    return support, query
+
+
 def _median_ms(fn: Any, repeats: int) -> float:
     fn()                                                  # warm-up
     times = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -76,3 +77,23 @@ def test_demo_without_omniglot_names_each_place_it_looked_once(shipped_bundle_di
     skipped = [line for line in logs if "unknown rejection skipped" in line]
     assert len(skipped) == 1 and "Omniglot not found" in skipped[0]
     assert skipped[0].count(str(tmp_path / "shared" / "data" / "omniglot")) == 1
+
+
+def test_saved_digit_samples_through_adapt_and_predict(shipped_bundle_dir, tmp_path):
+    """The README's device quick start: the demo's digits as PNG folders, learned and predicted by the CLI."""
+    runner = CliRunner()
+    res = runner.invoke(app, ["demo", "--save-samples", str(tmp_path / "digits")])
+    assert res.exit_code == 0, res.output
+    support, queries = tmp_path / "digits" / "support", tmp_path / "digits" / "queries"
+    assert sorted(p.name for p in support.iterdir()) == ["0", "1", "2", "3"]
+    assert all(len(list((support / d).glob("*.png"))) == 5 for d in "0123")
+    assert len(list(queries.glob("*.png"))) == 12
+    state = tmp_path / "me.state"
+    res = runner.invoke(app, ["adapt", str(shipped_bundle_dir), "--support", str(support), "--state", str(state)])
+    assert res.exit_code == 0 and "4 classes" in res.stdout, res.output
+    res = runner.invoke(app, ["predict", str(shipped_bundle_dir), str(queries), "--state", str(state), "--json"])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in res.stdout.splitlines()]
+    assert len(rows) == 12
+    right = sum(row["label"] == Path(row["image"]).name[len("digit")] for row in rows)
+    assert right >= 9, rows                             # 4 classes: chance is 3 of 12
