@@ -126,11 +126,11 @@ def add_rotations(data: ClassImages, quarter_turns: tuple[int, ...] = (1, 2, 3))
     Rotated copies keep the ``image_ids`` of their source drawing and the compact pixel dtype
     (bool stays bool). Classes named ``name@rot90`` etc.
     """
-    pixels = [data.pixels] + [np.ascontiguousarray(np.rot90(data.pixels, k, axes=(2, 3)))
-                              for k in quarter_turns]
+    m, turns = data.n_images, (0, *quarter_turns)
+    pixels = np.empty((len(turns) * m, *data.pixels.shape[1:]), data.pixels.dtype)   # filled in place: no copies
+    for i, k in enumerate(turns):
+        pixels[i * m:(i + 1) * m] = np.rot90(data.pixels, k, axes=(2, 3))
     names = list(data.names) + [f"{n}@rot{90 * k}" for k in quarter_turns for n in data.names]
-    m = data.n_images
-    offsets = np.concatenate([data.offsets + i * m for i in range(len(pixels))])
-    counts = np.tile(data.counts, len(pixels))
-    return ClassImages(np.concatenate(pixels), offsets, counts, tuple(names),
-                       np.tile(data.image_ids, len(pixels)))
+    offsets = np.concatenate([data.offsets + i * m for i in range(len(turns))])
+    counts = np.tile(data.counts, len(turns))
+    return ClassImages(pixels, offsets, counts, tuple(names), np.tile(data.image_ids, len(turns)))

@@ -114,8 +114,9 @@ def validate(model: FewShotModel, data: ClassImages, ways: int, shots: int, quer
     """
     was_training = model.training
     model.eval()
-    z = torch.cat([model.backbone(torch.from_numpy(data.batch(slice(i, i + 2048))).to(device))
-                   for i in range(0, data.n_images, 2048)])
+    n = 2048 if device.type == "cuda" else 32        # rows per forward: small on the CPU to bound host memory
+    z = torch.cat([model.backbone(torch.from_numpy(data.batch(slice(i, i + n))).to(device))
+                   for i in range(0, data.n_images, n)])
     sampler = EpisodeSampler(data, ways, shots, queries, seed)
     ys, yq = (torch.from_numpy(a).to(device) for a in sampler.labels())
     onehot = F.one_hot(ys, ways).to(z.dtype)
