@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
+
 from edgemeta.evaluation import evaluate_episodes
 from edgemeta.runtime import Bundle
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_tiny_run_record(trained_run):
@@ -76,3 +82,50 @@ def test_manifest_records_validation_not_test(bundle):
     p = m["provenance"]
     assert p["train_config"]["split"] == "lake" and p["seed"] == 0 and p["backbone"] == "conv4"
     assert p["train_episodes"] == p["train_config"]["max_episodes"] and p["onnx_opset"] == 17
+
+
+def test_int8_export_reports_each_phase_and_writes_the_bundle_once(tmp_path, trained_run, lake_sets, monkeypatch):
+    """``progress`` hears every phase start and end in order; the bundle directory is written once,
+    after every measurement; the int8 gate compares int8 with the fp32 validation's own episodes."""
+    import edgemeta.train.export as export
+
+    train, val, _ = lake_sets
+    writes = []
+    real_write = export.write_bundle
+    monkeypatch.setattr(export, "write_bundle", lambda d, m, f: writes.append((d, sorted(f))) or real_write(d, m, f))
+    lines = []
+    manifest = export.export_bundle(trained_run[0], tmp_path / "b", val, parity_episodes=3, metric_episodes=20,
+                                    int8_calibration=train.subset(np.arange(8)), progress=lines.append)
+    assert writes == [(tmp_path / "b", sorted(manifest["files"]))]
+    phases = ["graphs", "parity check", "validation", "int8 calibration", "int8 gate", "open-set calibration",
+              "writing"]
+    assert [ln.split(" (")[0].split(":")[1].strip(" .") for ln in lines[0::2]] == phases
+    for started, ended, name in zip(lines[0::2], lines[1::2], phases):
+        assert started.startswith(f"export: {name}") and started.endswith("...")
+        assert ended.startswith(f"export: {name}") and ended.endswith("s]") and "[" in ended
+    gate = manifest["precision"]["int8"]
+    assert gate["fp32_accuracy"] == manifest["validation"]["5w1s"]["accuracy"]
+    assert ("backbone.int8.onnx" in manifest["files"]) == gate["passed"]
+    assert manifest["open_set"]["threshold_by_shots"].keys() == {"1", "5"}
+
+
+def test_node_fixture_manifest_has_the_export_layout(bundle):
+    """tools/node_fixture.py builds its untrained bundles' manifest with export's own function."""
+    import importlib.util
+
+    import torch
+
+    from edgemeta.train.model import FewShotModel
+
+    spec = importlib.util.spec_from_file_location("node_fixture", ROOT / "tools" / "node_fixture.py")
+    node_fixture = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(node_fixture)
+    torch.manual_seed(0)
+    m = node_fixture.untrained_manifest(FewShotModel("conv4", "proto"), "proto", (28, 28), 0, {"checked": True})
+    exported = bundle.manifest
+    export_only = {"validation", "open_set", "precision", "format", "format_version", "files", "integrity"}
+    assert set(m) == set(exported) - export_only | {"validation", "integrity"}
+    for key in ("input", "preprocess", "embedding", "graphs", "limits"):
+        assert m[key] == exported[key], key
+    assert m["head"].keys() == exported["head"].keys()
+    assert {"code_version", "torch", "onnx_opset", "exported_at", "platform"} <= m["provenance"].keys()

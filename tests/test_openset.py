@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from edgemeta.contract.bundle import read_bundle, write_bundle
-from edgemeta.openset import auroc, calibrate
+from edgemeta.openset import auroc
 from edgemeta.runtime import Bundle, FewShotClassifier, InputError
+from edgemeta.train.openset_calibration import calibrate
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
 

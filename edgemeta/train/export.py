@@ -8,27 +8,28 @@ Graphs (names fixed by the contract, ``docs/bundle-format.md``):
 
 from __future__ import annotations
 
-import datetime as _dt
 import io
-import platform
+import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import onnxruntime as ort
 import torch
 from torch import nn
 
-from edgemeta import __version__
 from edgemeta.contract.bundle import write_bundle
-from edgemeta.contract.preprocess import default_spec
+from edgemeta.contract.manifest import build_manifest, seal_manifest
 from edgemeta.data.classes import ClassImages
 from edgemeta.data.episodes import EpisodeSampler
+from edgemeta.errors import ExportError
+from edgemeta.runtime.loaded_bundle import Bundle
 from edgemeta.train.checkpoint import load_json, load_weights
 from edgemeta.train.methods.base import HeadMethod
-from edgemeta.errors import ExportError
 from edgemeta.train.model import FewShotModel
+from edgemeta.train.openset_calibration import calibrate_bundle
 from edgemeta.train.shift_views import SHIFT_VIEWS, ShiftAveraged
 from edgemeta.train.trainer import TrainConfig
 
@@ -173,84 +174,122 @@ def load_run(run_dir: str | Path, method: str | None = None) -> tuple[FewShotMod
     return model.eval(), record
 
 
+Progress = Callable[[str], None]
+
+
+class _Phases:
+    """Reports each export phase to ``progress``: its name when it starts, then what it found and
+    its elapsed seconds when it ends."""
+
+    def __init__(self, progress: Progress | None):
+        self.progress = progress or (lambda message: None)
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def phase(self, name: str, detail: str = "") -> Iterator[dict[str, str]]:
+        """``with phases.phase(name) as outcome: ...; outcome["result"] = "..."``."""
+        self.progress(f"export: {name}{f' ({detail})' if detail else ''} ...")
+        outcome: dict[str, str] = {}
+        t0 = time.perf_counter()
+        yield outcome
+        self.seconds[name] = time.perf_counter() - t0
+        result = f": {outcome['result']}" if outcome.get("result") else ""
+        self.progress(f"export: {name}{result} [{self.seconds[name]:.1f}s]")
+
+
+def _in_memory(manifest: dict[str, Any], files: dict[str, bytes], precision: str = "auto") -> Bundle:
+    """The bundle as the device runtime opens it, from memory (nothing written yet)."""
+    return Bundle(seal_manifest(manifest, files), files, "bundle being exported", precision=precision)
+
+
+def _parity_episodes(val: ClassImages, settings: list[tuple[int, int]], count: int) -> list[tuple[np.ndarray, ...]]:
+    """``count // 3`` (at least 1) ``(support_x, support_y, query_x)`` episodes of each setting."""
+    episodes = []
+    for ways, shots in settings:
+        sampler = EpisodeSampler(val, ways, shots, 5, seed=17)
+        for e in range(max(1, count // 3)):
+            ep = sampler.episode(e)
+            episodes.append((ep.support_x, ep.support_y, ep.query_x))
+    return episodes
+
+
 def export_bundle(run_dir: str | Path, out_dir: str | Path, val: ClassImages,
                   parity_episodes: int = 20, metric_episodes: int = 600,
                   int8_calibration: ClassImages | None = None, method: str | None = None,
-                  shift_views: int = 1) -> dict[str, Any]:
+                  shift_views: int = 1, progress: Progress | None = None) -> dict[str, Any]:
     """Export ``run_dir``'s best model to ``out_dir`` after parity checks on ``val`` episodes.
 
     ``val``: held-out validation classes (never the test classes). ``int8_calibration``: meta-training
     classes to calibrate an int8 backbone on; it is kept only if it passes the accuracy gate.
     ``shift_views`` (1, 5 or 9): bake a shift-averaged embedding into ``backbone.onnx``
-    (:mod:`edgemeta.train.shift_views`). Returns the manifest.
+    (:mod:`edgemeta.train.shift_views`). ``progress``: called with one line when each phase starts
+    and ends (graphs, parity, validation, int8 calibration and gate, open-set calibration, writing).
+    Every measurement runs on the bundle held in memory; ``out_dir`` is written once, at the end.
+    Returns the manifest.
     """
-    model, record = load_run(run_dir, method)
-    if shift_views != 1:
-        model.backbone = ShiftAveraged(model.backbone, shift_views)
-    cfg = TrainConfig.from_json(record["config"])
-    image_shape = (1, *cfg.image_size)
-    graphs = graphs_from_model(model, image_shape)
-    settings = [(w, s) for w, s in ((5, 1), (5, 5), (20, 1)) if w <= val.n_classes]
-    if not settings:
-        raise ExportError(f"validation needs at least 5 classes, this run's validation set has {val.n_classes}")
-    parity_eps = []
-    for ways, shots in settings:
-        sampler = EpisodeSampler(val, ways, shots, 5, seed=17)
-        for e in range(max(1, parity_episodes // 3)):
-            ep = sampler.episode(e)
-            parity_eps.append((ep.support_x, ep.support_y, ep.query_x))
-    parity = check_parity(model, graphs, parity_eps)
+    phases = _Phases(progress)
+    with phases.phase("graphs", f"run {run_dir}") as outcome:
+        model, record = load_run(run_dir, method)
+        if shift_views != 1:
+            model.backbone = ShiftAveraged(model.backbone, shift_views)
+        cfg = TrainConfig.from_json(record["config"])
+        settings = [(w, s) for w, s in ((5, 1), (5, 5), (20, 1)) if w <= val.n_classes]
+        if not settings:
+            raise ExportError(f"validation needs at least 5 classes, this run's validation set has {val.n_classes}")
+        graphs = graphs_from_model(model, (1, *cfg.image_size))
+        outcome["result"] = ", ".join(f"{name} {len(data):,d} B" for name, data in graphs.items())
+    with phases.phase("parity check", "torch vs onnxruntime") as outcome:
+        parity = check_parity(model, graphs, _parity_episodes(val, settings, parity_episodes))
+        outcome["result"] = (f"max |Δembedding| {max(parity['embedding_max_abs_random'], parity['embedding_max_abs_episodes']):.2g}"
+                             f" over {parity['episodes_checked']} episodes")
 
     from edgemeta.evaluation import evaluate_episodes  # device-path metrics, measured through the runtime
-    from edgemeta.runtime.loaded_bundle import Bundle
 
-    manifest: dict[str, Any] = {
-        "method": cfg.method,
-        "input": {"name": "images", "shape": [None, *image_shape], "dtype": "float32", "range": [0.0, 1.0]},
-        "preprocess": default_spec(cfg.image_size, "nearest"),
-        "embedding": {"name": "embeddings", "dim": model.embedding_dim,
-                      "shift_views": [list(v) for v in SHIFT_VIEWS[shift_views]]},
-        "head": {"method": cfg.method, "outputs": list(model.method.param_names), **model.method.hparams()},
-        "graphs": {"backbone": "backbone.onnx", "adapt": "adapt.onnx", "classify": "classify.onnx"},
-        "limits": {"min_ways": 2, "max_ways": 1000, "min_shots": 1},
-        "provenance": {
-            **record.get("provenance", {}), "backbone": cfg.backbone, "seed": cfg.seed,
-            "train_config": record["config"], "train_episodes": record["episodes"],
-            "train_seconds": record["train_seconds"], "train_device": record.get("device"),
-            "best": record["best"], "code_version": __version__, "torch": torch.__version__,
-            "onnx_opset": OPSET, "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "platform": platform.platform(),
-        },
-        "parity": parity,
-        "validation": {},
-        "integrity": {},
-    }
-    # Validation metrics through the device runtime, on held-out validation classes.
-    tmp = write_bundle(Path(out_dir), manifest, graphs)
-    bundle = Bundle.load(tmp)
-    for ways, shots in settings:
-        res = evaluate_episodes(bundle, val, ways, shots, 15, metric_episodes, seed=29)
-        manifest["validation"][f"{ways}w{shots}s"] = {k: res[k] for k in ("accuracy", "ci95", "episodes", "queries")}
-    manifest["validation"]["split"] = "val (held-out meta-validation classes, never test)"
+    manifest = build_manifest(
+        method=cfg.method, image_size=cfg.image_size, embedding_dim=model.embedding_dim,
+        head_outputs=model.method.param_names, head_hparams=model.method.hparams(),
+        provenance={**record.get("provenance", {}), "backbone": cfg.backbone, "seed": cfg.seed,
+                    "train_config": record["config"], "train_episodes": record["episodes"],
+                    "train_seconds": record["train_seconds"], "train_device": record.get("device"),
+                    "best": record["best"]},
+        parity=parity, onnx_opset=OPSET, torch_version=torch.__version__, shift_views=SHIFT_VIEWS[shift_views])
     files = dict(graphs)
+    # Validation metrics through the device runtime, on held-out validation classes.
+    results = {}
+    with phases.phase("validation", f"{metric_episodes} episodes each of "
+                                    f"{', '.join(f'{w}w{s}s' for w, s in settings)}, fp32") as outcome:
+        fp32 = _in_memory(manifest, files, "fp32")
+        for ways, shots in settings:
+            results[(ways, shots)] = evaluate_episodes(fp32, val, ways, shots, 15, metric_episodes, seed=29)
+            manifest["validation"][f"{ways}w{shots}s"] = {k: results[(ways, shots)][k]
+                                                          for k in ("accuracy", "ci95", "episodes", "queries")}
+        manifest["validation"]["split"] = "val (held-out meta-validation classes, never test)"
+        outcome["result"] = ", ".join(f"{k} {v['accuracy']:.2f}" for k, v in manifest["validation"].items()
+                                      if isinstance(v, dict))
     if int8_calibration is not None:
         from edgemeta.train.quantize import int8_gate, quantize_backbone
 
-        files["backbone.int8.onnx"] = quantize_backbone(graphs["backbone.onnx"], int8_calibration)
-        manifest["graphs"]["backbone_int8"] = "backbone.int8.onnx"
-        write_bundle(Path(out_dir), manifest, files)
-        acc = {p: evaluate_episodes(Bundle.load(out_dir, precision=p), val, 5, 1, 15, metric_episodes, seed=53)
-               for p in ("fp32", "int8")}
-        gate = int8_gate(acc["fp32"], acc["int8"])
-        gate["calibration"] = f"{min(1024, int8_calibration.n_images)} meta-training images, min-max, QDQ, " \
-                              f"per-channel int8 weights, uint8 activations"
-        manifest["precision"] = {"default": "int8" if gate["passed"] else "fp32", "int8": gate}
-        if not gate["passed"]:
-            del files["backbone.int8.onnx"], manifest["graphs"]["backbone_int8"]
-    from edgemeta.openset import calibrate_bundle
-
+        samples = min(1024, int8_calibration.n_images)
+        with phases.phase("int8 calibration", f"{samples} meta-training images"):
+            files["backbone.int8.onnx"] = quantize_backbone(graphs["backbone.onnx"], int8_calibration)
+            manifest["graphs"]["backbone_int8"] = "backbone.int8.onnx"
+        with phases.phase("int8 gate", f"{metric_episodes} validation episodes 5w1s, the fp32 ones") as outcome:
+            # the same episodes (seed 29) fp32 validation just measured: paired, and fp32 is not run twice
+            int8 = evaluate_episodes(_in_memory(manifest, files, "int8"), val, 5, 1, 15, metric_episodes, seed=29)
+            gate = int8_gate(results[(5, 1)], int8)
+            gate["calibration"] = f"{samples} meta-training images, min-max, QDQ, " \
+                                  f"per-channel int8 weights, uint8 activations"
+            manifest["precision"] = {"default": "int8" if gate["passed"] else "fp32", "int8": gate}
+            if not gate["passed"]:
+                del files["backbone.int8.onnx"], manifest["graphs"]["backbone_int8"]
+            outcome["result"] = (f"fp32 {gate['fp32_accuracy']:.2f} vs int8 {gate['int8_accuracy']:.2f}, "
+                                 f"{'kept' if gate['passed'] else 'refused'}")
     if val.n_classes >= 4:   # calibrated at the precision the runtime will use by default
+        episodes = max(20, metric_episodes // 2)
+        with phases.phase("open-set calibration", f"{episodes} episodes per shot count") as outcome:
+            manifest["open_set"] = calibrate_bundle(_in_memory(manifest, files), val, episodes=episodes)
+            outcome["result"] = "AUROC " + ", ".join(f"{k}-shot {v:.3f}"
+                                                     for k, v in manifest["open_set"]["auroc_by_shots"].items())
+    with phases.phase("writing", str(out_dir)):
         write_bundle(Path(out_dir), manifest, files)
-        manifest["open_set"] = calibrate_bundle(Bundle.load(out_dir), val, episodes=max(20, metric_episodes // 2))
-    write_bundle(Path(out_dir), manifest, files)
     return Bundle.load(out_dir).manifest
