@@ -130,13 +130,10 @@ def test_exported_head_graphs_match_numpy_oracle_on_random_embeddings(bundle_dir
     scale = bundle.manifest["head"]["scale"]
     rng = np.random.default_rng(0)
     D = bundle.embedding_dim
-    checked = 0
     for c, labels in _supports(rng):
         support = (rng.standard_normal((len(labels), D)) * rng.uniform(0.1, 3.0)).astype(np.float32)
         query = (rng.standard_normal((17, D)) * support.std()).astype(np.float32)
         _head_check(ad, cl, scale, support, labels, c, query)
-        checked += 1
-    assert checked == 6
 
 
 def test_exported_head_graphs_match_numpy_oracle_on_real_embeddings(bundle_dir, bundle, lake_test):

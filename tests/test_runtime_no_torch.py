@@ -73,4 +73,4 @@ def test_evaluation_runs_without_torch(bundle_dir, tmp_path, lake_test):
     """)
     assert proc.returncode == 0, proc.stderr
     res = json.loads(proc.stdout)
-    assert res["torch"] is False and 0.0 <= res["acc"] <= 100.0
+    assert res["torch"] is False and res["acc"] > 70.0   # 5-way 1-shot, 250 queries: tiny run ~88 %, untrained ~53 %
