@@ -119,3 +119,82 @@ def test_bad_input_leaves_the_classifier_unchanged(bundle, task):
             clf.partial_fit(images, labels)
     assert clf.class_counts() == counts
     np.testing.assert_array_equal(clf.decision_function(qx), before)
+
+
+# ---- every public entry point, every kind of non-image: an InputError naming what was expected -----------
+
+SHAPES_MSG = r"expected \[N, H, W\] or \[N, 1, H, W\] grey, \[N, H, W, 3\] RGB or \[N, H, W, 4\] RGBA images"
+NOT_IMAGES = [
+    (None, r"is None; " + SHAPES_MSG),
+    (5, r"is a int; " + SHAPES_MSG),
+    (2.5, r"is a float; " + SHAPES_MSG),
+    (np.uint8(0), r"is a uint8; " + SHAPES_MSG),
+    ("photo.png", r"is a str; " + SHAPES_MSG),
+    (b"\x89PNG", r"is a bytes; " + SHAPES_MSG),
+    ({"a": np.zeros((28, 28))}, r"is a dict; " + SHAPES_MSG),
+    ([[[0.0] * 28] * 28, [[0.0] * 27] * 28], None),                  # two nested-list images: fine, checked below
+    ([[[0.0] * 28, [0.0] * 27] + [[0.0] * 28] * 26], r"\[0\] is a ragged nested sequence .*expected a 2-D image"),
+    ([None], r"\[0\] is None; expected a 2-D image array"),
+    (["photo.png"], r"\[0\] is a str; expected a 2-D image array"),
+    (np.array([np.zeros((28, 28)), np.zeros((30, 30))], dtype=object), r"have shape \(2,\); " + SHAPES_MSG),
+    (np.zeros((2, 28, 28), dtype=object), r"dtype object; expected bool, uint8 \(0..255\) or float in \[0, 1\]"),
+    (np.zeros((2, 28, 28), np.complex128), r"dtype complex128; expected bool, uint8"),
+    (np.array(0.5), r"have shape \(\); " + SHAPES_MSG),
+    (np.zeros(784, np.float32), r"have shape \(784,\); " + SHAPES_MSG),
+    (np.zeros((28, 28), np.float32), r"have shape \(28, 28\); .*one image\? pass \[image\] or image\[None\]"),
+    (np.zeros((1, 1, 1, 28, 28), np.float32), r"have shape \(1, 1, 1, 28, 28\); " + SHAPES_MSG),
+    (np.zeros((0, 28, 28), np.uint8), r"(images are|the support set is) empty; expected at least one image"),
+    (np.full((2, 28, 28), np.nan), r"contain NaN or inf; expected finite values in \[0, 1\]"),
+]
+
+
+@pytest.mark.parametrize("bad,msg", NOT_IMAGES, ids=[f"{type(b).__name__}{i}" for i, (b, _) in enumerate(NOT_IMAGES)])
+def test_every_entry_point_refuses_non_images(bundle, fitted, bad, msg):
+    fresh = FewShotClassifier(bundle)
+    calls = {"fit": lambda x: fresh.fit(x, ["a", "b"]), "partial_fit": lambda x: fresh.partial_fit(x, ["a", "b"]),
+             "predict": fitted.predict, "predict_proba": fitted.predict_proba,
+             "decision_function": fitted.decision_function, "embed": fitted.embed,
+             "score": lambda x: fitted.score(x, ["a", "b"])}
+    for name, call in calls.items():
+        if msg is None:                                            # a valid nested-list batch
+            if name in ("embed", "predict", "decision_function", "predict_proba"):
+                assert len(call(bad)) == 2
+            continue
+        with pytest.raises(InputError, match=msg):
+            call(bad)
+    assert fresh.class_counts() == {}
+
+
+@pytest.mark.parametrize("labels,msg", [
+    (None, r"labels have shape \(\); expected a 1-D sequence"),
+    ("ab", r"labels have shape \(\); expected a 1-D sequence"),
+    ([1.5, 2.5], r"labels have dtype float64; expected all ints or all strings"),
+    ([[1], [2, 3]], r"labels are a ragged nested sequence; expected a 1-D sequence"),
+    ({"a": 1, "b": 2}, r"labels have shape \(\); expected a 1-D sequence"),
+])
+def test_bad_labels(bundle, task, labels, msg):
+    with pytest.raises(InputError, match=msg):
+        FewShotClassifier(bundle).fit(task[0][:2], labels)
+
+
+def test_ensemble_follows_the_same_input_rules(bundle_dir, task):
+    from edgemeta.runtime import HeadEnsemble, NotFittedError
+
+    ens = HeadEnsemble([(bundle_dir, 1.0)])
+    with pytest.raises(NotFittedError, match="not fitted yet; call fit"):
+        ens.predict(task[2])
+    with pytest.raises(InputError, match=r"support images is None; " + SHAPES_MSG):
+        ens.fit(None, task[1])
+    ens.fit(1.0 - task[0], task[1])                                 # dark ink on white paper: ink="auto"
+    for bad, msg in [(5, r"is a int"), (np.zeros((2, 28, 28), object), "dtype object"), ([None], r"\[0\] is None")]:
+        with pytest.raises(InputError, match=msg):
+            ens.predict_proba(bad)
+    np.testing.assert_array_equal(ens.predict(task[2]), FewShotClassifier(bundle_dir).fit(*task[:2]).predict(task[2]))
+
+
+def test_oversized_image_is_refused_before_any_work(fitted):
+    big = np.broadcast_to(np.uint8(255), (1, 20000, 20000))           # 400 megapixels, no memory behind it
+    with pytest.raises(InputError, match=r"size 20000x20000 \(400 megapixels\); expected at most 50 megapixels"):
+        fitted.predict(big)
+    with pytest.raises(InputError, match=r"images\[1\] have size 20000x20000"):
+        fitted.predict([np.zeros((28, 28), np.uint8), big[0]])

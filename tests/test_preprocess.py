@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgemeta.contract.preprocess import InputError, default_spec, nearest_indices, preprocess
+from edgemeta.contract.preprocess import (MAX_PIXELS, InputError, colour_to_grey, dark_on_bright, default_spec,
+                                          iter_preprocess, nearest_indices, preprocess)
 
 SPEC = default_spec((28, 28), "nearest")
 
@@ -162,3 +163,86 @@ def test_empty_spatial_size():
 def test_message_names_the_argument():
     with pytest.raises(InputError, match=r"^query images contain NaN"):
         preprocess(np.full((1, 4, 4), np.nan), SPEC, what="query images")
+
+
+# ---- colour, ink polarity, chunks and the pixel limit ------------------------------------------------
+
+def test_uint8_colour_is_pillows_convert_L():
+    rng = np.random.default_rng(5)
+    rgb = rng.integers(0, 256, (3, 30, 30, 3), dtype=np.uint8)
+    grey = np.stack([np.asarray(Image.fromarray(im, "RGB").convert("L")) for im in rgb])
+    np.testing.assert_array_equal(colour_to_grey(rgb), grey)
+    np.testing.assert_array_equal(preprocess(rgb, SPEC, ink="high"), preprocess(grey, SPEC, ink="high"))
+    items = [rgb[0], grey[1], rgb[2][:, :28]]                        # colour and grey items of any size
+    np.testing.assert_array_equal(preprocess(items, SPEC, ink="high")[:2], preprocess(grey[:2], SPEC, ink="high"))
+
+
+def test_uint8_rgba_is_composited_over_white_in_integers():
+    px = np.array([[[10, 200, 30, 0], [10, 200, 30, 255], [100, 50, 250, 128], [0, 0, 0, 1]]], np.uint8)
+    c, a = px[..., :3].astype(np.int64), px[..., 3:].astype(np.int64)
+    over = (c * a + 255 * (255 - a) + 127) // 255
+    expect = (19595 * over[..., 0] + 38470 * over[..., 1] + 7471 * over[..., 2] + 32768) >> 16
+    assert colour_to_grey(px).tolist() == expect.tolist()
+    assert colour_to_grey(px)[0, 0] == 255                          # fully transparent = white paper
+
+
+def test_float_colour_rule():
+    rng = np.random.default_rng(6)
+    rgba = rng.random((2, 8, 8, 4)).astype(np.float32)
+    r, g, b, a = (rgba[..., i] for i in range(4))
+    over = [ch * a + (np.float32(1) - a) for ch in (r, g, b)]
+    expect = np.float32(0.299) * over[0] + np.float32(0.587) * over[1] + np.float32(0.114) * over[2]
+    np.testing.assert_array_equal(colour_to_grey(rgba), np.minimum(expect, 1))
+    assert colour_to_grey(rgba).dtype == np.float32
+    with pytest.raises(InputError, match=r"have values in \[0.0\d*, 1.99\d*\]; expected float images scaled"):
+        preprocess(np.concatenate([rgba, rgba + 1]), SPEC)
+
+
+def test_colour_refusals():
+    with pytest.raises(InputError, match=r"dtype bool; expected uint8 \(0..255\) or float in \[0, 1\] for colour"):
+        preprocess(np.zeros((1, 28, 28, 3), bool), SPEC)
+    with pytest.raises(InputError, match=r"images\[0\] has shape \(28, 28, 2\); expected a 2-D single-channel image"):
+        preprocess([np.zeros((28, 28, 2), np.uint8)], SPEC)
+
+
+def test_ink_auto_rule_is_the_mean_before_resizing():
+    """Per image: mean in [0, 1] above 0.5 -> dark ink on bright paper -> inverted; exactly 0.5 is kept."""
+    spec = default_spec((4, 4))
+    half = np.zeros((1, 8, 8), np.uint8)
+    half[0, :4] = 255                                                # mean exactly 0.5: used as is
+    np.testing.assert_array_equal(preprocess(half, spec, ink="auto"), preprocess(half, spec, ink="high"))
+    over = half.copy()
+    over[0, 4, 0] = 1                                                # one grey level above half: inverted
+    np.testing.assert_array_equal(preprocess(over, spec, ink="auto"), preprocess(over, spec, ink="low"))
+    # decided before resizing: the sampled 4x4 pixels would all be ink, the 8x8 image is mostly paper
+    sparse = np.zeros((1, 8, 8), bool)
+    sparse[0, 1::2, 1::2] = True
+    assert preprocess(sparse, spec, ink="high").min() == 1.0
+    np.testing.assert_array_equal(preprocess(sparse, spec, ink="auto"), preprocess(sparse, spec, ink="high"))
+    f = np.full((1, 4, 4), 0.5000001)
+    np.testing.assert_array_equal(preprocess(f, spec, ink="auto"), preprocess(f, spec, ink="low"))
+    # per image: a batch mixing both polarities
+    mixed = np.stack([half[0], over[0]])
+    np.testing.assert_array_equal(preprocess(mixed, spec, ink="auto")[:, 0],
+                                  [preprocess(half, spec)[0, 0], preprocess(over, spec, ink="low")[0, 0]])
+    assert dark_on_bright(mixed).tolist() == [False, True]
+
+
+def test_chunks_equal_one_pass(binary_105):
+    x = np.concatenate([binary_105] * 40)                           # 320 images: two chunks
+    n, chunks = iter_preprocess(x, SPEC, chunk=256)
+    parts = list(chunks)
+    assert n == 320 and [len(p) for p in parts] == [256, 64]
+    np.testing.assert_array_equal(np.concatenate(parts), np.concatenate([preprocess(binary_105, SPEC)] * 40))
+    items = [im for im in x[:300]] + [binary_105[0][:, :90]]           # equal-shaped runs, then an odd one
+    np.testing.assert_array_equal(preprocess(items, SPEC)[:300], preprocess(x[:300], SPEC))
+
+
+def test_large_images_are_limited_and_not_copied_as_floats():
+    side = int(MAX_PIXELS ** 0.5) + 1
+    big = np.broadcast_to(np.uint8(0), (1, side, side))              # no memory behind it
+    with pytest.raises(InputError, match=rf"size {side}x{side} \(50 megapixels\); expected at most 50 megapixels"):
+        preprocess(big, SPEC)
+    ok = np.broadcast_to(np.float64(1.0), (1, side - 2, side - 2))     # just under: float64, read-only view
+    out = preprocess(ok, SPEC, ink="auto")                          # all paper -> inverted -> zeros
+    assert out.shape == (1, 1, 28, 28) and out.max() == 0.0

@@ -185,6 +185,12 @@ def _as_item(x: Any, where: str) -> tuple[np.ndarray, bool]:
     return got
 
 
+def grey_image(image: Any) -> np.ndarray:
+    """One image ``[H, W]`` / ``[1, H, W]`` / ``[H, W, 3|4]`` -> grey ``[H, W]`` by :func:`colour_to_grey`."""
+    a, colour = _as_item(image, "image")
+    return colour_to_grey(a) if colour else a
+
+
 @dataclass(frozen=True)
 class CheckedImages:
     """Images whose shapes and dtypes passed the checks (values are checked chunk by chunk).

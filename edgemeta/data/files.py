@@ -7,12 +7,14 @@ as bool, uint8 0..255, uint8 0/1 (binary, 1 = ink) or float in [0, 1]; optional 
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
-from edgemeta.contract.preprocess import InputError, preprocess
+from edgemeta.contract.preprocess import MAX_PIXELS, check_ink, dark_on_bright, grey_image, preprocess
+from edgemeta.errors import InputError
 from edgemeta.data.classes import ClassImages
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".pgm")
@@ -41,19 +43,53 @@ def load_class_npz(path: str | Path, spec: Mapping[str, Any], ink: str = "high")
 
 
 def read_image_file(path: Path) -> np.ndarray:
-    """One image file as a 2-D float32 array in [0, 1] (colour is converted to grey)."""
+    """One image file as its native array: ``bool [H, W]`` (1-bit), ``uint8 [H, W]`` (grey),
+    ``uint8 [H, W, 3|4]`` (RGB / RGBA, turned grey by the runtime's colour rule) or float32 in [0, 1]
+    (16-bit grey). Every failure (missing, a folder, unreadable, empty, truncated, not an image, more than
+    ``MAX_PIXELS``) is an InputError naming the file; the size is checked before any pixel is decoded."""
+    import warnings
+
     from PIL import Image
 
-    with Image.open(path) as im:
-        return np.asarray(im.convert("L"), dtype=np.float32) / np.float32(255.0)
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > MAX_PIXELS:
+                    raise InputError(f"{path} is {w}x{h} ({w * h / 1e6:.0f} megapixels); expected at most "
+                                     f"{MAX_PIXELS // 1_000_000} megapixels per image: downscale it first")
+                im.load()
+                return _native_array(im)
+    except InputError:
+        raise
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error, Image.DecompressionBombError) as exc:
+        raise InputError(f"{path} cannot be read as an image ({type(exc).__name__}: {exc}); expected an image "
+                         f"file ({', '.join(IMAGE_SUFFIXES)})") from None
+
+
+def _native_array(im: Any) -> np.ndarray:
+    """A decoded Pillow image -> the array the runtime's input rules take (see :func:`read_image_file`)."""
+    if im.mode in ("1", "L", "RGB", "RGBA"):
+        return np.asarray(im)
+    if im.mode.startswith("I;16"):
+        return np.asarray(im, dtype=np.float32) / np.float32(65535.0)
+    if im.mode in ("LA", "PA", "P", "RGBa", "La") or "transparency" in im.info:
+        return np.asarray(im.convert("RGBA"))
+    if im.mode in ("I", "F"):
+        return np.asarray(im.convert("L"))
+    return np.asarray(im.convert("RGB"))
 
 
 def resolve_ink(images: list[np.ndarray], ink: str) -> str:
-    """``auto``: strokes are whatever is rarer, i.e. ink is 'low' when the median pixel is bright."""
-    if ink != "auto":
+    """``auto`` -> ``low`` if every image is dark ink on bright paper, ``high`` if none is, else ``auto``
+    (left to the runtime image by image); the rule is :func:`~edgemeta.contract.preprocess.dark_on_bright`,
+    the one the runtime applies. ``high`` / ``low`` are returned as given."""
+    if check_ink(ink) != "auto":
         return ink
-    med = float(np.median(np.concatenate([im.reshape(-1) for im in images])))
-    return "low" if med > 0.5 else "high"
+    dark = [bool(dark_on_bright(grey_image(im)[None])[0]) for im in images]
+    return "low" if all(dark) else "high" if not any(dark) else "auto"
 
 
 def list_class_folders(root: str | Path) -> list[tuple[str, list[Path]]]:
@@ -72,10 +108,10 @@ def list_class_folders(root: str | Path) -> list[tuple[str, list[Path]]]:
 
 
 def load_image_folder(root: str | Path, spec: Mapping[str, Any], ink: str = "auto") -> ClassImages:
-    """Read ``root/<class>/*.png`` (any count per class) and preprocess to the spec."""
+    """Read ``root/<class>/*.png`` (any count per class) and preprocess to the spec; ``ink="auto"``
+    decides the polarity image by image (the runtime's rule)."""
     classes = list_class_folders(root)
     raw = [[read_image_file(f) for f in files] for _, files in classes]
-    ink = resolve_ink([im for group in raw for im in group], ink)
     per_class = [preprocess(group, spec, ink=ink, what=f"images of class {name!r}")
                  for (name, _), group in zip(classes, raw)]
     return ClassImages.from_lists(per_class, [name for name, _ in classes])

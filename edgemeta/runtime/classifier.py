@@ -67,7 +67,9 @@ def _py(label: Any) -> Any:
 
 
 def _is_empty(images: Any) -> bool:
-    return isinstance(images, (np.ndarray, list, tuple)) and len(images) == 0
+    if isinstance(images, np.ndarray):
+        return images.ndim > 0 and len(images) == 0
+    return isinstance(images, (list, tuple)) and len(images) == 0
 
 
 @dataclass(frozen=True)
