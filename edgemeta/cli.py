@@ -206,9 +206,6 @@ def export(
     cfg = TrainConfig.from_json(record["config"])
     _echo_err(f"export {run}: loading its meta-training and validation classes")
     train_set, val_set, _ = training_sets(cfg.dataset, cfg.split, cfg.image_size, omniglot, seed=cfg.seed)
-    steps = ["ONNX graphs", "parity check", "validation episodes"]
-    steps += ["int8 calibration and accuracy gate"] if int8 else []
-    _echo_err(f"export {run}: {', '.join(steps)}, open-set calibration")
     manifest = export_bundle(run, out, val_set, int8_calibration=train_set if int8 else None, method=method,
                              shift_views=shift_views, progress=_echo_err)
     if zip_to:
