@@ -65,8 +65,16 @@ def read_image_file(path: Path) -> np.ndarray:
     except InputError:
         raise
     except (OSError, ValueError, SyntaxError, EOFError, struct.error, Image.DecompressionBombError) as exc:
-        raise InputError(f"{path} cannot be read as an image ({type(exc).__name__}: {exc}); expected an image "
-                         f"file ({', '.join(IMAGE_SUFFIXES)})") from None
+        expected = f"expected an image file ({', '.join(IMAGE_SUFFIXES)})"
+        if isinstance(exc, FileNotFoundError):
+            raise InputError(f"{path}: no such file or folder; {expected}") from None
+        if isinstance(exc, IsADirectoryError):
+            raise InputError(f"{path} is a folder; {expected}") from None
+        if isinstance(exc, PermissionError):
+            raise InputError(f"{path}: permission denied; {expected}") from None
+        if isinstance(exc, Image.UnidentifiedImageError):
+            raise InputError(f"{path} is not an image Pillow can read; {expected}") from None
+        raise InputError(f"{path} cannot be read as an image ({type(exc).__name__}: {exc}); {expected}") from None
 
 
 def _native_array(im: Any) -> np.ndarray:
