@@ -129,3 +129,29 @@ def test_node_fixture_manifest_has_the_export_layout(bundle):
         assert m[key] == exported[key], key
     assert m["head"].keys() == exported["head"].keys()
     assert {"code_version", "torch", "onnx_opset", "exported_at", "platform"} <= m["provenance"].keys()
+
+
+def test_memoized_bundle_gives_the_runtimes_results_embedding_each_image_once(bundle_dir, lake_val):
+    """Export measures on a bundle that embeds each distinct image once; onnxruntime's embedding of
+    an image does not depend on its batch, so every measurement equals the plain runtime's."""
+    from edgemeta.contract.bundle import read_bundle
+    from edgemeta.train.memo_bundle import MemoizedBundle
+
+    plain = Bundle.load(bundle_dir)
+    x = lake_val.batch(np.arange(60))
+    whole = plain.embed(x)
+    assert np.array_equal(whole, np.concatenate([plain.embed(x[i:i + 7]) for i in range(0, 60, 7)]))
+    manifest, files = read_bundle(bundle_dir)
+    memo = MemoizedBundle(manifest, files, "memo")
+    assert np.array_equal(memo.embed(x[[5, 3, 5]]), whole[[5, 3, 5]]) and memo.images_embedded == 2
+    assert np.array_equal(memo.embed(x), whole) and memo.images_embedded == 60
+    fresh = MemoizedBundle(manifest, files, "memo")
+    a = evaluate_episodes(fresh, lake_val, 5, 1, 15, 40, seed=3)
+    b = evaluate_episodes(plain, lake_val, 5, 1, 15, 40, seed=3)
+    assert (a["accuracy"], a["ci95"]) == (b["accuracy"], b["ci95"])
+    from edgemeta.data.episodes import EpisodeSampler
+
+    sampler = EpisodeSampler(lake_val, 5, 1, 15, 3)
+    distinct = {int(r) for e in range(40) for part in (sampler.indices(e).support, sampler.indices(e).query)
+                for r in part}
+    assert fresh.images_embedded == len(distinct) < 40 * 5 * 16          # each distinct image once

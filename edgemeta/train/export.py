@@ -27,6 +27,7 @@ from edgemeta.data.episodes import EpisodeSampler
 from edgemeta.errors import ExportError
 from edgemeta.runtime.loaded_bundle import Bundle
 from edgemeta.train.checkpoint import load_json, load_weights
+from edgemeta.train.memo_bundle import MemoizedBundle
 from edgemeta.train.methods.base import HeadMethod
 from edgemeta.train.model import FewShotModel
 from edgemeta.train.openset_calibration import calibrate_bundle
@@ -197,9 +198,13 @@ class _Phases:
         self.progress(f"export: {name}{result} [{self.seconds[name]:.1f}s]")
 
 
-def _in_memory(manifest: dict[str, Any], files: dict[str, bytes], precision: str = "auto") -> Bundle:
-    """The bundle as the device runtime opens it, from memory (nothing written yet)."""
-    return Bundle(seal_manifest(manifest, files), files, "bundle being exported", precision=precision)
+def _in_memory(manifest: dict[str, Any], files: dict[str, bytes], precision: str,
+               memos: dict[str, dict[bytes, np.ndarray]]) -> MemoizedBundle:
+    """The bundle as the device runtime opens it, from memory (nothing written yet); each image is
+    embedded once per precision over the whole export (``memos``: precision -> remembered embeddings)."""
+    sealed = seal_manifest(manifest, files)
+    return MemoizedBundle(sealed, files, "bundle being exported", precision=precision,
+                          memo=memos.setdefault(precision, {}))
 
 
 def _parity_episodes(val: ClassImages, settings: list[tuple[int, int]], count: int) -> list[tuple[np.ndarray, ...]]:
@@ -254,18 +259,19 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, val: ClassImages,
                     "best": record["best"]},
         parity=parity, onnx_opset=OPSET, torch_version=torch.__version__, shift_views=SHIFT_VIEWS[shift_views])
     files = dict(graphs)
+    memos: dict[str, dict[bytes, np.ndarray]] = {}
     # Validation metrics through the device runtime, on held-out validation classes.
     results = {}
     with phases.phase("validation", f"{metric_episodes} episodes each of "
                                     f"{', '.join(f'{w}w{s}s' for w, s in settings)}, fp32") as outcome:
-        fp32 = _in_memory(manifest, files, "fp32")
+        fp32 = _in_memory(manifest, files, "fp32", memos)
         for ways, shots in settings:
             results[(ways, shots)] = evaluate_episodes(fp32, val, ways, shots, 15, metric_episodes, seed=29)
             manifest["validation"][f"{ways}w{shots}s"] = {k: results[(ways, shots)][k]
                                                           for k in ("accuracy", "ci95", "episodes", "queries")}
         manifest["validation"]["split"] = "val (held-out meta-validation classes, never test)"
         outcome["result"] = ", ".join(f"{k} {v['accuracy']:.2f}" for k, v in manifest["validation"].items()
-                                      if isinstance(v, dict))
+                                      if isinstance(v, dict)) + f"; {fp32.images_embedded:,d} images embedded"
     if int8_calibration is not None:
         from edgemeta.train.quantize import int8_gate, quantize_backbone
 
@@ -275,7 +281,8 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, val: ClassImages,
             manifest["graphs"]["backbone_int8"] = "backbone.int8.onnx"
         with phases.phase("int8 gate", f"{metric_episodes} validation episodes 5w1s, the fp32 ones") as outcome:
             # the same episodes (seed 29) fp32 validation just measured: paired, and fp32 is not run twice
-            int8 = evaluate_episodes(_in_memory(manifest, files, "int8"), val, 5, 1, 15, metric_episodes, seed=29)
+            int8 = evaluate_episodes(_in_memory(manifest, files, "int8", memos), val, 5, 1, 15, metric_episodes,
+                                     seed=29)
             gate = int8_gate(results[(5, 1)], int8)
             gate["calibration"] = f"{samples} meta-training images, min-max, QDQ, " \
                                   f"per-channel int8 weights, uint8 activations"
@@ -287,7 +294,9 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, val: ClassImages,
     if val.n_classes >= 4:   # calibrated at the precision the runtime will use by default
         episodes = max(20, metric_episodes // 2)
         with phases.phase("open-set calibration", f"{episodes} episodes per shot count") as outcome:
-            manifest["open_set"] = calibrate_bundle(_in_memory(manifest, files), val, episodes=episodes)
+            precision = manifest.get("precision", {}).get("default", "fp32")
+            manifest["open_set"] = calibrate_bundle(_in_memory(manifest, files, precision, memos), val,
+                                                    episodes=episodes)
             outcome["result"] = "AUROC " + ", ".join(f"{k}-shot {v:.3f}"
                                                      for k, v in manifest["open_set"]["auroc_by_shots"].items())
     with phases.phase("writing", str(out_dir)):
