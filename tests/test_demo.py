@@ -27,8 +27,8 @@ def test_run_demo_with_figure(shipped_bundle_dir, omniglot_root, tmp_path):
     curve = res["accuracy_by_shots"]
     assert sorted(curve, key=int) == [str(k) for k in range(1, 11)]
     assert curve["10"]["accuracy"] > curve["1"]["accuracy"]  # more shots help
-    assert res["state_bytes"] > 0 and res["adapt_ms_10way_embedding_included"] > 0
-    assert res["predict_ms_per_image"] > 0
+    assert res["state_bytes"] >= 10 * 5 * 64 * 4           # at least the 50 stored 64-d float32 embeddings
+    assert {"adapt_ms_10way_embedding_included", "predict_ms_per_image"} <= set(res)   # timings: printed, not judged
     assert 0.0 <= res["digits_accepted"] <= 1.0 and 0.0 <= res["omniglot_rejected"] <= 1.0
     assert 0.5 < res["unknown_auroc"] <= 1.0
     assert res["figure"] == str(fig)

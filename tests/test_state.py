@@ -717,9 +717,9 @@ def test_index_lies_are_refused_before_allocating(shipped_bundle, edit, message)
 @pytest.mark.parametrize("line, message", [
     (b'{"encryption": "none", "encryption": "none", "format": "edgemeta-state", "payload_bytes": 0, '
      b'"payload_sha256": "", "version": 2}', "duplicate key 'encryption'"),
-    (b'{"x": ' + b"[" * 1500 + b"]" * 1500 + b"}", r"is not valid JSON \(RecursionError"),
+    (b'{"x": ' + b"[" * 1500 + b"]" * 1500 + b"}", "nests deeper than 8 levels"),
     (b'{"x": ' + b"[" * 20 + b"]" * 20 + b"}", "nests deeper than 8 levels"),
-    (b'{"payload_bytes": ' + b"9" * 3000 + b"}", "an integer of 3000 characters"),
+    (b'{"payload_bytes": ' + b"9" * 3000 + b"}", "an integer of 3000 digits"),
     (b'{"payload_bytes": NaN}', "the constant NaN"),
     (b'{"version": 2' + b" " * 5000 + b"}", "header line is longer than 4096 bytes"),
     (b'{"version": 2}', r"header has keys \['version'\]; expected"),

@@ -274,6 +274,18 @@ def read_bundle(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, byte
             raise _refuse(source, f"the zip is damaged ({type(exc).__name__}: {exc})") from None
 
 
+def seal_manifest(manifest: Mapping[str, Any], files: Mapping[str, bytes]) -> dict[str, Any]:
+    """A copy of ``manifest`` completed for ``files``: format, version, every file's sha256 and size,
+    and the integrity digest (what :func:`write_bundle` writes; also for a bundle held in memory)."""
+    sealed = dict(manifest)
+    sealed["format"] = FORMAT_NAME
+    sealed["format_version"] = FORMAT_VERSION
+    sealed["files"] = {name: {"sha256": sha256_bytes(data), "bytes": len(data)} for name, data in sorted(files.items())}
+    sealed["integrity"] = {}
+    sealed["integrity"] = {"manifest_sha256": manifest_digest(sealed)}
+    return sealed
+
+
 def write_bundle(directory: str | os.PathLike, manifest: dict[str, Any],
                  files: Mapping[str, bytes]) -> Path:
     """Write ``files`` plus a completed manifest (checksums, integrity) to ``directory`` atomically.
@@ -283,13 +295,7 @@ def write_bundle(directory: str | os.PathLike, manifest: dict[str, Any],
     that are not part of a bundle (a model card, say) are carried over.
     """
     directory = Path(directory)
-    manifest = dict(manifest)
-    manifest["format"] = FORMAT_NAME
-    manifest["format_version"] = FORMAT_VERSION
-    manifest["files"] = {name: {"sha256": sha256_bytes(data), "bytes": len(data)}
-                         for name, data in sorted(files.items())}
-    manifest["integrity"] = {}
-    manifest["integrity"] = {"manifest_sha256": manifest_digest(manifest)}
+    manifest = seal_manifest(manifest, files)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:

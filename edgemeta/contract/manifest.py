@@ -2,8 +2,7 @@
 
 ``build_manifest`` lays out every field ``docs/bundle-format.md`` describes except those that
 only a finished export knows (``validation``, ``precision``, ``open_set``, filled in afterwards)
-and those ``write_bundle`` completes (``format``, ``files``, ``integrity``). ``seal_manifest``
-completes those too, for a bundle held in memory before it is written.
+and those ``contract.bundle.seal_manifest`` completes (``format``, ``files``, ``integrity``).
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ import platform
 from typing import Any, Mapping, Sequence
 
 from edgemeta import __version__
-from edgemeta.contract.bundle import FORMAT_NAME, FORMAT_VERSION, GRAPH_FILES, manifest_digest, sha256_bytes
+from edgemeta.contract.bundle import GRAPH_FILES
 from edgemeta.contract.preprocess import default_spec
 
 LIMITS = {"min_ways": 2, "max_ways": 1000, "min_shots": 1}
@@ -47,15 +46,3 @@ def build_manifest(*, method: str, image_size: tuple[int, int], embedding_dim: i
         "validation": {},
         "integrity": {},
     }
-
-
-def seal_manifest(manifest: Mapping[str, Any], files: Mapping[str, bytes]) -> dict[str, Any]:
-    """A copy of ``manifest`` completed as ``write_bundle`` completes it: format, version, every
-    file's sha256 and size, and the integrity digest (for a bundle opened from memory)."""
-    sealed = dict(manifest)
-    sealed["format"] = FORMAT_NAME
-    sealed["format_version"] = FORMAT_VERSION
-    sealed["files"] = {name: {"sha256": sha256_bytes(data), "bytes": len(data)} for name, data in sorted(files.items())}
-    sealed["integrity"] = {}
-    sealed["integrity"] = {"manifest_sha256": manifest_digest(sealed)}
-    return sealed

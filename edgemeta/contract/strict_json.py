@@ -1,8 +1,9 @@
-"""Strict, bounded JSON parsing for untrusted manifests (stdlib only).
+"""Strict, bounded JSON parsing for untrusted files: bundle manifests and state headers (stdlib only).
 
 ``json.loads`` alone accepts duplicate keys (the last wins), ``NaN``/``Infinity``, integers of any
 length (a 5,000-digit one raises a bare ValueError) and nesting until the interpreter's recursion
-limit. :func:`loads_strict` refuses all of these with a :class:`BundleError` naming the rule.
+limit. :func:`loads_strict` refuses all of these with the caller's error class (``BundleError`` for
+manifests, ``StateError`` for states) naming the rule.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from __future__ import annotations
 import json
 import math
 import re
+from functools import partial
 from typing import Any
 
-from edgemeta.errors import BundleError
+from edgemeta.errors import BundleError, EdgemetaError
 
 MAX_BYTES = 1 << 20          # 1 MiB: the shipped manifests are about 6 KB
 MAX_DEPTH = 32               # the shipped manifests nest 5 deep
@@ -47,9 +49,9 @@ def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _int(text: str) -> int:
-    if len(text.lstrip("-")) > MAX_NUMBER_CHARS:
-        raise _Refused(f"an integer of {len(text)} digits (expected at most {MAX_NUMBER_CHARS})")
+def _int(text: str, max_digits: int = MAX_NUMBER_CHARS) -> int:
+    if len(text.lstrip("-")) > max_digits:
+        raise _Refused(f"an integer of {len(text)} digits (expected at most {max_digits})")
     return int(text)
 
 
@@ -66,21 +68,22 @@ def _constant(name: str) -> float:
     raise _Refused(f"the constant {name} (JSON has no NaN or Infinity; expected a finite number)")
 
 
-def loads_strict(data: bytes, what: str, max_bytes: int = MAX_BYTES, max_depth: int = MAX_DEPTH) -> Any:
-    """Parse UTF-8 JSON ``data``; raises :class:`BundleError` ``"{what} ..."`` on anything not strict JSON."""
+def loads_strict(data: bytes, what: str, max_bytes: int = MAX_BYTES, max_depth: int = MAX_DEPTH,
+                 max_int_digits: int = MAX_NUMBER_CHARS, error: type[EdgemetaError] = BundleError) -> Any:
+    """Parse UTF-8 JSON ``data``; raises ``error("{what} ...")`` on anything not strict, bounded JSON."""
     if len(data) > max_bytes:
-        raise BundleError(f"{what} is larger than {max_bytes} bytes; expected a small JSON manifest")
+        raise error(f"{what} is larger than {max_bytes} bytes; expected a small JSON document")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise BundleError(f"{what} is not valid JSON (not UTF-8: {exc}); the file is damaged") from exc
+        raise error(f"{what} is not valid JSON (not UTF-8: {exc}); the file is damaged") from exc
     depth = nesting_depth(data, max_depth)
     if depth > max_depth:
-        raise BundleError(f"{what} nests deeper than {max_depth} levels; expected a plain manifest")
+        raise error(f"{what} nests deeper than {max_depth} levels; expected a plain document")
     try:
-        return json.loads(text, object_pairs_hook=_pairs, parse_int=_int, parse_float=_float,
-                          parse_constant=_constant)
+        return json.loads(text, object_pairs_hook=_pairs, parse_int=partial(_int, max_digits=max_int_digits),
+                          parse_float=_float, parse_constant=_constant)
     except _Refused as exc:
-        raise BundleError(f"{what} is not valid JSON for a bundle: {exc}") from None
+        raise error(f"{what} is not strict JSON: {exc}") from None
     except (json.JSONDecodeError, RecursionError) as exc:
-        raise BundleError(f"{what} is not valid JSON ({exc}); the file is damaged") from None
+        raise error(f"{what} is not valid JSON ({exc}); the file is damaged") from None

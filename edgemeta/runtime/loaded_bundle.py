@@ -163,7 +163,7 @@ class Bundle:
             raise BundleError(f"{self.source}: {self._graph_names[role]} failed at run time "
                               f"({type(exc).__name__}: {str(exc)[:300]})") from None
 
-    def preprocess(self, images: np.ndarray | Sequence[np.ndarray], ink: str = "high",
+    def preprocess(self, images: np.ndarray | Sequence[np.ndarray], ink: str = "auto",
                    what: str = "images") -> np.ndarray:
         """Raw single-channel images -> ``float32 [N, 1, H, W]`` as the manifest says."""
         return preprocess(images, self.preprocess_spec, ink=ink, what=what)

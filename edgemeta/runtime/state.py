@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from edgemeta.contract.atomic_files import atomic_write_bytes, remove_stale_temporaries
+from edgemeta.contract.strict_json import loads_strict
 from edgemeta.errors import StateError
 
 MAGIC = b"EDGEMETA-STATE\n"
@@ -61,58 +62,10 @@ class StateData:
     meta: dict[str, Any]            # "method" (str), "ink" (one of INKS)
 
 
-# ---------------------------------------------------------------- strict JSON
-
-class _Refused(Exception):
-    """Internal: raised in json's hooks, turned into StateError by :func:`_loads_strict`."""
-
-
-def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise _Refused(f"duplicate key {k!r}")
-        out[k] = v
-    return out
-
-
-def _int(text: str) -> int:
-    if len(text) > 20:
-        raise _Refused(f"an integer of {len(text)} characters (expected a 64-bit integer)")
-    return int(text)
-
-
-def _float(text: str) -> float:
-    value = float(text) if len(text) <= 40 else math.inf
-    if not math.isfinite(value):
-        raise _Refused(f"the number {text[:40]} (expected a finite number)")
-    return value
-
-
-def _constant(name: str) -> Any:
-    raise _Refused(f"the constant {name} (expected a finite number)")
-
-
-def _depth(obj: Any) -> int:
-    if isinstance(obj, dict):
-        return 1 + max(map(_depth, obj.values()), default=0)
-    if isinstance(obj, list):
-        return 1 + max(map(_depth, obj), default=0)
-    return 0
-
-
 def _loads_strict(data: bytes, what: str) -> Any:
-    """UTF-8 JSON without duplicate keys, NaN/Infinity, huge numbers or deep nesting."""
-    try:
-        obj = json.loads(data.decode("utf-8"), object_pairs_hook=_pairs, parse_int=_int,
-                         parse_float=_float, parse_constant=_constant)
-    except _Refused as exc:
-        raise StateError(f"{what} is not strict JSON: {exc}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise StateError(f"{what} is not valid JSON ({type(exc).__name__}: {str(exc)[:120]})") from None
-    if _depth(obj) > MAX_JSON_DEPTH:
-        raise StateError(f"{what} nests deeper than {MAX_JSON_DEPTH} levels")
-    return obj
+    """UTF-8 JSON without duplicate keys, NaN/Infinity, integers over 20 digits or deep nesting."""
+    return loads_strict(data, what, max_bytes=MAX_INDEX_BYTES, max_depth=MAX_JSON_DEPTH,
+                        max_int_digits=20, error=StateError)   # range checked later
 
 
 def _keys(obj: Any, required: set[str], optional: set[str], what: str) -> dict[str, Any]:

@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from edgemeta.contract.bundle import write_bundle
-from edgemeta.contract.manifest import build_manifest, seal_manifest
+from edgemeta.contract.bundle import seal_manifest
+from edgemeta.contract.manifest import build_manifest
 from edgemeta.data.classes import ClassImages
 from edgemeta.data.episodes import EpisodeSampler
 from edgemeta.errors import ExportError

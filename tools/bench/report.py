@@ -1,4 +1,4 @@
-"""Run every peer comparison in one go and write ``BENCHMARKS.md`` (issue 5).
+"""Run every peer comparison in one go and write ``BENCHMARKS.md``.
 
     .venv/bin/python tools/bench/report.py            # ~15 min on 2 cores; creates the peer venvs if missing
 
@@ -365,7 +365,7 @@ def write_report(r: Runner, meta: dict[str, Any], out: Path) -> None:
         return s_
 
     n_rounds = meta.get("rounds", 1)
-    A("## Goals of issue 5, as measured")
+    A("## Goals of the peer comparison, as measured")
     A("")
     A("Times are medians of CPU time on one pinned core, one thread (wall-clock medians in brackets); "
       "ratios use the CPU-time medians." + (f" Each timed comparison ran in {n_rounds} interleaved rounds (separate "
