@@ -9,15 +9,24 @@ import numpy as np
 from edgemeta.errors import InputError
 
 _ONE_F32_BITS = np.float32(1.0).view(np.uint32)
+_255 = np.float32(255.0)
+
+
+def unit_float(pixels: np.ndarray) -> np.ndarray:
+    """Stored pixels -> float32 backbone input: uint8 ``v`` -> ``float32(v) / float32(255)`` (the device
+    runtime's colour value, bit for bit), bool -> 0.0 / 1.0, float32 as is (a copy)."""
+    if pixels.dtype == np.uint8:
+        return pixels.astype(np.float32) / _255
+    return pixels.astype(np.float32)
 
 
 def compact_pixels(x: np.ndarray) -> np.ndarray:
-    """Backbone input ``[M, 1, H, W]`` in its smallest exact form.
+    """Backbone input ``[M, C, H, W]`` in its smallest exact form.
 
-    float32 arrays whose every value is exactly ``0.0`` or ``1.0`` (binary drawings) become bool
+    uint8 arrays (colour photos, 0..255 before the runtime's ``v / 255``) stay uint8; float32 arrays whose every value is exactly ``0.0`` or ``1.0`` (binary drawings) become bool
     (4x smaller; ``bool -> float32`` gives back the same bits); anything else stays float32.
     """
-    if x.dtype == np.bool_:
+    if x.dtype in (np.bool_, np.uint8):
         return x
     x = np.asarray(x, dtype=np.float32)
     bits = x.view(np.uint32)
@@ -30,8 +39,9 @@ def compact_pixels(x: np.ndarray) -> np.ndarray:
 class ClassImages:
     """Preprocessed images grouped by class, stored flat so classes may hold different counts.
 
-    pixels:    ``[M, 1, H, W]``, already preprocessed (resized), stored compactly: bool for binary
-               drawings (True = 1.0 = ink), float32 otherwise. :meth:`batch` turns rows into the
+    pixels:    ``[M, C, H, W]`` (C = 1 grey, 3 RGB), already preprocessed (resized), stored compactly:
+               bool for binary drawings (True = 1.0 = ink), uint8 for photos (v, input v / 255),
+               float32 otherwise. :meth:`batch` turns rows into the
                backbone's float32 input; keep whole-set float copies out of memory.
     offsets:   int64 ``[n_classes]``, first row of each class in ``pixels``.
     counts:    int64 ``[n_classes]``, number of images of each class.
@@ -52,10 +62,10 @@ class ClassImages:
             raise InputError(f"offsets/counts must have shape [{n}], got {self.offsets.shape}/{self.counts.shape}")
         if len(set(self.names)) != n:
             raise InputError(f"class names must be unique; got {n - len(set(self.names))} repeated")
-        if self.pixels.ndim != 4 or self.pixels.shape[1] != 1:
-            raise InputError(f"images must be [M, 1, H, W], got {self.pixels.shape}")
-        if self.pixels.dtype not in (np.bool_, np.float32):
-            raise InputError(f"pixels must be bool or float32, got {self.pixels.dtype}")
+        if self.pixels.ndim != 4 or self.pixels.shape[1] not in (1, 3):
+            raise InputError(f"images must be [M, 1, H, W] or [M, 3, H, W], got {self.pixels.shape}")
+        if self.pixels.dtype not in (np.bool_, np.uint8, np.float32):
+            raise InputError(f"pixels must be bool, uint8 or float32, got {self.pixels.dtype}")
         if self.image_ids.shape != (self.pixels.shape[0],):
             raise InputError(f"image_ids must have one entry per image ({self.pixels.shape[0]}), got {self.image_ids.shape}")
 
@@ -69,16 +79,21 @@ class ClassImages:
         return int(self.pixels.shape[0])
 
     @property
+    def channels(self) -> int:
+        """C: 1 (grey) or 3 (RGB)."""
+        return int(self.pixels.shape[1])
+
+    @property
     def image_size(self) -> tuple[int, int]:
         return int(self.pixels.shape[2]), int(self.pixels.shape[3])
 
     def batch(self, rows: np.ndarray | slice | list[int]) -> np.ndarray:
-        """The backbone's float32 input ``[n, 1, H, W]`` for ``rows`` (indices or a slice) only."""
-        return self.pixels[rows].astype(np.float32)
+        """The backbone's float32 input ``[n, C, H, W]`` for ``rows`` (indices or a slice) only."""
+        return unit_float(self.pixels[rows])
 
     @property
     def images(self) -> np.ndarray:
-        """float32 ``[M, 1, H, W]`` of every row, built anew on each access (M x H x W x 4 bytes).
+        """float32 ``[M, C, H, W]`` of every row, built anew on each access (M x C x H x W x 4 bytes).
 
         For a few rows use :meth:`batch`, for the count :attr:`n_images`.
         """
@@ -91,7 +106,7 @@ class ClassImages:
     @classmethod
     def from_grouped(cls, images: np.ndarray, names: list[str] | tuple[str, ...],
                      image_ids: np.ndarray | None = None) -> "ClassImages":
-        """From a dense ``[n_classes, n_per_class, 1, H, W]`` array (bool or float32)."""
+        """From a dense ``[n_classes, n_per_class, C, H, W]`` array (bool, uint8 or float32)."""
         n_classes, n_per = images.shape[:2]
         flat = compact_pixels(np.ascontiguousarray(images.reshape(n_classes * n_per, *images.shape[2:])))
         counts = np.full(n_classes, n_per, dtype=np.int64)
@@ -102,7 +117,7 @@ class ClassImages:
     @classmethod
     def from_lists(cls, per_class: list[np.ndarray], names: list[str],
                    image_ids: np.ndarray | None = None) -> "ClassImages":
-        """From one ``[n_i, 1, H, W]`` array per class (counts may differ)."""
+        """From one ``[n_i, C, H, W]`` array per class (counts may differ)."""
         counts = np.array([len(x) for x in per_class], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
         flat = compact_pixels(np.ascontiguousarray(np.concatenate(per_class)))

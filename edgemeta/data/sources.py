@@ -8,13 +8,19 @@ from typing import Any
 from edgemeta.contract.preprocess import default_spec
 from edgemeta.data.classes import ClassImages
 from edgemeta.data.files import load_dataset, split_classes
+from edgemeta.data.files import load_image_folder
 from edgemeta.data.omniglot import default_root, load_omniglot
+from edgemeta.data.photos import has_split_folders, is_colour_folder, load_photo_folder, split_folder_sets
 from edgemeta.errors import InputError
 
 
 def training_sets(dataset: str, split: str, image_size: tuple[int, int], omniglot_root: str | Path | None,
                   val_fraction: float = 0.15, seed: int = 0) -> tuple[ClassImages, ClassImages, dict[str, Any]]:
-    """Meta-training and validation classes plus the provenance a bundle records about them."""
+    """Meta-training and validation classes plus the provenance a bundle records about them.
+
+    A folder with ``train/`` and ``val/`` class folders is used as split (no random split); colour
+    photos there are stored as uint8 ``[M, 3, H, W]``. Other datasets are split by class at random.
+    """
     if dataset == "omniglot":
         root = Path(omniglot_root) if omniglot_root else default_root()
         train = load_omniglot(split, "train", root, image_size)
@@ -22,6 +28,10 @@ def training_sets(dataset: str, split: str, image_size: tuple[int, int], omniglo
         prov = {"dataset": "omniglot", "split": split, "train_classes": train.n_classes,
                 "val_classes": val.n_classes, "rotations": "train only"}
         return train, val, prov
+    if has_split_folders(dataset):
+        if is_colour_folder(Path(dataset) / "train"):
+            return split_folder_sets(dataset, image_size)
+        return split_folder_sets(dataset, image_size, lambda d, size: load_image_folder(d, default_spec(size)))
     data = load_dataset(dataset, default_spec(image_size))
     train, val = split_classes(data, val_fraction, seed)
     prov = {"dataset": str(dataset), "split": f"by class, val_fraction={val_fraction}, seed={seed}",
@@ -43,7 +53,14 @@ def evaluation_set(provenance: dict[str, Any], spec: dict[str, Any], data: str |
         if rotations is not None:
             raise InputError("--rotations/--no-rotations applies to Omniglot's test classes; the classes of --data "
                              "are evaluated as given (add rotated copies to the dataset to test them)")
-        return load_dataset(data, spec), f"{data}"
+        seen = set(provenance.get("train_class_names", [])) | set(provenance.get("val_class_names", []))
+        test = load_photo_folder(data, size) if int(spec.get("channels", 1)) == 3 else load_dataset(data, spec)
+        overlap = sorted(seen & set(test.names))
+        if overlap:
+            raise InputError(f"{data}: {len(overlap)} of its classes ({', '.join(overlap[:3])}, ...) were used in this "
+                             f"bundle's meta-training or validation; expected held-out test classes "
+                             f"(e.g. the test/ folder beside train/ and val/)")
+        return test, f"{data}"
     if provenance.get("dataset") != "omniglot":
         raise InputError(f"this bundle was meta-trained on {provenance.get('dataset')!r}; pass --data with its "
                          f"held-out test classes (a .npz or an image folder)")

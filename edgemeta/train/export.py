@@ -166,10 +166,11 @@ def load_run(run_dir: str | Path, method: str | None = None) -> tuple[FewShotMod
     cfg = TrainConfig.from_json(record["config"])
     weights = load_weights(run_dir / "best.npz")
     if method is None or method == cfg.method:
-        model = FewShotModel(cfg.backbone, cfg.method, cfg.image_size, cfg.backbone_kwargs, cfg.method_kwargs)
+        model = FewShotModel(cfg.backbone, cfg.method, cfg.image_size, cfg.backbone_kwargs, cfg.method_kwargs,
+                             in_channels=cfg.channels)
         model.load_state_dict(weights)
     else:
-        model = FewShotModel(cfg.backbone, method, cfg.image_size, cfg.backbone_kwargs)
+        model = FewShotModel(cfg.backbone, method, cfg.image_size, cfg.backbone_kwargs, in_channels=cfg.channels)
         model.backbone.load_state_dict({k[len("backbone."):]: v for k, v in weights.items() if k.startswith("backbone.")})
         record = {**record, "config": {**record["config"], "method": method, "method_kwargs": {}},
                   "head_from": f"{cfg.method} run, {method} head with default settings"}
@@ -242,7 +243,7 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, val: ClassImages,
         settings = [(w, s) for w, s in ((5, 1), (5, 5), (20, 1)) if w <= val.n_classes]
         if not settings:
             raise ExportError(f"validation needs at least 5 classes, this run's validation set has {val.n_classes}")
-        graphs = graphs_from_model(model, (1, *cfg.image_size))
+        graphs = graphs_from_model(model, (cfg.channels, *cfg.image_size))
         outcome["result"] = ", ".join(f"{name} {len(data):,d} B" for name, data in graphs.items())
     with phases.phase("parity check", "torch vs onnxruntime") as outcome:
         parity = check_parity(model, graphs, _parity_episodes(val, settings, parity_episodes))

@@ -12,12 +12,15 @@ from edgemeta.train.methods import build_method
 
 
 class FewShotModel(nn.Module):
-    """``backbone``: ``[N, C, H, W] -> [N, D]``; ``method``: the head rule over those embeddings."""
+    """``backbone``: ``[N, C, H, W] -> [N, D]`` (``C = in_channels``: 1 grey, 3 RGB); ``method``: the head
+    rule over those embeddings."""
 
     def __init__(self, backbone: str, method: str, image_size: tuple[int, int] = (28, 28),
-                 backbone_kwargs: dict[str, Any] | None = None, method_kwargs: dict[str, Any] | None = None):
+                 backbone_kwargs: dict[str, Any] | None = None, method_kwargs: dict[str, Any] | None = None,
+                 in_channels: int = 1):
         super().__init__()
-        self.backbone = build_backbone(backbone, image_size=tuple(image_size), **(backbone_kwargs or {}))
+        self.backbone = build_backbone(backbone, in_channels=in_channels, image_size=tuple(image_size),
+                                       **(backbone_kwargs or {}))
         self.embedding_dim = int(self.backbone.out_dim)
         self.method = build_method(method, self.embedding_dim, **(method_kwargs or {}))
 

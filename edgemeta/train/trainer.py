@@ -25,7 +25,7 @@ from edgemeta.data.classes import ClassImages
 from edgemeta.data.episodes import EpisodeSampler
 from edgemeta.errors import InputError
 from edgemeta.metrics import mean_ci95
-from edgemeta.train.augment import random_affine
+from edgemeta.train.augment import photo_augment, random_affine
 from edgemeta.train.checkpoint import load_json, load_weights, save_json, save_weights
 from edgemeta.train.distributed import (Dist, average_buffers, average_gradients, barrier, broadcast_flag,
                                         init_from_env)
@@ -46,6 +46,7 @@ class TrainConfig:
     dataset: str = "omniglot"          # "omniglot" or a path to a .npz / image folder
     split: str = "vinyals"             # omniglot protocol: vinyals | lake
     image_size: tuple[int, int] = (28, 28)
+    channels: int = 1                  # 1 grey, 3 RGB photos (follows the training data)
     ways: int = 60
     shots: int = 1
     queries: int = 5
@@ -92,6 +93,14 @@ class TrainConfig:
         d = dict(d)
         d["image_size"] = tuple(d["image_size"])
         return cls(**{k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}})
+
+
+def to_input(x: torch.Tensor) -> torch.Tensor:
+    """Stored rows -> the backbone's float32 input: uint8 ``v`` becomes ``float32(v) / 255`` (the
+    device runtime's value, bit for bit), bool and float32 rows become float32."""
+    if x.dtype == torch.uint8:
+        return x.float() / torch.tensor(255.0, dtype=torch.float32, device=x.device)
+    return x.float()
 
 
 def pick_device(name: str) -> torch.device:
@@ -172,7 +181,7 @@ class RunContext:
     device: torch.device
     d: Dist
     model: FewShotModel
-    images: torch.Tensor                     # [N, C, H, W] all training images as stored (bool if binary), on ``device``
+    images: torch.Tensor                     # [N, C, H, W] all training images as stored (bool/uint8/float32), on ``device``
     gen: torch.Generator
     amp: Any                                 # autocast context (disabled unless cfg.amp)
     aug: Callable[[torch.Tensor], torch.Tensor]   # rows of ``images`` -> float32 backbone input (+ random affine)
@@ -201,14 +210,16 @@ def setup_run(cfg: TrainConfig, train: ClassImages, out_dir: str | Path, provena
     gen = torch.Generator(device=device)
     gen.manual_seed(cfg.seed + 7919 * d.rank)
     amp = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.amp)
-    model = FewShotModel(cfg.backbone, cfg.method, cfg.image_size, cfg.backbone_kwargs, cfg.method_kwargs).to(device)
+    model = FewShotModel(cfg.backbone, cfg.method, cfg.image_size, cfg.backbone_kwargs, cfg.method_kwargs,
+                         in_channels=cfg.channels).to(device)
     if cfg.init_from and not resume:
         warm_start(model, cfg.init_from)
     images = torch.from_numpy(train.pixels).to(device)         # compact; rows become float32 in ``aug``
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
-    aug = (lambda x: random_affine(x.float(), gen)) if cfg.augment else (lambda x: x.float())
+    augment = photo_augment if cfg.channels == 3 else random_affine
+    aug = (lambda x: augment(to_input(x), gen)) if cfg.augment else to_input
     position: dict[str, Any] = {"phase": None}
     if resume:
         if not has_checkpoint(out):
@@ -480,6 +491,8 @@ def meta_train(cfg: TrainConfig, train: ClassImages, val: ClassImages, out_dir: 
     interrupt a run). ``hooks``: callbacks after each step and validation. Returns the run record
     (also ``out_dir/run.json``).
     """
+    if train.pixels.shape[1] != cfg.channels:          # the channel count follows the data
+        cfg = dataclasses.replace(cfg, channels=int(train.pixels.shape[1]))
     ctx = setup_run(cfg, train, out_dir, provenance, resume)
     run = Run(ctx, val, progress, log or (lambda s: print(s, file=sys.stderr)), stop_after, hooks or TrainHooks())
     ctx.model.train()
