@@ -34,10 +34,12 @@ const path = require('path');
 const zlib = require('zlib');
 const ort = require('onnxruntime-node');
 
-const FORMAT_NAME = 'edgemeta-bundle';
-const FORMAT_VERSION = 1;
+const { FORMAT_NAME, FORMAT_VERSIONS, GRAPH_FILES, validateManifest, formatVersion } = require('./manifest_schema');
+
 const MANIFEST = 'manifest.json';
-const GRAPH_FILES = { backbone: 'backbone.onnx', adapt: 'adapt.onnx', classify: 'classify.onnx' };
+const MAX_MANIFEST_BYTES = 1 << 20; // the shipped manifests are about 6 KB
+const MAX_JSON_DEPTH = 32;
+const MAX_NUMBER_CHARS = 40; // digits of an integer / characters of a float literal
 const REQUIRED_KEYS = ['format', 'format_version', 'method', 'input', 'preprocess', 'embedding',
   'head', 'graphs', 'files', 'provenance', 'validation', 'integrity'];
 const PILLOW_FILTERS = ['nearest', 'box', 'bilinear', 'hamming', 'bicubic', 'lanczos'];
@@ -46,15 +48,7 @@ const MIN_SIDE = 4; // smaller images carry no usable strokes
 const MAX_ASPECT = 4; // beyond this an "image" is almost always a flattened or mis-shaped array
 const MAX_PIXELS = 50000000; // per image; larger ones are refused (downscale first)
 
-/** A bundle is missing, malformed, of another format version, or altered. */
-class BundleError extends Error {
-  constructor(message) { super(message); this.name = 'BundleError'; }
-}
-
-/** Images or labels are not what the bundle expects; the message says what was. */
-class InputError extends Error {
-  constructor(message) { super(message); this.name = 'InputError'; }
-}
+const { BundleError, InputError } = require('./errors');
 
 // ---------------------------------------------------------------------------------------------
 // Canonical JSON, byte for byte what Python's
@@ -116,10 +110,16 @@ function compareCodePoints(a, b) {
 /**
  * Parse JSON text the way Python's json.loads does (NaN / Infinity accepted, last duplicate key
  * wins, raw control characters in strings refused) into a tree that remembers int vs float.
+ * `strict`: also refuse what the Python reader's loads_strict refuses in a manifest (duplicate keys,
+ * NaN / Infinity, number literals over 40 characters, floats that overflow, nesting over 32 levels),
+ * with a StrictJsonError.
  */
-function parsePyJson(text) {
+function parsePyJson(text, { strict = false } = {}) {
   let i = 0;
+  let depth = 0;
   const fail = (what) => { throw new SyntaxError(`${what} at character ${i}`); };
+  const refuse = (what) => { if (strict) throw new StrictJsonError(what); };
+  const enter = () => { depth += 1; if (depth > MAX_JSON_DEPTH) refuse(`nests deeper than ${MAX_JSON_DEPTH} levels; expected a plain document`); };
   const ws = () => { while (i < text.length && ' \t\n\r'.includes(text[i])) i++; };
   const NUMBER = /-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?/y;
 
@@ -132,13 +132,21 @@ function parsePyJson(text) {
     for (const [lit, node] of [['true', { t: 'lit', v: 'true' }], ['false', { t: 'lit', v: 'false' }],
       ['null', { t: 'lit', v: 'null' }], ['NaN', { t: 'float', v: NaN }],
       ['Infinity', { t: 'float', v: Infinity }], ['-Infinity', { t: 'float', v: -Infinity }]]) {
-      if (text.startsWith(lit, i)) { i += lit.length; return node; }
+      if (text.startsWith(lit, i)) {
+        if (node.t === 'float') refuse(`is not strict JSON: the constant ${lit} (JSON has no NaN or Infinity; expected a finite number)`);
+        i += lit.length;
+        return node;
+      }
     }
     NUMBER.lastIndex = i;
     const m = NUMBER.exec(text);
     if (!m) fail('expecting value');
     i += m[0].length;
-    if (m[1] === undefined && m[2] === undefined) return { t: 'int', v: m[0] };
+    const isInt = m[1] === undefined && m[2] === undefined;
+    const chars = isInt ? m[0].replace('-', '').length : m[0].length;
+    if (chars > MAX_NUMBER_CHARS) refuse(`is not strict JSON: a number literal of ${chars} characters (expected at most ${MAX_NUMBER_CHARS})`);
+    if (isInt) return { t: 'int', v: m[0] };
+    if (!Number.isFinite(Number(m[0]))) refuse(`is not strict JSON: the number ${m[0]} overflows a float (expected a finite number)`);
     return { t: 'float', v: Number(m[0]) };
   }
 
@@ -162,23 +170,25 @@ function parsePyJson(text) {
 
   function array() {
     i++;
+    enter();
     const items = [];
     ws();
-    if (text[i] === ']') { i++; return { t: 'arr', v: items }; }
+    if (text[i] === ']') { i++; depth -= 1; return { t: 'arr', v: items }; }
     for (;;) {
       items.push(value());
       ws();
       if (text[i] === ',') { i++; continue; }
-      if (text[i] === ']') { i++; return { t: 'arr', v: items }; }
+      if (text[i] === ']') { i++; depth -= 1; return { t: 'arr', v: items }; }
       fail("expecting ',' delimiter");
     }
   }
 
   function object() {
     i++;
+    enter();
     const entries = new Map();
     ws();
-    if (text[i] === '}') { i++; return { t: 'obj', v: entries }; }
+    if (text[i] === '}') { i++; depth -= 1; return { t: 'obj', v: entries }; }
     for (;;) {
       ws();
       if (text[i] !== '"') fail('expecting property name enclosed in double quotes');
@@ -186,10 +196,11 @@ function parsePyJson(text) {
       ws();
       if (text[i] !== ':') fail("expecting ':' delimiter");
       i++;
+      if (entries.has(key)) refuse(`is not strict JSON: duplicate key ${JSON.stringify(key)} in one object (expected each key once)`);
       entries.set(key, value()); // a later duplicate replaces the value, as in a Python dict
       ws();
       if (text[i] === ',') { i++; continue; }
-      if (text[i] === '}') { i++; return { t: 'obj', v: entries }; }
+      if (text[i] === '}') { i++; depth -= 1; return { t: 'obj', v: entries }; }
       fail("expecting ',' delimiter");
     }
   }
@@ -199,6 +210,9 @@ function parsePyJson(text) {
   if (i !== text.length) fail('extra data');
   return tree;
 }
+
+/** What a strict parse refuses (the message follows the file name). */
+class StrictJsonError extends Error {}
 
 function canonicalTree(node) {
   switch (node.t) {
@@ -315,18 +329,22 @@ function readBundleFiles(bundlePath) {
 const isObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
 
 /**
- * Check a bundle's manifest, format version, integrity digest and every file's size and sha256.
- * `files`: Map name -> bytes. Returns the parsed manifest; throws BundleError naming the mismatch.
+ * Parse and check manifest.json bytes as the Python reader does (contract/bundle.py parse_manifest):
+ * strict JSON, format, version (1 or 2), required fields, file entries, integrity digest, graph names,
+ * then every rule of manifest_schema.js. Returns the manifest as plain values; BundleError naming the rule.
  */
-function verify(files, source = 'bundle') {
-  if (!files.has(MANIFEST)) throw new BundleError(`${source}: no ${MANIFEST}; is this an edgemeta bundle?`);
+function parseManifest(raw, source = 'bundle') {
+  if (raw.length > MAX_MANIFEST_BYTES) {
+    throw new BundleError(`${source}: ${MANIFEST} is larger than ${MAX_MANIFEST_BYTES} bytes; expected a small JSON document`);
+  }
   let text;
   let tree;
   try {
     // fatal: invalid UTF-8 is an error; ignoreBOM: keep a BOM so the parser refuses it, as Python does
-    text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(files.get(MANIFEST));
-    tree = parsePyJson(text);
+    text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(raw);
+    tree = parsePyJson(text, { strict: true });
   } catch (e) {
+    if (e instanceof StrictJsonError) throw new BundleError(`${source}: ${MANIFEST} ${e.message}`);
     throw new BundleError(`${source}: ${MANIFEST} is not valid JSON (${e.message}); the file is damaged`);
   }
   const manifest = treeValue(tree);
@@ -334,10 +352,7 @@ function verify(files, source = 'bundle') {
     const got = isObject(manifest) ? manifest.format : undefined;
     throw new BundleError(`${source}: format is ${JSON.stringify(got ?? null)}, expected "${FORMAT_NAME}"`);
   }
-  if (manifest.format_version !== FORMAT_VERSION) {
-    throw new BundleError(`${source}: bundle format version ${JSON.stringify(manifest.format_version ?? null)} is not ` +
-      `supported by this reader (it reads version ${FORMAT_VERSION}); re-export the bundle with a matching edgemeta version`);
-  }
+  formatVersion(tree, source);
   const missing = REQUIRED_KEYS.filter((k) => !Object.hasOwn(manifest, k));
   if (missing.length) throw new BundleError(`${source}: manifest lacks required fields ${JSON.stringify(missing)}`);
   for (const key of ['integrity', 'graphs', 'files', 'head', 'preprocess', 'input', 'embedding']) {
@@ -354,13 +369,18 @@ function verify(files, source = 'bundle') {
     throw new BundleError(`${source}: manifest.json was altered after export (its integrity digest does not match); ` +
       'use the bundle as exported');
   }
-  const listed = manifest.files;
   for (const [role, name] of Object.entries(GRAPH_FILES)) {
-    if (manifest.graphs[role] !== name || !Object.hasOwn(listed, name)) {
+    if (manifest.graphs[role] !== name || !Object.hasOwn(manifest.files, name)) {
       throw new BundleError(`${source}: manifest must list graph "${role}" as "${name}"`);
     }
   }
-  for (const [name, meta] of Object.entries(listed)) {
+  validateManifest(tree, manifest, source);
+  return manifest;
+}
+
+/** Every file the manifest lists is in `files` (name -> bytes) with the listed size and sha256. */
+function checkFiles(manifest, files, source = 'bundle') {
+  for (const [name, meta] of Object.entries(manifest.files)) {
     if (!files.has(name)) throw new BundleError(`${source}: file "${name}" listed in the manifest is missing`);
     const data = files.get(name);
     if (data.length !== meta.bytes) {
@@ -370,14 +390,79 @@ function verify(files, source = 'bundle') {
       throw new BundleError(`${source}: sha256 of ${name} does not match the manifest (the file was altered)`);
     }
   }
+}
+
+/**
+ * Check a bundle held in memory (`files`: Map name -> bytes): the manifest (parseManifest) and every
+ * listed file's size and sha256. Returns the parsed manifest; throws BundleError naming the mismatch.
+ */
+function verify(files, source = 'bundle') {
+  if (!files.has(MANIFEST)) throw new BundleError(`${source}: no ${MANIFEST}; is this an edgemeta bundle?`);
+  const manifest = parseManifest(files.get(MANIFEST), source);
+  checkFiles(manifest, files, source);
   return manifest;
 }
 
-/** Read and verify a bundle directory or .zip. Returns { manifest, files } (only the listed files). */
+/**
+ * The bytes of regular file `folder/name` (at most `limit + 1`: one more shows a file that grew), or
+ * null if there is none. A symbolic link or anything but a regular file is refused unread.
+ */
+function readListedFile(folder, name, limit, source) {
+  const p = path.join(folder, name);
+  let st;
+  try { st = fs.lstatSync(p); } catch (e) {
+    if (e.code === 'ENOENT') return null;
+    throw new BundleError(`${source}: cannot read ${name} (${e.code})`);
+  }
+  if (st.isSymbolicLink()) throw new BundleError(`${source}: ${name} is a symbolic link; a bundle's files must be regular files in the folder`);
+  if (!st.isFile()) throw new BundleError(`${source}: ${name} is not a regular file; a bundle's files must be regular files`);
+  let fd;
+  try {
+    fd = fs.openSync(p, fs.constants.O_RDONLY | (fs.constants.O_NOFOLLOW || 0) | (fs.constants.O_NONBLOCK || 0));
+  } catch (e) {
+    throw new BundleError(`${source}: cannot read ${name} (${e.code}); expected a readable regular file`);
+  }
+  try {
+    if (!fs.fstatSync(fd).isFile()) throw new BundleError(`${source}: ${name} is not a regular file; a bundle's files must be regular files`);
+    const buf = Buffer.alloc(Math.min(limit + 1, Math.max(fs.fstatSync(fd).size, 0) + 1));
+    let got = 0;
+    for (;;) {
+      const n = fs.readSync(fd, buf, got, buf.length - got, null);
+      if (n === 0) break;
+      got += n;
+      if (got === buf.length) break;
+    }
+    return buf.subarray(0, got);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/**
+ * Read and verify a bundle directory or .zip. Returns { manifest, files } (only the listed files).
+ * A directory: manifest.json first, then only the files it lists (others are never opened).
+ */
 function readBundle(bundlePath) {
-  const all = readBundleFiles(bundlePath);
-  const manifest = verify(all, String(bundlePath));
-  const files = new Map(Object.keys(manifest.files).map((n) => [n, all.get(n)]));
+  const source = String(bundlePath);
+  let st;
+  try { st = fs.statSync(bundlePath); } catch (e) {
+    throw new BundleError(`bundle not found: ${source} (expected a bundle directory or .zip)`);
+  }
+  if (!st.isDirectory()) {
+    const all = readBundleFiles(bundlePath);
+    const manifest = verify(all, source);
+    return { manifest, files: new Map(Object.keys(manifest.files).map((n) => [n, all.get(n)])) };
+  }
+  const raw = readListedFile(bundlePath, MANIFEST, MAX_MANIFEST_BYTES, source);
+  if (raw === null) throw new BundleError(`${source}: no ${MANIFEST}; is this an edgemeta bundle?`);
+  const manifest = parseManifest(raw, source);
+  const files = new Map();
+  for (const [name, meta] of Object.entries(manifest.files)) {
+    const data = readListedFile(bundlePath, name, meta.bytes, source);
+    if (data === null) throw new BundleError(`${source}: file "${name}" listed in the manifest is missing`);
+    files.set(name, data);
+  }
+  checkFiles(manifest, files, source);
   return { manifest, files };
 }
 
@@ -520,6 +605,27 @@ function greyFloat(data, ch, hw) {
 }
 
 /**
+ * The values of a float image, checked finite and in [0, 1] in their own precision (float64 data is
+ * not rounded to float32 first; a plain Array declared 'float32' is rounded to float32 as numpy would).
+ */
+function unitFloats(data, dtype, what) {
+  const raw = dtype === 'float32' && !(data instanceof Float32Array) ? Float32Array.from(data) : data;
+  let lo = 0;
+  let hi = 0;
+  for (let k = 0; k < raw.length; k++) {
+    const v = raw[k];
+    if (!Number.isFinite(v)) throw new InputError(`${what} contain NaN or inf; expected finite values in [0, 1]`);
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+  }
+  if (lo < 0 || hi > 1) {
+    throw new InputError(`${what} have values in [${lo}, ${hi}]; expected float images scaled to [0, 1] ` +
+      '(or uint8 0..255, or bool)');
+  }
+  return raw;
+}
+
+/**
  * One raw image -> { values: Float32Array [h * w] in [0, 1] (colour converted to grey), darkInk }.
  * `darkInk` is the automatic polarity rule: the mean value (float64; for uint8 exactly
  * 2 * sum > 255 * count, for bool 2 * sum > count) is above 0.5, i.e. dark strokes on bright paper.
@@ -543,20 +649,7 @@ function unitGrey(img, what) {
     for (let k = 0; k < hw; k++) { sum += grey[k]; values[k] = grey[k] / 255; } // = numpy float32(v) / float32(255)
     return { values, darkInk: 2 * sum > 255 * hw };
   }
-  // values are checked in their own precision (float64 data is not rounded to float32 first)
-  const raw = dtype === 'float32' && !(data instanceof Float32Array) ? Float32Array.from(data) : data;
-  let lo = 0;
-  let hi = 0;
-  for (let k = 0; k < raw.length; k++) {
-    const v = raw[k];
-    if (!Number.isFinite(v)) throw new InputError(`${what} contain NaN or inf; expected finite values in [0, 1]`);
-    if (v < lo) lo = v;
-    if (v > hi) hi = v;
-  }
-  if (lo < 0 || hi > 1) {
-    throw new InputError(`${what} have values in [${lo}, ${hi}]; expected float images scaled to [0, 1] ` +
-      '(or uint8 0..255, or bool)');
-  }
+  const raw = unitFloats(data, dtype, what);
   const grey = greyFloat(raw, ch, hw);
   // grey float64 images are judged on their float64 values, colour ones on the float32 grey
   const judged = ch === 1 && dtype === 'float64' ? Float64Array.from(raw) : grey;
@@ -585,7 +678,8 @@ function nearestIndices(nIn, nOut) {
  * (strokes bright in the input) or 'low' (strokes dark).
  */
 function preprocess(images, spec, { ink = 'auto', what = 'images' } = {}) {
-  if ((spec.channels ?? 1) !== 1) throw new InputError('only single-channel bundles are supported by this runtime');
+  if (spec.channels === 3) return preprocessColour(images, spec, { ink, what });
+  if ((spec.channels ?? 1) !== 1) throw new InputError(`preprocess.channels ${JSON.stringify(spec.channels)}: expected 1 (grey) or 3 (colour)`);
   if (!PILLOW_FILTERS.includes(spec.resize)) {
     throw new InputError(`unknown resize filter ${JSON.stringify(spec.resize)}; expected one of ${PILLOW_FILTERS.join(', ')}`);
   }
@@ -630,8 +724,169 @@ function preprocess(images, spec, { ink = 'auto', what = 'images' } = {}) {
     }
     if (given !== bundleInk) for (let k = base; k < base + H * W; k++) out[k] = 1 - out[k]; // float32 1 - x
   });
-  return { data: out, n: images.length, height: H, width: W };
+  return { data: out, n: images.length, channels: 1, height: H, width: W };
 }
+// ---------------------------------------------------------------------------------------------
+// Colour preprocessing (format version 2, preprocess.channels 3): raw image -> float32 [N, 3, H, W],
+// in integers wherever possible, bit for bit what contract/preprocess.py computes.
+// ---------------------------------------------------------------------------------------------
+
+/** floor(a / b) for integers 0 <= a < 2^53, b > 0: exact (the float quotient cannot round across an integer there). */
+const idiv = (a, b) => Math.floor(a / b);
+
+/** A float in [0, 1] -> uint8: floor(x * 255 + 0.5) in float64. */
+const quantise = (x) => Math.floor(x * 255 + 0.5);
+
+/**
+ * A function filling `dst` (Uint8Array [cw * 3]) with the RGB bytes of source row `r`, columns
+ * x0 .. x0 + cw, of one raw image: uint8 as is, grey replicated (bool: 0 / 255), RGBA composited over
+ * white per channel in integers, c' = (c * a + 255 * (255 - a) + 127) // 255; floats (checked here,
+ * once) composited in float64, c' = c * a + (1 - a), then quantised. Only one row is held at a time.
+ */
+function rgbRowReader(img, what) {
+  const dtype = dtypeOf(img);
+  const ch = channelsOf(img, what);
+  const { width: w } = img;
+  if (dtype === 'bool') {
+    if (ch !== 1) throw new InputError(`${what} is a ${ch}-channel bool image; expected a single-channel mask or uint8 / float colour`);
+    const { data } = img;
+    return (r, x0, cw, dst) => {
+      for (let x = 0, k = r * w + x0; x < cw; x++, k++) dst.fill(data[k] ? 255 : 0, 3 * x, 3 * x + 3);
+    };
+  }
+  let data;
+  if (dtype === 'uint8') {
+    checkUint8Array(img.data, what);
+    data = img.data;
+  } else {
+    data = unitFloats(img.data, dtype, what);
+  }
+  const toByte = dtype === 'uint8' ? (v) => v : quantise;
+  if (ch === 1) {
+    return (r, x0, cw, dst) => {
+      for (let x = 0, k = r * w + x0; x < cw; x++, k++) dst.fill(toByte(data[k]), 3 * x, 3 * x + 3);
+    };
+  }
+  if (ch === 3) {
+    return (r, x0, cw, dst) => {
+      for (let j = 0, k = (r * w + x0) * 3; j < 3 * cw; j++, k++) dst[j] = toByte(data[k]);
+    };
+  }
+  if (dtype === 'uint8') {
+    return (r, x0, cw, dst) => {
+      for (let x = 0, k = (r * w + x0) * 4; x < cw; x++, k += 4) {
+        const a = data[k + 3];
+        const white = 255 * (255 - a) + 127;
+        for (let c = 0; c < 3; c++) dst[3 * x + c] = idiv(data[k + c] * a + white, 255);
+      }
+    };
+  }
+  return (r, x0, cw, dst) => {
+    for (let x = 0, k = (r * w + x0) * 4; x < cw; x++, k += 4) {
+      const a = data[k + 3]; // float64 arithmetic throughout (float32 values are exact in float64)
+      for (let c = 0; c < 3; c++) dst[3 * x + c] = quantise(data[k + c] * a + (1 - a));
+    }
+  };
+}
+
+/**
+ * The centre crop of an h x w source to the aspect of the H x W target, in integers:
+ * too wide (w * H > h * W): cw = (h * W) // H, x0 = (w - cw) // 2; else ch = (w * H) // W, y0 = (h - ch) // 2.
+ */
+function centreCrop(h, w, H, W) {
+  if (w * H > h * W) {
+    const cw = Math.max(1, idiv(h * W, H)); // 1 only for extreme target aspects
+    return { y0: 0, x0: idiv(w - cw, 2), ch: h, cw };
+  }
+  const ch = Math.max(1, idiv(w * H, W));
+  return { y0: idiv(h - ch, 2), x0: 0, ch, cw: w };
+}
+
+/**
+ * The source bins of one axis resized nIn -> nOut (box_int): { lo, hi } (Int32Array [nOut] each),
+ * output i covering source [lo[i], hi[i]). Downscaling (nIn >= nOut): [i * nIn // nOut, (i + 1) * nIn // nOut),
+ * never empty; upscaling: the single source pixel Pillow's nearest rule picks (nearestIndices).
+ */
+function boxBins(nIn, nOut) {
+  const lo = new Int32Array(nOut);
+  const hi = new Int32Array(nOut);
+  if (nIn >= nOut) {
+    for (let i = 0; i < nOut; i++) { lo[i] = idiv(i * nIn, nOut); hi[i] = idiv((i + 1) * nIn, nOut); }
+  } else {
+    const idx = nearestIndices(nIn, nOut);
+    for (let i = 0; i < nOut; i++) { lo[i] = idx[i]; hi[i] = idx[i] + 1; }
+  }
+  return { lo, hi };
+}
+
+/**
+ * One image's RGB bytes (read row by row by `readRow`, see rgbRowReader) of the crop `crop` resized to
+ * H x W: per channel (S + C // 2) // C with S the exact integer sum over the (row bin x column bin) and
+ * C its pixel count, then v / 255 as float32, written planar into out[base + c * H * W + i * W + j].
+ * Holds one crop row and one row of column sums (O(w) memory).
+ */
+function boxIntResize(readRow, crop, H, W, out, base) {
+  const rows = boxBins(crop.ch, H);
+  const cols = boxBins(crop.cw, W);
+  const line = new Uint8Array(crop.cw * 3);
+  const acc = new Float64Array(crop.cw * 3); // exact: at most 255 * 50e6 per entry
+  const plane = H * W;
+  for (let i = 0; i < H; i++) {
+    acc.fill(0);
+    for (let r = rows.lo[i]; r < rows.hi[i]; r++) {
+      readRow(crop.y0 + r, crop.x0, crop.cw, line);
+      for (let k = 0; k < line.length; k++) acc[k] += line[k];
+    }
+    const nRows = rows.hi[i] - rows.lo[i];
+    for (let j = 0; j < W; j++) {
+      const count = nRows * (cols.hi[j] - cols.lo[j]);
+      const half = idiv(count, 2);
+      for (let c = 0; c < 3; c++) {
+        let sum = 0;
+        for (let x = cols.lo[j]; x < cols.hi[j]; x++) sum += acc[3 * x + c];
+        out[base + c * plane + i * W + j] = idiv(sum + half, count) / 255; // = numpy float32(v) / float32(255)
+      }
+    }
+  }
+}
+
+/**
+ * Raw images -> { data: Float32Array [N * 3 * H * W] (RGB planes), n, channels: 3, height: H, width: W }
+ * for a colour bundle (preprocess {channels: 3, channel_order: 'RGB', fit: 'centre_crop', resize: 'box_int'}).
+ * Images: { data, height, width[, channels][, dtype] }, channels 1 (grey), 3 (RGB) or 4 (RGBA)
+ * interleaved; any size from 4x4 up to 50 megapixels, any aspect ratio (centre-cropped). `ink` is
+ * checked but has no effect on colour bundles.
+ */
+function preprocessColour(images, spec, { ink = 'auto', what = 'images' } = {}) {
+  if (spec.channel_order !== 'RGB' || spec.fit !== 'centre_crop' || spec.resize !== 'box_int') {
+    throw new InputError(`colour preprocess ${JSON.stringify(spec)}: expected channel_order 'RGB', fit 'centre_crop', resize 'box_int'`);
+  }
+  if (!INKS.includes(ink)) {
+    throw new InputError(`ink must be 'auto' (per image), 'high' (bright strokes) or 'low' (dark strokes), got ${JSON.stringify(ink)}`);
+  }
+  if (!Array.isArray(images)) throw new InputError(`${what} must be an Array of {data, height, width, channels} images`);
+  if (images.length === 0) throw new InputError(`${what} are empty; expected at least one image`);
+  const [H, W] = [Number(spec.size[0]), Number(spec.size[1])];
+  const out = new Float32Array(images.length * 3 * H * W);
+  images.forEach((img, n) => {
+    const name = `${what}[${n}]`;
+    if (!img || img.data === undefined || !Number.isInteger(img.height) || !Number.isInteger(img.width)) {
+      throw new InputError(`${name} must be an object {data, height, width, channels} (one image)`);
+    }
+    const { height: h, width: w } = img;
+    if (Math.min(h, w) < MIN_SIDE) {
+      throw new InputError(`${name} has size ${h}x${w}; expected images at least ${MIN_SIDE}x${MIN_SIDE} (they are ` +
+        `centre-cropped and resized to ${H}x${W})`);
+    }
+    if (h * w > MAX_PIXELS) {
+      throw new InputError(`${name} has size ${h}x${w} (${Math.round(h * w / 1e6)} megapixels); expected at most ` +
+        `${MAX_PIXELS / 1e6} megapixels per image: downscale it first`);
+    }
+    boxIntResize(rgbRowReader(img, name), centreCrop(h, w, H, W), H, W, out, n * 3 * H * W);
+  });
+  return { data: out, n: images.length, channels: 3, height: H, width: W };
+}
+
 
 // ---------------------------------------------------------------------------------------------
 // The bundle with its three onnxruntime sessions.
@@ -714,14 +969,15 @@ class Bundle {
     return preprocess(images, this.preprocessSpec, { ink, what });
   }
 
-  /** Preprocessed batch -> embeddings Float32Array [N * D] (row-major), in chunks of 256 images. */
+  /** Preprocessed batch [N, C, H, W] -> embeddings Float32Array [N * D] (row-major), in chunks of 256 images. */
   async embed(batch) {
     const { n, height: H, width: W } = batch;
+    const C = batch.channels ?? 1;
     const D = this.embeddingDim;
     const out = new Float32Array(n * D);
     for (let s = 0; s < n; s += EMBED_CHUNK) {
       const m = Math.min(EMBED_CHUNK, n - s);
-      const images = new ort.Tensor('float32', batch.data.subarray(s * H * W, (s + m) * H * W), [m, 1, H, W]);
+      const images = new ort.Tensor('float32', batch.data.subarray(s * C * H * W, (s + m) * C * H * W), [m, C, H, W]);
       const { embeddings } = await this.sessions.backbone.run({ images });
       if (embeddings.dims[1] !== D) throw new BundleError(`${this.source}: backbone gives ${embeddings.dims[1]}-d embeddings, the manifest says ${D}`);
       out.set(embeddings.data, s * D);
@@ -988,8 +1244,8 @@ class FewShotClassifier {
 }
 
 module.exports = {
-  FORMAT_NAME, FORMAT_VERSION, BundleError, InputError, Bundle, FewShotClassifier,
-  readBundle, readBundleFiles, verify, manifestDigest, canonicalManifest, parsePyJson, pyFloatRepr,
-  pyJsonString, compareCodePoints, preprocess, nearestIndices, uniqueSorted, sessionOptions, MIN_SIDE, MAX_ASPECT,
+  FORMAT_NAME, FORMAT_VERSIONS, BundleError, InputError, Bundle, FewShotClassifier,
+  readBundle, readBundleFiles, verify, parseManifest, manifestDigest, canonicalManifest, parsePyJson, pyFloatRepr,
+  pyJsonString, compareCodePoints, preprocess, preprocessColour, centreCrop, boxBins, nearestIndices, uniqueSorted, sessionOptions, MIN_SIDE, MAX_ASPECT,
   unitGrey, meanFloat64, INKS,
 };

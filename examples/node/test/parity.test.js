@@ -221,7 +221,7 @@ const tampers = [
   ['a file size written as a float', (d) => editManifest(d, (t) => t.replace('"bytes": 866', '"bytes": 866.0')),
     /manifest entry for "adapt\.onnx" must be \{"sha256": string, "bytes": integer\}/],
   ['a preprocess size that does not fit backbone.onnx (digest recomputed, so only the graph check catches it)', (d) => editManifest(d, (t) => {
-    const edited = t.replace(/"size": \[\s*28,\s*28\s*\]/, '"size": [32, 32]');
+    const edited = t.replace(/"size": \[\s*28,\s*28\s*\]/, '"size": [32, 32]').replace(/"shape": \[\s*null,\s*1,\s*28,\s*28\s*\]/, '"shape": [null, 1, 32, 32]');
     return edited.replace(/"manifest_sha256": "[0-9a-f]+"/, `"manifest_sha256": "${em.manifestDigest(edited)}"`);
   }), /manifest's input \[1,32,32\] does not match backbone\.onnx's input/],
   ['a truncated adapt.onnx', (d) => {
@@ -229,8 +229,8 @@ const tampers = [
     fs.writeFileSync(p, fs.readFileSync(p).subarray(0, 100));
   }, /adapt\.onnx is 100 bytes, the manifest says 866/],
   ['a missing classify.onnx', (d) => fs.unlinkSync(path.join(d, 'classify.onnx')), /"classify\.onnx" listed in the manifest is missing/],
-  ['format_version 2', (d) => editManifest(d, (t) => t.replace('"format_version": 1', '"format_version": 2')),
-    /format version 2 is not supported by this reader \(it reads version 1\)/],
+  ['format_version 3', (d) => editManifest(d, (t) => t.replace('"format_version": 1', '"format_version": 3')),
+    /format version 3 is not supported by this reader \(it reads versions 1 and 2\)/],
   ['another format name', (d) => editManifest(d, (t) => t.replace('"format": "edgemeta-bundle"', '"format": "other"')), /format is "other"/],
   ['a damaged manifest', (d) => editManifest(d, (t) => t.slice(0, 200)), /not valid JSON/],
   ['no manifest', (d) => fs.unlinkSync(path.join(d, 'manifest.json')), /no manifest\.json/],

@@ -1,0 +1,271 @@
+'use strict';
+/**
+ * The manifest rules of the Python reader (edgemeta/contract/manifest_schema.py and the version
+ * rules of docs/bundle-format.md), for every field this Node runtime reads.
+ *
+ * Rules run on the parse tree of edgemeta.js's parsePyJson ({t: 'obj'|'arr'|'str'|'int'|'float'|'lit', v}),
+ * not on JSON.parse values, so an integer field written as 1.0 is refused exactly as Python's
+ * `type(v) is int` refuses it. Unknown fields are allowed and ignored, as in Python.
+ */
+
+const { BundleError } = require('./errors');
+
+const FORMAT_NAME = 'edgemeta-bundle';
+const FORMAT_VERSIONS = [1, 2]; // 1: single-channel only; 2: adds colour (RGB) bundles
+const RESIZE_FILTERS = ['nearest', 'box', 'bilinear', 'hamming', 'bicubic', 'lanczos'];
+const HEAD_OUTPUTS = { proto: ['prototypes'], metasgd: ['weight', 'bias'], ridge: ['weight', 'bias'], finetune: ['weight', 'bias'] };
+const GRAPH_FILES = { backbone: 'backbone.onnx', adapt: 'adapt.onnx', classify: 'classify.onnx' };
+const INT8_GRAPH = 'backbone.int8.onnx';
+const MAX_FILES = 16;
+const MAX_FILE_BYTES = 2 ** 30;
+const MAX_SIDE = 1024;
+const MAX_DIM = 2 ** 16;
+const MAX_WAYS = 1000000;
+const FILE_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
+const SHOTS_KEY = /^[1-9][0-9]{0,5}$/;
+const SHA256 = /^[0-9a-f]{64}$/;
+
+const KIND = { obj: 'object', arr: 'list', str: 'string', int: 'integer', float: 'number' };
+const kindOf = (n) => (n.t === 'lit' ? (n.v === 'null' ? 'null' : 'boolean') : KIND[n.t]);
+function short(n) {
+  let text;
+  if (n.t === 'str') text = JSON.stringify(n.v);
+  else if (n.t === 'int' || n.t === 'lit') text = String(n.v);
+  else if (n.t === 'float') text = String(n.v);
+  else if (n.t === 'arr') text = `[${n.v.map(short).join(', ')}]`;
+  else text = `{${[...n.v.keys()].map((k) => JSON.stringify(k)).join(', ')}}`;
+  return text.length <= 60 ? text : `${text.slice(0, 57)}...`;
+}
+
+/** A plain listed file name: letters, digits, `_ . -`, no folder, not hidden, not `..`. */
+const plainFileName = (name) => typeof name === 'string' && FILE_NAME.test(name) && name !== '.' && name !== '..';
+
+/** A rule: `ok(node)` and `expected` (words for the message); `check` throws BundleError naming the field. */
+class Rule {
+  check(node, path, source) {
+    if (!this.ok(node)) {
+      throw new BundleError(`${source}: manifest field ${path} must be ${this.expected}, got ${kindOf(node)} ${short(node)}`);
+    }
+  }
+}
+
+class Const extends Rule {
+  constructor(value) { super(); this.value = value; this.expected = JSON.stringify(value); }
+  ok(n) {
+    if (typeof this.value === 'string') return n.t === 'str' && n.v === this.value;
+    return n.t === 'int' && BigInt(n.v) === BigInt(this.value);
+  }
+}
+
+class OneOf extends Rule {
+  constructor(values) { super(); this.values = values; this.expected = `one of ${JSON.stringify(values)}`; }
+  ok(n) { return n.t === 'str' && this.values.includes(n.v); }
+}
+
+class Int extends Rule {
+  constructor(lo, hi) { super(); this.lo = BigInt(lo); this.hi = BigInt(hi); this.expected = `an integer in [${lo}, ${hi}]`; }
+  ok(n) { return n.t === 'int' && BigInt(n.v) >= this.lo && BigInt(n.v) <= this.hi; }
+}
+
+class Num extends Rule {
+  constructor(lo = -1e300, hi = 1e300) { super(); this.lo = lo; this.hi = hi; this.expected = `a number in [${lo}, ${hi}]`; }
+  ok(n) {
+    const v = n.t === 'int' ? Number(n.v) : n.t === 'float' ? n.v : NaN;
+    return v >= this.lo && v <= this.hi;
+  }
+}
+
+class Str extends Rule {
+  constructor(pattern = /^[\s\S]{0,4096}$/u) { super(); this.pattern = pattern; this.expected = `a string matching ${pattern.source}`; }
+  ok(n) { return n.t === 'str' && this.pattern.test(n.v); }
+}
+
+class Nullable extends Rule {
+  constructor(rule) { super(); this.rule = rule; this.expected = `null or ${rule.expected}`; }
+  check(n, path, source) { if (!(n.t === 'lit' && n.v === 'null')) this.rule.check(n, path, source); }
+}
+
+class List extends Rule {
+  constructor(item, minLen = 0, maxLen = 1024, exact = null) {
+    super();
+    Object.assign(this, { item, minLen, maxLen, exact });
+    this.expected = exact ? `the list ${JSON.stringify(exact)}` : `a list of ${minLen}..${maxLen} items, each ${item.expected}`;
+  }
+  check(n, path, source) {
+    if (!(n.t === 'arr' && n.v.length >= this.minLen && n.v.length <= this.maxLen)) super.check(n, path, source);
+    n.v.forEach((x, i) => this.item.check(x, `${path}[${i}]`, source));
+    if (this.exact && !this.exact.every((v, i) => Number(n.v[i].v) === v)) super.check(n, path, source);
+  }
+  ok() { return false; }
+}
+
+/** A JSON object: required / optional fields by name, or one rule for every value; other keys ignored. */
+class Obj extends Rule {
+  constructor({ required = {}, optional = {}, values = null, keys = null, keysExpected = '', maxKeys = 256 } = {}) {
+    super();
+    Object.assign(this, { required, optional, values, keys, keysExpected, maxKeys });
+    this.expected = 'an object';
+  }
+  check(n, path, source) {
+    if (n.t !== 'obj') super.check(n, path, source);
+    if (n.v.size > this.maxKeys) {
+      throw new BundleError(`${source}: manifest field ${path} has ${n.v.size} entries; expected at most ${this.maxKeys}`);
+    }
+    const missing = Object.keys(this.required).filter((k) => !n.v.has(k));
+    if (missing.length) {
+      throw new BundleError(`${source}: ${path ? `manifest field ${path}` : 'manifest'} lacks required fields ${JSON.stringify(missing)}`);
+    }
+    for (const [key, v] of n.v) {
+      const sub = path ? `${path}.${key}` : key;
+      if (this.keys && !this.keys(key)) {
+        throw new BundleError(`${source}: manifest field ${path} has the key ${JSON.stringify(key)}; expected ${this.keysExpected}`);
+      }
+      const rule = (Object.hasOwn(this.required, key) && this.required[key])
+        || (Object.hasOwn(this.optional, key) && this.optional[key]) || this.values;
+      if (rule) rule.check(v, sub, source);
+    }
+  }
+  ok() { return false; }
+}
+
+const FINITE = new Num();
+const SIDE = new Int(1, MAX_SIDE);
+const UNIT_RANGE = new List(FINITE, 2, 2, [0, 1]);
+
+/** preprocess of a single-channel bundle (format versions 1 and 2). */
+const GREY_PREPROCESS = new Obj({
+  required: { size: new List(SIDE, 2, 2), resize: new OneOf(RESIZE_FILTERS) },
+  optional: { channels: new Const(1), ink: new Const('high'), value_range: UNIT_RANGE },
+});
+
+/** preprocess of a colour bundle (format version 2): the only colour pipeline runtimes implement. */
+const COLOUR_PREPROCESS = new Obj({
+  required: {
+    channels: new Const(3), channel_order: new Const('RGB'), size: new List(SIDE, 2, 2), fit: new Const('centre_crop'),
+    resize: new Const('box_int'), normalization: new Const('in_graph'),
+  },
+  optional: { value_range: UNIT_RANGE },
+});
+
+const SCHEMA = new Obj({
+  required: {
+    format: new Const(FORMAT_NAME),
+    format_version: oneOfInts(FORMAT_VERSIONS),
+    method: new OneOf(Object.keys(HEAD_OUTPUTS)),
+    input: new Obj({
+      required: { shape: new List(new Nullable(new Int(-1, MAX_SIDE)), 4, 4) },
+      optional: { name: new Const('images'), dtype: new Const('float32'), range: UNIT_RANGE },
+    }),
+    preprocess: new Obj(), // by version and channels: checkPreprocess
+    embedding: new Obj({
+      required: { dim: new Int(1, MAX_DIM) },
+      optional: { name: new Const('embeddings'), shift_views: new List(new List(new Int(-8, 8), 2, 2), 1, 81) },
+    }),
+    head: new Obj({ required: { method: new OneOf(Object.keys(HEAD_OUTPUTS)), outputs: new List(new Str(/^[a-z_]{1,32}$/), 1, 8) } }),
+    graphs: new Obj({
+      required: Object.fromEntries(Object.entries(GRAPH_FILES).map(([role, name]) => [role, new Const(name)])),
+      optional: { backbone_int8: new Const(INT8_GRAPH) },
+    }),
+    files: new Obj({
+      values: new Obj({ required: { sha256: new Str(SHA256), bytes: new Int(0, MAX_FILE_BYTES) } }),
+      keys: plainFileName, maxKeys: MAX_FILES,
+      keysExpected: "plain file names (letters, digits, '_', '.', '-'; no folder, not hidden)",
+    }),
+    provenance: new Obj(),
+    validation: new Obj(),
+    integrity: new Obj({ required: { manifest_sha256: new Str(SHA256) } }),
+  },
+  optional: {
+    limits: new Obj({ optional: { min_ways: new Int(2, MAX_WAYS), max_ways: new Int(2, MAX_WAYS), min_shots: new Int(1, 10 ** 6) } }),
+    open_set: new Obj({
+      optional: {
+        score: new Const('max_logit'),
+        threshold_by_shots: new Obj({ values: FINITE, keys: (k) => SHOTS_KEY.test(k), keysExpected: "shot counts ('1', '5', ...)" }),
+      },
+    }),
+    precision: new Obj({ optional: { default: new OneOf(['fp32', 'int8']) } }),
+  },
+});
+
+/** One of these JSON integers (not 1.0, not true). */
+function oneOfInts(values) {
+  const rule = new Rule();
+  rule.expected = `one of the integers ${values.join(', ')}`;
+  rule.ok = (n) => n.t === 'int' && values.some((v) => BigInt(n.v) === BigInt(v));
+  return rule;
+}
+
+/** The format version (1 or 2) of a manifest tree; BundleError naming the versions read otherwise. */
+function formatVersion(tree, source) {
+  const node = tree.v.get('format_version');
+  if (!node || !SCHEMA.required.format_version.ok(node)) {
+    const got = node ? short(node) : 'null';
+    throw new BundleError(`${source}: bundle format version ${got} is not supported by this reader (it reads versions ` +
+      `${FORMAT_VERSIONS.join(' and ')}); re-export the bundle with a matching edgemeta version`);
+  }
+  return Number(node.v);
+}
+
+/** preprocess by its channels (absent = 1): 1 grey, 3 colour (version 2 only), nothing else. */
+function checkPreprocess(tree, version, source) {
+  const spec = tree.v.get('preprocess');
+  const node = spec.v.get('channels') ?? { t: 'int', v: '1' };
+  const channels = node.t === 'int' ? Number(node.v) : null;
+  if (version === 1 && channels !== 1) {
+    throw new BundleError(`${source}: manifest field preprocess.channels must be 1 in a format-version-1 bundle, ` +
+      `got ${kindOf(node)} ${short(node)} (colour bundles are version 2)`);
+  }
+  const rule = { 1: GREY_PREPROCESS, 3: COLOUR_PREPROCESS }[channels];
+  if (!rule) {
+    throw new BundleError(`${source}: manifest field preprocess.channels must be one of [1, 3], got ${kindOf(node)} ${short(node)}`);
+  }
+  rule.check(spec, 'preprocess', source);
+}
+
+/**
+ * Check a manifest's parse tree against the rules above and the cross-field rules; BundleError
+ * "{source}: manifest field <path> must be <expected>, got ..." on the first broken one.
+ * `manifest`: the same manifest as plain values. Returns the format version.
+ */
+function validateManifest(tree, manifest, source = 'bundle') {
+  const version = formatVersion(tree, source);
+  checkPreprocess(tree, version, source);
+  SCHEMA.check(tree, '', source);
+  const m = manifest;
+  if (m.head.method !== m.method) {
+    throw new BundleError(`${source}: manifest field head.method is ${JSON.stringify(m.head.method)} but method is ` +
+      `${JSON.stringify(m.method)}; expected the same`);
+  }
+  const want = HEAD_OUTPUTS[m.method];
+  if (JSON.stringify(m.head.outputs) !== JSON.stringify(want)) {
+    throw new BundleError(`${source}: manifest field head.outputs is ${JSON.stringify(m.head.outputs)} but method ` +
+      `${JSON.stringify(m.method)} has the head parameters ${JSON.stringify(want)}`);
+  }
+  for (const [role, name] of Object.entries(m.graphs)) {
+    if (typeof name === 'string' && !Object.hasOwn(m.files, name)) {
+      throw new BundleError(`${source}: manifest must list graph "${role}" (${name}) under files`);
+    }
+  }
+  const limits = m.limits || {};
+  if ((limits.min_ways ?? 2) > (limits.max_ways ?? MAX_WAYS)) {
+    throw new BundleError(`${source}: manifest limits.min_ways ${limits.min_ways} exceeds limits.max_ways ${limits.max_ways}`);
+  }
+  const { shape } = m.input;
+  const spec = m.preprocess;
+  const channels = spec.channels ?? 1;
+  const batch = version === 1 ? [null] : [null, -1]; // the batch dimension: null (version 1), or -1 from version 2 on
+  if (!batch.includes(shape[0]) || JSON.stringify(shape.slice(1)) !== JSON.stringify([channels, ...spec.size])) {
+    const first = version === 1 ? 'null' : 'null or -1';
+    throw new BundleError(`${source}: manifest input.shape ${JSON.stringify(shape)} must be [${first}, channels, *preprocess.size] = ` +
+      `[${first}, ${channels}, ${spec.size[0]}, ${spec.size[1]}]`);
+  }
+  if (channels !== 1 && Object.hasOwn(spec, 'ink')) {
+    throw new BundleError(`${source}: manifest field preprocess.ink is set in a colour bundle; expected no ink ` +
+      'field (ink applies to single-channel bundles only)');
+  }
+  return version;
+}
+
+module.exports = {
+  FORMAT_NAME, FORMAT_VERSIONS, GRAPH_FILES, HEAD_OUTPUTS, validateManifest, formatVersion, plainFileName,
+};
