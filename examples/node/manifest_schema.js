@@ -31,7 +31,7 @@ function short(n) {
   let text;
   if (n.t === 'str') text = JSON.stringify(n.v);
   else if (n.t === 'int' || n.t === 'lit') text = String(n.v);
-  else if (n.t === 'float') text = String(n.v);
+  else if (n.t === 'float') text = Number.isInteger(n.v) ? n.v.toFixed(1) : String(n.v); // 1.0, as Python writes it
   else if (n.t === 'arr') text = `[${n.v.map(short).join(', ')}]`;
   else text = `{${[...n.v.keys()].map((k) => JSON.stringify(k)).join(', ')}}`;
   return text.length <= 60 ? text : `${text.slice(0, 57)}...`;
