@@ -1,4 +1,5 @@
-"""``read_image_file``: every file that cannot be decoded is an InputError naming the file."""
+"""``read_image_file`` (``decode_image`` at full size): every file that cannot be decoded is an InputError
+naming the file. Modes, orientation and JPEG draft decoding: tests/test_photo_files.py."""
 
 from __future__ import annotations
 
@@ -24,15 +25,15 @@ def png(tmp_path):
 def test_native_arrays(tmp_path, png):
     assert read_image_file(png).dtype == np.uint8 and read_image_file(png).shape == (25, 25)
     rgba = tmp_path / "c.png"
-    Image.fromarray(np.zeros((8, 8, 4), np.uint8)).save(rgba)
-    assert read_image_file(rgba).shape == (8, 8, 4)
+    Image.fromarray(np.zeros((8, 8, 4), np.uint8)).save(rgba)       # fully transparent black
+    assert read_image_file(rgba).shape == (8, 8, 3) and (read_image_file(rgba) == 255).all()   # over white
     one = tmp_path / "b.png"
     Image.fromarray(np.eye(8, dtype=bool)).save(one)
     assert read_image_file(one).dtype == np.bool_
 
 
 def test_undecodable_files(tmp_path, png):
-    cases = {"empty.png": r"is not an image Pillow can read", "text.png": r"is not an image Pillow can read",
+    cases = {"empty.png": r"is empty \(0 bytes\);", "text.png": r"is not an image Pillow can read",
              "truncated.png": r"cannot be read as an image \(OSError: image file is truncated"}
     data = {"empty.png": b"", "text.png": b"not an image at all\n", "truncated.png": png.read_bytes()[:300]}
     for name, msg in cases.items():

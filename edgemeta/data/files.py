@@ -7,17 +7,18 @@ as bool, uint8 0..255, uint8 0/1 (binary, 1 = ink) or float in [0, 1]; optional 
 
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
-from edgemeta.contract.preprocess import MAX_PIXELS, check_ink, dark_on_bright, grey_image, preprocess
-from edgemeta.errors import InputError
+from edgemeta.contract.image_files import IMAGE_SUFFIXES, decode_image, read_image_file
+from edgemeta.contract.preprocess import check_ink, dark_on_bright, grey_image, preprocess
 from edgemeta.data.classes import ClassImages
+from edgemeta.errors import InputError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".pgm")
+__all__ = ["IMAGE_SUFFIXES", "read_image_file", "load_class_npz", "load_image_folder", "load_dataset",
+           "list_class_folders", "resolve_ink", "split_classes"]
 
 
 def _unit_images(x: np.ndarray) -> np.ndarray:
@@ -42,54 +43,6 @@ def load_class_npz(path: str | Path, spec: Mapping[str, Any], ink: str = "high")
     return ClassImages.from_grouped(flat.reshape(n, per, *flat.shape[1:]), names)
 
 
-def read_image_file(path: Path) -> np.ndarray:
-    """One image file as its native array: ``bool [H, W]`` (1-bit), ``uint8 [H, W]`` (grey),
-    ``uint8 [H, W, 3|4]`` (RGB / RGBA, turned grey by the runtime's colour rule) or float32 in [0, 1]
-    (16-bit grey). Every failure (missing, a folder, unreadable, empty, truncated, not an image, more than
-    ``MAX_PIXELS``) is an InputError naming the file; the size is checked before any pixel is decoded."""
-    import warnings
-
-    from PIL import Image
-
-    path = Path(path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                w, h = im.size
-                if w * h > MAX_PIXELS:
-                    raise InputError(f"{path} is {w}x{h} ({w * h / 1e6:.0f} megapixels); expected at most "
-                                     f"{MAX_PIXELS // 1_000_000} megapixels per image: downscale it first")
-                im.load()
-                return _native_array(im)
-    except InputError:
-        raise
-    except (OSError, ValueError, SyntaxError, EOFError, struct.error, Image.DecompressionBombError) as exc:
-        expected = f"expected an image file ({', '.join(IMAGE_SUFFIXES)})"
-        if isinstance(exc, FileNotFoundError):
-            raise InputError(f"{path}: no such file or folder; {expected}") from None
-        if isinstance(exc, IsADirectoryError):
-            raise InputError(f"{path} is a folder; {expected}") from None
-        if isinstance(exc, PermissionError):
-            raise InputError(f"{path}: permission denied; {expected}") from None
-        if isinstance(exc, Image.UnidentifiedImageError):
-            raise InputError(f"{path} is not an image Pillow can read; {expected}") from None
-        raise InputError(f"{path} cannot be read as an image ({type(exc).__name__}: {exc}); {expected}") from None
-
-
-def _native_array(im: Any) -> np.ndarray:
-    """A decoded Pillow image -> the array the runtime's input rules take (see :func:`read_image_file`)."""
-    if im.mode in ("1", "L", "RGB", "RGBA"):
-        return np.asarray(im)
-    if im.mode.startswith("I;16"):
-        return np.asarray(im, dtype=np.float32) / np.float32(65535.0)
-    if im.mode in ("LA", "PA", "P", "RGBa", "La") or "transparency" in im.info:
-        return np.asarray(im.convert("RGBA"))
-    if im.mode in ("I", "F"):
-        return np.asarray(im.convert("L"))
-    return np.asarray(im.convert("RGB"))
-
-
 def resolve_ink(images: list[np.ndarray], ink: str) -> str:
     """``auto`` -> ``low`` if every image is dark ink on bright paper, ``high`` if none is, else ``auto``
     (left to the runtime image by image); the rule is :func:`~edgemeta.contract.preprocess.dark_on_bright`,
@@ -107,7 +60,7 @@ def list_class_folders(root: str | Path) -> list[tuple[str, list[Path]]]:
         raise InputError(f"{root} is not a folder; expected root/<class>/<image files>")
     out = []
     for d in sorted(p for p in root.iterdir() if p.is_dir()):
-        files = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         if files:
             out.append((d.name, files))
     if not out:
@@ -116,12 +69,14 @@ def list_class_folders(root: str | Path) -> list[tuple[str, list[Path]]]:
 
 
 def load_image_folder(root: str | Path, spec: Mapping[str, Any], ink: str = "auto") -> ClassImages:
-    """Read ``root/<class>/*.png`` (any count per class) and preprocess to the spec; ``ink="auto"``
-    decides the polarity image by image (the runtime's rule)."""
+    """Read ``root/<class>/*.png`` (any count per class; every suffix of ``IMAGE_SUFFIXES``, any case)
+    through :func:`~edgemeta.contract.image_files.decode_image` and preprocess to the spec;
+    ``ink="auto"`` decides the polarity image by image (the runtime's rule)."""
     classes = list_class_folders(root)
-    raw = [[read_image_file(f) for f in files] for _, files in classes]
-    per_class = [preprocess(group, spec, ink=ink, what=f"images of class {name!r}")
-                 for (name, _), group in zip(classes, raw)]
+    target, channels = (int(spec["size"][0]), int(spec["size"][1])), int(spec.get("channels", 1))
+    per_class = [preprocess([decode_image(f, target, channels) for f in files], spec, ink=ink,
+                            what=f"images of class {name!r}")
+                 for name, files in classes]             # one class's decoded files in memory at a time
     return ClassImages.from_lists(per_class, [name for name, _ in classes])
 
 
