@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from edgemeta.contract.atomic_files import atomic_write_bytes
-from edgemeta.contract.manifest_schema import (FORMAT_NAME, FORMAT_VERSION, GRAPH_FILES, plain_file_name,
-                                               validate_manifest)
+from edgemeta.contract.manifest_schema import (FORMAT_NAME, FORMAT_VERSION, GRAPH_FILES, READABLE_VERSIONS,
+                                               plain_file_name, validate_manifest)
 from edgemeta.contract.strict_json import MAX_BYTES as MAX_MANIFEST_BYTES
 from edgemeta.contract.strict_json import loads_strict
 from edgemeta.errors import BundleError
@@ -58,10 +58,11 @@ def parse_manifest(raw: bytes, source: str = "bundle") -> dict[str, Any]:
         raise BundleError(f"{source}: format is {manifest.get('format') if isinstance(manifest, dict) else None!r}, "
                           f"expected {FORMAT_NAME!r}")
     version = manifest.get("format_version")
-    if not (type(version) is int and version == FORMAT_VERSION):     # the integer 1: not 1.0, not true
+    if not (type(version) is int and version in READABLE_VERSIONS):     # the integer 1 or 2: not 1.0, not true
+        reads = " and ".join(map(str, READABLE_VERSIONS))
         raise BundleError(
             f"{source}: bundle format version {version!r} is not supported by this edgemeta "
-            f"(it reads version {FORMAT_VERSION}); re-export the bundle with this edgemeta version")
+            f"(it reads versions {reads}); re-export the bundle with this edgemeta version")
     missing = [k for k in REQUIRED_KEYS if k not in manifest]
     if missing:
         raise BundleError(f"{source}: manifest lacks required fields {missing}")
@@ -275,8 +276,9 @@ def read_bundle(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, byte
 
 
 def seal_manifest(manifest: Mapping[str, Any], files: Mapping[str, bytes]) -> dict[str, Any]:
-    """A copy of ``manifest`` completed for ``files``: format, version, every file's sha256 and size,
-    and the integrity digest (what :func:`write_bundle` writes; also for a bundle held in memory)."""
+    """A copy of ``manifest`` completed for ``files``: format, version (always :data:`FORMAT_VERSION`,
+    the version this edgemeta writes), every file's sha256 and size, and the integrity digest (what
+    :func:`write_bundle` writes; also for a bundle held in memory)."""
     sealed = dict(manifest)
     sealed["format"] = FORMAT_NAME
     sealed["format_version"] = FORMAT_VERSION

@@ -13,7 +13,8 @@ from typing import Any, Mapping, Sequence
 
 from edgemeta import __version__
 from edgemeta.contract.bundle import GRAPH_FILES
-from edgemeta.contract.preprocess import default_spec
+from edgemeta.contract.preprocess import colour_spec, default_spec
+from edgemeta.errors import ExportError
 
 LIMITS = {"min_ways": 2, "max_ways": 1000, "min_shots": 1}
 
@@ -21,18 +22,23 @@ LIMITS = {"min_ways": 2, "max_ways": 1000, "min_shots": 1}
 def build_manifest(*, method: str, image_size: tuple[int, int], embedding_dim: int, head_outputs: Sequence[str],
                    head_hparams: Mapping[str, Any], provenance: Mapping[str, Any], parity: Mapping[str, Any],
                    onnx_opset: int, torch_version: str,
-                   shift_views: Sequence[Sequence[int]] = ((0, 0),)) -> dict[str, Any]:
-    """The manifest of a bundle whose backbone takes ``images [N, 1, H, W]`` (``image_size = (H, W)``)
+                   shift_views: Sequence[Sequence[int]] = ((0, 0),), channels: int = 1) -> dict[str, Any]:
+    """The manifest of a bundle whose backbone takes ``images [N, channels, H, W]`` (``image_size = (H, W)``)
     and outputs ``embeddings [N, embedding_dim]``, averaged over ``shift_views`` ``(dy, dx)`` shifts.
 
-    ``provenance``: what the caller knows of the model (run config, seed, ...); the exporter's
-    version, toolchain, time and platform are added here.
+    ``channels``: 1 (grey, nearest resize, ink) or 3 (RGB photos: centre crop, ``box_int`` resize; the
+    backbone normalises inside its graph). ``provenance``: what the caller knows of the model (run
+    config, seed, ...); the exporter's version, toolchain, time and platform are added here.
     """
-    image_shape = [1, *image_size]
+    if channels not in (1, 3):
+        raise ExportError(f"channels must be 1 (grey) or 3 (RGB), got {channels!r}")
+    size = (int(image_size[0]), int(image_size[1]))
+    spec = default_spec(size, "nearest") if channels == 1 else colour_spec(size)
+    batch = None if channels == 1 else -1        # as docs/bundle-format.md writes each kind
     return {
         "method": method,
-        "input": {"name": "images", "shape": [None, *image_shape], "dtype": "float32", "range": [0.0, 1.0]},
-        "preprocess": default_spec(tuple(image_size), "nearest"),
+        "input": {"name": "images", "shape": [batch, channels, *size], "dtype": "float32", "range": [0.0, 1.0]},
+        "preprocess": spec,
         "embedding": {"name": "embeddings", "dim": int(embedding_dim), "shift_views": [list(v) for v in shift_views]},
         "head": {"method": method, "outputs": list(head_outputs), **head_hparams},
         "graphs": dict(GRAPH_FILES),

@@ -1,12 +1,16 @@
-"""The one written schema of ``manifest.json`` (format version 1), and its checker (stdlib only).
+"""The one written schema of ``manifest.json`` (format versions 1 and 2), and its checker (stdlib only).
 
 ``docs/bundle-format.md`` states the same rules in prose; a test checks that every field named here
 is named there. :func:`validate_manifest` runs after the integrity digest has matched, so it guards
 against bundles that were rewritten whole (checksums and digest recomputed) or exported wrong: a
 bundle that passes is one ``FewShotClassifier`` can fit and predict with.
 
-Unknown fields are allowed (a version-1 reader ignores optional fields added later); every field a
-runtime reads is typed, ranged and, where the runtime supports only some values, restricted to them.
+Unknown fields are allowed (a reader ignores optional fields added later); every field a runtime
+reads is typed, ranged and, where the runtime supports only some values, restricted to them.
+
+Version 2 added colour bundles (``preprocess.channels`` 3, :data:`COLOUR_PREPROCESS`); a version-2
+single-channel bundle has exactly the version-1 ``preprocess`` (:data:`GREY_PREPROCESS`), and a
+version-1 manifest naming any other channel count is refused.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from typing import Any, Callable, Mapping
 from edgemeta.errors import BundleError
 
 FORMAT_NAME = "edgemeta-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2                 # what the writer writes
+READABLE_VERSIONS = (1, 2)         # what the reader accepts
 RESIZE_FILTERS = ("nearest", "box", "bilinear", "hamming", "bicubic", "lanczos")
 HEAD_OUTPUTS = {"proto": ["prototypes"], "metasgd": ["weight", "bias"], "ridge": ["weight", "bias"],
                 "finetune": ["weight", "bias"]}
@@ -214,23 +219,52 @@ class Obj(Rule):
         return False
 
 
+@dataclass
+class ByKey(Rule):
+    """An object checked by the rule that the value of its field ``key`` selects (``default`` when absent)."""
+    key: str
+    default: int
+    options: dict[int, Obj]
+
+    expected = "an object"
+
+    def check(self, value: Any, path: str, source: str) -> None:
+        if not isinstance(value, dict):
+            super().check(value, path, source)
+        k = value.get(self.key, self.default)
+        rule = self.options.get(k) if type(k) is int else None
+        if rule is None:
+            raise BundleError(f"{source}: manifest field {path}.{self.key} must be one of {list(self.options)}, "
+                              f"got {_kind(k)} {_short(k)}")
+        rule.check(value, path, source)
+
+    def ok(self, v: Any) -> bool:
+        return False
+
+
 FINITE = Num()
 FILE_ENTRY = Obj(required={"sha256": Str(r"[0-9a-f]{64}"), "bytes": Int(0, MAX_FILE_BYTES)})
 METRICS = Obj(required={"accuracy": Num(0, 100), "ci95": Num(0, 100), "episodes": Int(0, 10**9)},
               optional={"queries": Int(0, 10**9)})
 SIDE = Int(1, MAX_SIDE)
+UNIT_RANGE = List(FINITE, 2, 2, exact=[0, 1])
+# version 1, and version-2 single-channel bundles
+GREY_PREPROCESS = Obj(required={"size": List(SIDE, 2, 2), "resize": OneOf(RESIZE_FILTERS)},
+                      optional={"channels": Const(1), "ink": Const("high"), "value_range": UNIT_RANGE})
+# version-2 colour bundles (normalisation, if any, lives inside backbone.onnx; no ink)
+COLOUR_PREPROCESS = Obj(required={"channels": Const(3), "channel_order": Const("RGB"), "size": List(SIDE, 2, 2),
+                                  "fit": Const("centre_crop"), "resize": Const("box_int"),
+                                  "normalization": Const("in_graph")},
+                        optional={"value_range": UNIT_RANGE})
 
 SCHEMA = Obj(
     required={
         "format": Const(FORMAT_NAME),
-        "format_version": Const(FORMAT_VERSION),
+        "format_version": Int(min(READABLE_VERSIONS), max(READABLE_VERSIONS)),
         "method": OneOf(tuple(HEAD_OUTPUTS)),
-        "input": Obj(required={"shape": List(Nullable(Int(1, MAX_SIDE)), 4, 4)},
-                     optional={"name": Const("images"), "dtype": Const("float32"),
-                               "range": List(FINITE, 2, 2, exact=[0, 1])}),
-        "preprocess": Obj(required={"size": List(SIDE, 2, 2), "resize": OneOf(RESIZE_FILTERS)},
-                          optional={"channels": Const(1), "ink": Const("high"),
-                                    "value_range": List(FINITE, 2, 2, exact=[0, 1])}),
+        "input": Obj(required={"shape": List(Nullable(Int(-1, MAX_SIDE)), 4, 4)},
+                     optional={"name": Const("images"), "dtype": Const("float32"), "range": UNIT_RANGE}),
+        "preprocess": ByKey("channels", 1, {1: GREY_PREPROCESS, 3: COLOUR_PREPROCESS}),
         "embedding": Obj(required={"dim": Int(1, MAX_DIM)},
                          optional={"name": Const("embeddings"),
                                    "shift_views": List(List(Int(-8, 8), 2, 2), 1, 81)}),
@@ -273,9 +307,23 @@ def _cross_field_rules(m: Mapping[str, Any], source: str) -> None:
         raise BundleError(f"{source}: manifest limits.min_ways {limits['min_ways']} exceeds limits.max_ways "
                           f"{limits['max_ways']}")
     shape, spec = m["input"]["shape"], m["preprocess"]
-    if shape[0] is not None or shape[1:] != [spec.get("channels", 1), *spec["size"]]:
-        raise BundleError(f"{source}: manifest input.shape {shape} must be [null, channels, *preprocess.size] = "
-                          f"[null, {spec.get('channels', 1)}, {spec['size'][0]}, {spec['size'][1]}]")
+    batch = (None,) if m["format_version"] == 1 else (None, -1)
+    channels = spec.get("channels", 1)
+    if shape[0] not in batch or type(shape[0]) is bool or shape[1:] != [channels, *spec["size"]]:
+        first = "null" if m["format_version"] == 1 else "null or -1"
+        raise BundleError(f"{source}: manifest input.shape {shape} must be [{first}, channels, *preprocess.size] = "
+                          f"[{first}, {channels}, {spec['size'][0]}, {spec['size'][1]}]")
+    if channels != 1 and "ink" in spec:
+        raise BundleError(f"{source}: manifest field preprocess.ink is set in a colour bundle; expected no ink "
+                          f"field (ink applies to single-channel bundles only)")
+
+
+def _version_rules(m: Mapping[str, Any], source: str) -> None:
+    """What one format version forbids that the other allows: version 1 knows single-channel bundles only."""
+    spec = m.get("preprocess")
+    if m.get("format_version") == 1 and isinstance(spec, dict) and spec.get("channels", 1) != 1:
+        raise BundleError(f"{source}: manifest field preprocess.channels must be 1 in a format-version-1 bundle, "
+                          f"got {_kind(spec['channels'])} {_short(spec['channels'])} (colour bundles are version 2)")
 
 
 def validate_manifest(manifest: Any, source: str = "bundle") -> dict[str, Any]:
@@ -283,6 +331,8 @@ def validate_manifest(manifest: Any, source: str = "bundle") -> dict[str, Any]:
 
     Raises :class:`BundleError` ``"{source}: manifest field <path> must be <expected>, got ..."``.
     """
+    if isinstance(manifest, dict):
+        _version_rules(manifest, source)
     SCHEMA.check(manifest, "", source)
     _cross_field_rules(manifest, source)
     return manifest
@@ -291,7 +341,10 @@ def validate_manifest(manifest: Any, source: str = "bundle") -> dict[str, Any]:
 def schema_paths(rule: Rule = SCHEMA, prefix: str = "") -> list[str]:
     """Every named field of the schema as a dotted path (``preprocess.ink``, ...): the docs name each."""
     out: list[str] = []
-    if isinstance(rule, Obj):
+    if isinstance(rule, ByKey):
+        for sub in rule.options.values():
+            out += [p for p in schema_paths(sub, prefix) if p not in out]
+    elif isinstance(rule, Obj):
         for key, sub in {**rule.required, **rule.optional}.items():
             path = f"{prefix}.{key}" if prefix else key
             out += [path, *schema_paths(sub, path)]

@@ -1,9 +1,14 @@
 """Raw image -> backbone input, exactly as a bundle's ``preprocess`` says (numpy only).
 
 This one module is used by the training data pipeline and by the device runtime, so the two can
-never drift apart. The spec (stored in ``manifest.json`` under ``preprocess``)::
+never drift apart. The spec (stored in ``manifest.json`` under ``preprocess``) of a grey bundle::
 
     {"channels": 1, "size": [H, W], "resize": "nearest", "value_range": [0.0, 1.0], "ink": "high"}
+
+and of a colour (photo) bundle, format version 2 (:func:`colour_spec`)::
+
+    {"channels": 3, "channel_order": "RGB", "size": [H, W], "fit": "centre_crop", "resize": "box_int",
+     "value_range": [0.0, 1.0], "normalization": "in_graph"}
 
 Accepted images (``docs/inputs.md`` states the same rules for every runtime):
 
@@ -20,6 +25,11 @@ Accepted images (``docs/inputs.md`` states the same rules for every runtime):
   rule (:func:`nearest_indices`) and converts only the sampled pixels; other filters go through
   Pillow on the uint8 (``L``) or float (``F``) image.
 
+Colour bundles (``channels`` 3) take the same inputs; each image becomes uint8 RGB (grey replicated,
+alpha over white in integers, floats quantised ``floor(x*255 + 0.5)``: :func:`to_uint8`), is
+centre-cropped to the target aspect and resized by ``box_int`` (:mod:`edgemeta.contract.resample`),
+then ``v / 255`` as float32 ``[N, 3, H, W]``. ``ink`` has no effect and the aspect limit does not apply.
+
 Work is done in chunks of ``CHUNK`` images (:func:`iter_preprocess`), so memory stays bounded by one
 chunk whatever the number of images, and no float copy of a whole large image is ever made.
 """
@@ -32,10 +42,12 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from edgemeta.contract.resample import SLAB_PIXELS, box_int_resize, centre_crop_box, nearest_indices
 from edgemeta.errors import InputError
 
 MIN_SIDE = 4                 # smaller images carry no usable strokes
 MAX_ASPECT = 4               # beyond this an "image" is almost always a flattened or mis-shaped array
+                             # (grey bundles only: colour bundles centre-crop photos of any aspect)
 MAX_PIXELS = 50_000_000      # per image (50 megapixels, e.g. 7071x7071); larger images are refused
 CHUNK = 256                  # images preprocessed (and embedded) at a time
 STACK_PIXELS = 1 << 22       # equal-shaped list items are stacked into one batch up to this many pixels
@@ -53,6 +65,17 @@ def default_spec(size: Sequence[int] = (28, 28), resize: str = "nearest") -> dic
             "value_range": [0.0, 1.0], "ink": "high"}
 
 
+def colour_spec(size: Sequence[int] = (84, 84)) -> dict[str, Any]:
+    """The ``preprocess`` of a colour bundle (format version 2) of output size ``(H, W)``."""
+    return {"channels": 3, "channel_order": "RGB", "size": [int(size[0]), int(size[1])], "fit": "centre_crop",
+            "resize": "box_int", "value_range": [0.0, 1.0], "normalization": "in_graph"}
+
+
+def spec_channels(spec: Mapping[str, Any]) -> int:
+    """1 for a grey spec, 3 for a colour one."""
+    return 3 if spec.get("channels", 1) == 3 else 1
+
+
 def check_ink(ink: Any) -> str:
     """``ink`` as given if it is one of :data:`INK_SETTINGS`; else an InputError naming them."""
     if not isinstance(ink, str) or ink not in INK_SETTINGS:
@@ -63,8 +86,15 @@ def check_ink(ink: Any) -> str:
 
 def check_spec(spec: Mapping[str, Any]) -> tuple[int, int]:
     """The spec's output size ``(H, W)``; refuses specs this runtime cannot follow."""
-    if spec.get("channels", 1) != 1:
-        raise InputError("only single-channel bundles are supported by this runtime")
+    channels = spec.get("channels", 1)
+    if channels == 3:
+        want = {k: v for k, v in colour_spec(spec["size"]).items() if k not in ("size", "value_range")}
+        got = {k: spec.get(k) for k in want}
+        if got != want:
+            raise InputError(f"colour preprocess {got} is not supported by this runtime; expected {want}")
+        return int(spec["size"][0]), int(spec["size"][1])
+    if channels != 1:
+        raise InputError(f"preprocess.channels is {channels!r}; this runtime supports 1 (grey) and 3 (RGB)")
     if spec["resize"] not in PILLOW_FILTERS:
         raise InputError(f"unknown resize filter {spec['resize']!r}; expected one of {PILLOW_FILTERS}")
     return int(spec["size"][0]), int(spec["size"][1])
@@ -117,16 +147,34 @@ def colour_to_grey(c: np.ndarray) -> np.ndarray:
     return out.reshape(shape)
 
 
-def nearest_indices(n_in: int, n_out: int) -> np.ndarray:
-    """Pillow's nearest-neighbour source index for each output pixel.
+def to_uint8(x: np.ndarray, colour: bool) -> np.ndarray:
+    """Raw pixels ``[..., C]`` (colour) or ``[...]`` (grey) -> uint8 ``[..., K]``: RGB (``K = 3``) for colour,
+    one channel (``K = 1``, replicated into R = G = B later) for grey. Values are checked already.
 
-    Pillow walks the source in float64 steps: ``x_0 = step / 2``, ``x_i = x_{i-1} + step`` with
-    ``step = n_in / n_out``, and takes ``floor(x_i)``. The running sum matters: where the exact
-    value ``(i + 0.5) * step`` is a whole number the sum can land just below it (e.g. 64 -> 28).
+    uint8 RGB as is; uint8 RGBA over white ``c' = (c*a + 255*(255-a) + 127) // 255``; bool -> 0/255;
+    float (float64): RGBA ``c' = c*a + (1 - a)``, then ``floor(x*255 + 0.5)``.
     """
-    step = n_in / n_out
-    pos = np.cumsum(np.r_[0.5 * step, np.full(n_out - 1, step)])
-    return np.minimum(pos.astype(np.int64), n_in - 1)
+    if not colour:
+        if x.dtype == np.bool_:
+            return (x.view(np.uint8) * np.uint8(255))[..., None]
+        if x.dtype == np.uint8:
+            return x[..., None]
+        return _quantise(x.astype(np.float64))[..., None]
+    if x.dtype == np.uint8:
+        if x.shape[-1] == 3:
+            return x
+        rgb, a = x[..., :3].astype(np.int32), x[..., 3:4].astype(np.int32)
+        return ((rgb * a + 255 * (255 - a) + 127) // 255).astype(np.uint8)
+    rgb = x[..., :3].astype(np.float64)
+    if x.shape[-1] == 4:
+        a = x[..., 3:4].astype(np.float64)
+        rgb = rgb * a + (1.0 - a)
+    return _quantise(rgb)
+
+
+def _quantise(x: np.ndarray) -> np.ndarray:
+    """float64 in [0, 1] -> uint8 ``floor(x*255 + 0.5)``."""
+    return np.floor(x * 255.0 + 0.5).astype(np.uint8)
 
 
 # ---------------------------------------------------------------------------- checking the input
@@ -146,8 +194,10 @@ def _check_values_dtype(dtype: np.dtype, colour: bool, what: str) -> None:
         raise InputError(f"{what} have dtype {dtype}; expected {accepted}")
 
 
-def _check_size(h: int, w: int, what: str, size: tuple[int, int] | None = None) -> None:
-    if min(h, w) < MIN_SIDE or max(h, w) > MAX_ASPECT * min(h, w):
+def _check_size(h: int, w: int, what: str, size: tuple[int, int] | None = None, crop: bool = False) -> None:
+    if crop and min(h, w) < MIN_SIDE:
+        raise InputError(f"{what} have size {h}x{w}; expected images at least {MIN_SIDE}x{MIN_SIDE}")
+    if min(h, w) < MIN_SIDE or (not crop and max(h, w) > MAX_ASPECT * min(h, w)):
         to = f" (they are resized to {size[0]}x{size[1]})" if size else ""
         raise InputError(f"{what} have size {h}x{w}; expected 2-D images at least {MIN_SIDE}x{MIN_SIDE} with "
                          f"an aspect ratio within {MAX_ASPECT}:1{to}; a flattened or transposed array looks like this")
@@ -170,7 +220,8 @@ def _grey_or_colour(a: np.ndarray, batch: bool) -> tuple[np.ndarray, bool] | Non
 
 
 def _as_item(x: Any, where: str) -> tuple[np.ndarray, bool]:
-    """One list item -> ``(2-D grey or [H, W, C] colour array, is_colour)``."""
+    """One list item -> ``(2-D grey or [H, W, C] colour array, is_colour)``: the one place where a list
+    item becomes an array (every runtime entry point goes through it)."""
     if x is None or isinstance(x, (str, bytes, bytearray, Mapping)):
         raise InputError(f"{where} is {_kind(x)}; expected a 2-D image array ([H, W], or [H, W, 3|4] colour)")
     try:
@@ -207,9 +258,11 @@ class CheckedImages:
         return len(self.batch) if self.batch is not None else len(self.items)
 
 
-def check_images(images: Any, what: str = "images", size: tuple[int, int] | None = None) -> CheckedImages:
+def check_images(images: Any, what: str = "images", size: tuple[int, int] | None = None,
+                 crop: bool = False) -> CheckedImages:
     """Check the shapes and dtypes of every image (no pixel is copied); raises InputError naming what
-    was expected. Empty input is refused. ``size``: the output size, named in size errors."""
+    was expected. Empty input is refused. ``size``: the output size, named in size errors; ``crop``:
+    the images will be centre-cropped (colour bundles), so any aspect ratio is accepted."""
     if images is None or isinstance(images, (str, bytes, bytearray, memoryview, Mapping, set, frozenset)) \
             or np.isscalar(images) or isinstance(images, np.generic):
         raise InputError(f"{what} is {_kind(images)}; expected {SHAPES}")
@@ -229,14 +282,14 @@ def check_images(images: Any, what: str = "images", size: tuple[int, int] | None
         if len(arr) == 0:
             raise InputError(f"{what} are empty; expected at least one image")
         _check_values_dtype(arr.dtype, colour, what)
-        _check_size(arr.shape[1], arr.shape[2], what, size)
+        _check_size(arr.shape[1], arr.shape[2], what, size, crop)
         return CheckedImages(arr, None, np.array([colour]), what)
     if len(images) == 0:
         raise InputError(f"{what} are empty; expected at least one image")
     items, colours = [], np.zeros(len(images), bool)
     for i, x in enumerate(images):
         a, colours[i] = _as_item(x, f"{what}[{i}]")
-        _check_size(a.shape[0], a.shape[1], what if len(images) == 1 else f"{what}[{i}]", size)
+        _check_size(a.shape[0], a.shape[1], what if len(images) == 1 else f"{what}[{i}]", size, crop)
         items.append(a)
     return CheckedImages(None, items, colours, what)
 
@@ -277,10 +330,28 @@ def _resize_pillow(im: np.ndarray, size: tuple[int, int], method: str) -> np.nda
     return np.asarray(out, dtype=np.float32).clip(0.0, 1.0)
 
 
+def _convert_colour(g: np.ndarray, colour: bool, size: tuple[int, int]) -> np.ndarray:
+    """Same-shaped raw images ``[n, h, w(, C)]`` -> float32 ``[n, 3, H, W]`` for a colour bundle:
+    uint8 RGB, centre crop, ``box_int`` resize, ``v / 255``."""
+    n, h, w = g.shape[:3]
+    x = np.empty((n, 3, *size), np.float32)
+    box = centre_crop_box(h, w, *size)
+    crop = g[:, box.y0:box.y0 + box.h, box.x0:box.x0 + box.w]
+    group = max(1, SLAB_PIXELS // (h * w))
+    for i in range(0, n, group):                       # identity size: convert a group at a time
+        u8 = to_uint8(crop[i:i + group], colour) if (h, w) == size else \
+            box_int_resize(crop[i:i + group], size, lambda px: to_uint8(px, colour))
+        # uint8 [g, H, W, K] -> float32 v / 255 in [g, 3, H, W]; a grey K = 1 broadcasts to R = G = B
+        np.divide(u8.transpose(0, 3, 1, 2), np.float32(255.0), out=x[i:i + group], dtype=np.float32)
+    return x
+
+
 def _convert(g: np.ndarray, colour: bool, spec: Mapping[str, Any], size: tuple[int, int], ink: str,
              what: str, first: int | None) -> np.ndarray:
-    """Same-shaped raw images ``[n, h, w(, C)]`` -> float32 ``[n, H, W]``, ink already applied."""
+    """Same-shaped raw images ``[n, h, w(, C)]`` -> float32 ``[n, channels, H, W]``, ink applied (grey)."""
     _check_values(g, what, first)
+    if spec_channels(spec) == 3:
+        return _convert_colour(g, colour, size)
     if colour:
         g = colour_to_grey(g)
     target = spec.get("ink", "high")
@@ -296,7 +367,7 @@ def _convert(g: np.ndarray, colour: bool, spec: Mapping[str, Any], size: tuple[i
         x = np.stack([_resize_pillow(im, size, spec["resize"]) for im in g])
     if flip.any():                                     # x is always a fresh array here
         x[flip] = np.float32(1.0) - x[flip]
-    return x
+    return x[:, None]
 
 
 def _chunks_of(checked: CheckedImages, chunk: int) -> Iterator[tuple[np.ndarray, bool, int | None]]:
@@ -320,11 +391,13 @@ def _chunks_of(checked: CheckedImages, chunk: int) -> Iterator[tuple[np.ndarray,
 def iter_preprocess(images: ImagesLike, spec: Mapping[str, Any], ink: str = "high", what: str = "images",
                     chunk: int = CHUNK) -> tuple[int, Iterator[np.ndarray]]:
     """``(N, chunks)``: every shape and dtype is checked now (unless ``images`` were checked already by
-    :func:`check_images`, whose ``what`` then names them); the chunks (float32 ``[n, 1, H, W]``,
-    n <= ``chunk``, in input order) are computed one at a time as they are taken."""
+    :func:`check_images`, whose ``what`` then names them); the chunks (float32 ``[n, channels, H, W]``,
+    n <= ``chunk``, in input order) are computed one at a time as they are taken. ``ink`` applies to
+    grey bundles only (checked, and without effect, for colour ones)."""
     size = check_spec(spec)
     check_ink(ink)
-    checked = images if isinstance(images, CheckedImages) else check_images(images, what, size)
+    checked = images if isinstance(images, CheckedImages) else \
+        check_images(images, what, size, crop=spec_channels(spec) == 3)
     what = checked.what
 
     def gen() -> Iterator[np.ndarray]:
@@ -336,22 +409,22 @@ def iter_preprocess(images: ImagesLike, spec: Mapping[str, Any], ink: str = "hig
             done.append(_convert(g, colour, spec, size, ink, f"{what}[{first}]" if one else what, stacked))
             held += len(done[-1])
             if held >= chunk:
-                yield np.ascontiguousarray(np.concatenate(done)[:, None])
+                yield np.ascontiguousarray(np.concatenate(done))
                 done, held = [], 0
         if done:
-            yield np.ascontiguousarray(np.concatenate(done)[:, None])
+            yield np.ascontiguousarray(np.concatenate(done))
 
     return len(checked), gen()
 
 
 def preprocess(images: ImagesLike, spec: Mapping[str, Any], ink: str = "high", what: str = "images") -> np.ndarray:
-    """Raw images -> ``float32 [N, 1, H, W]`` as the spec says (all at once; see :func:`iter_preprocess`).
+    """Raw images -> ``float32 [N, channels, H, W]`` as the spec says (all at once; see :func:`iter_preprocess`).
 
-    ``ink``: ``"high"`` if strokes are bright in the input, ``"low"`` if dark, ``"auto"`` to decide per
-    image by :func:`dark_on_bright`.
+    ``ink`` (grey bundles): ``"high"`` if strokes are bright in the input, ``"low"`` if dark, ``"auto"``
+    to decide per image by :func:`dark_on_bright`.
     """
     n, chunks = iter_preprocess(images, spec, ink, what)
-    out = np.empty((n, 1, *check_spec(spec)), np.float32)
+    out = np.empty((n, spec_channels(spec), *check_spec(spec)), np.float32)
     at = 0
     for x in chunks:
         out[at:at + len(x)] = x

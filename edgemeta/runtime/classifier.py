@@ -96,9 +96,12 @@ class FewShotClassifier:
     ``bundle``: a :class:`Bundle` (kept as given) or a path, loaded once here with ``threads`` and
     ``precision``; ``get_params`` returns the loaded Bundle, so clones share it.
     Images: ``[N, H, W]`` / ``[N, 1, H, W]`` grey or ``[N, H, W, 3|4]`` colour arrays, or lists of
-    ``[H, W]`` / ``[H, W, 3|4]`` arrays (bool, uint8 0..255 or float in [0, 1]); see docs/inputs.md.
-    ``ink='auto'`` (default) inverts each image whose mean is above 0.5 (dark ink on bright paper);
-    ``'high'`` / ``'low'`` force bright / dark strokes.
+    ``[H, W]`` / ``[H, W, 3|4]`` arrays of any sizes (bool, uint8 0..255 or float in [0, 1]); see
+    docs/inputs.md. A grey bundle converts colour to grey; a colour bundle (``bundle.channels == 3``)
+    takes photos of any size and aspect (centre crop, grey replicated to RGB).
+    ``ink`` (grey bundles; accepted and without effect for colour ones): ``'auto'`` (default) inverts
+    each image whose mean is above 0.5 (dark ink on bright paper); ``'high'`` / ``'low'`` force
+    bright / dark strokes.
     """
 
     _estimator_type = "classifier"          # scikit-learn < 1.6 reads this; newer ones __sklearn_tags__
@@ -185,7 +188,7 @@ class FewShotClassifier:
         """Shapes and dtypes checked once (a generator is read once), for counting before embedding."""
         if isinstance(images, CheckedImages):
             return images
-        return check_images(images, what, check_spec(self.bundle.preprocess_spec))
+        return check_images(images, what, check_spec(self.bundle.preprocess_spec), crop=self.bundle.channels == 3)
 
     def iter_embeddings(self, images: Images, what: str = "images") -> tuple[int, Iterator[np.ndarray]]:
         """``(N, chunks)``: shapes and dtypes are checked now, then each chunk of at most ``CHUNK``

@@ -12,7 +12,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
 from edgemeta.contract.bundle import read_bundle
 from edgemeta.errors import BundleError
-from edgemeta.contract.preprocess import preprocess
+from edgemeta.contract.preprocess import preprocess, spec_channels
 
 EMBED_CHUNK = 256          # images per backbone run
 VIEWS_PER_RUN = 32         # a shift-view backbone runs views x images internally; measured: 1.0 ms/image
@@ -60,6 +60,7 @@ class Bundle:
         self.param_names: list[str] = list(manifest["head"]["outputs"])
         self.embedding_dim: int = int(manifest["embedding"]["dim"])
         self.preprocess_spec: dict[str, Any] = manifest["preprocess"]
+        self.channels: int = spec_channels(self.preprocess_spec)          # 1 grey, 3 RGB (format version 2)
         self.input_shape: list[Any] = manifest["input"]["shape"]
         self.identity: str = manifest["integrity"]["manifest_sha256"]
         shifts = manifest["embedding"].get("shift_views")
@@ -165,11 +166,11 @@ class Bundle:
 
     def preprocess(self, images: np.ndarray | Sequence[np.ndarray], ink: str = "auto",
                    what: str = "images") -> np.ndarray:
-        """Raw single-channel images -> ``float32 [N, 1, H, W]`` as the manifest says."""
+        """Raw images -> ``float32 [N, channels, H, W]`` as the manifest says (``ink``: grey bundles only)."""
         return preprocess(images, self.preprocess_spec, ink=ink, what=what)
 
     def embed(self, x: np.ndarray) -> np.ndarray:
-        """Preprocessed ``float32 [N, 1, H, W]`` -> embeddings ``float32 [N, D]`` (chunked)."""
+        """Preprocessed ``float32 [N, channels, H, W]`` -> embeddings ``float32 [N, D]`` (chunked)."""
         n = self.embed_chunk
         out = [self._run("backbone", self._backbone, ["embeddings"], {"images": x[i:i + n]})[0]
                for i in range(0, len(x), n)]
@@ -187,5 +188,5 @@ class Bundle:
         return self._run("classify", self._classify, ["logits"], {"embeddings": embeddings, **params})[0]
 
     def __repr__(self) -> str:
-        return (f"Bundle({self.source!r}, method={self.method!r}, embedding_dim={self.embedding_dim}, "
-                f"precision={self.precision!r})")
+        return (f"Bundle({self.source!r}, method={self.method!r}, channels={self.channels}, "
+                f"embedding_dim={self.embedding_dim}, precision={self.precision!r})")
