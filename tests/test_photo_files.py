@@ -278,3 +278,19 @@ def test_undecodable_bytes_are_named_by_their_index(photo):
         decode_image(b"GIF89a but not really", None, 3)
     with pytest.raises(InputError, match=r"image is a int; expected a path or the bytes of an image file"):
         decode_image(3, None, 3)
+
+
+@pytest.mark.slow
+def test_draft_decoding_keeps_a_phone_photo_small_in_memory(phone_jpeg):
+    """Peak RSS in a fresh process (tools/decode_memory.py): the full 12-megapixel decode needs its
+    36 MB of pixels at least; the draft decode for an 84x84 bundle stays far below that."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("decode_memory", Path(__file__).parents[1] / "tools" /
+                                                  "decode_memory.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    full, draft = tool.measure(phone_jpeg, None), tool.measure(phone_jpeg, (84, 84))
+    assert full["shape"] == [3024, 4032, 3] and draft["shape"] == [378, 504, 3]
+    assert full["peak_mb"] > 36, (full, draft)
+    assert draft["peak_mb"] < 12

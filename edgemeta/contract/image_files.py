@@ -67,6 +67,20 @@ def over_white(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     return out
 
 
+def pixels(im: Any) -> np.ndarray:
+    """``np.asarray(im)`` without the transient copies: large images are copied a band of rows at a
+    time, so the peak is the Pillow image plus the array (``np.asarray`` holds two more whole copies)."""
+    width, height = im.size
+    if width * height <= _SLICE:
+        return np.asarray(im)
+    first = np.asarray(im.crop((0, 0, width, 1)))
+    out = np.empty((height, *first.shape[1:]), first.dtype)
+    rows = max(1, _SLICE // width)
+    for y in range(0, height, rows):
+        out[y:y + rows] = np.asarray(im.crop((0, y, width, min(y + rows, height))))
+    return out
+
+
 def _sixteen_bit(a: np.ndarray) -> np.ndarray:
     """Integer pixels (16-bit, or Pillow's 32-bit ``I``) -> uint8 ``v >> 8`` clipped to 0..255."""
     if a.dtype.kind == "u" and a.dtype.itemsize <= 2:
@@ -84,10 +98,10 @@ def image_array(im: Any, channels: int, name: str) -> np.ndarray:
     elif mode in ("P", "PA", "RGBa", "La"):
         im = im.convert("RGBA")
     elif mode.startswith("I"):
-        return _sixteen_bit(np.asarray(im))
+        return _sixteen_bit(pixels(im))
     elif mode not in ("1", "L", "LA", "RGB", "RGBA"):
         im = im.convert("RGB")                    # CMYK, YCbCr, LAB, HSV, RGBX, ...
-    a = np.asarray(im)
+    a = pixels(im)
     if im.mode == "LA":
         return over_white(a[..., 0], a[..., 1])
     if channels == 1 and a.ndim == 3:
