@@ -101,11 +101,15 @@ def train(
                                 f"{_per_method('pretrain_steps', 0)}."),
     augment: bool = typer.Option(False, help="Random shift/rotation/scale of training images."),
     lr: float = typer.Option(1e-3, metavar="RATE", help="Adam learning rate."),
+    meta_lr: Optional[float] = typer.Option(None, metavar="RATE", help="Adam rate of the episodic phase "
+                                                                       "(default: --lr), e.g. lower after pre-training."),
     lr_halve_every: int = typer.Option(2_000, metavar="N", help="Steps between learning-rate halvings."),
     val_every: int = typer.Option(1_000, metavar="N", help="Episodes (or pre-training steps) between validations."),
     val_episodes: int = typer.Option(400, metavar="N", help="Episodes per validation."),
     val_ways: int = typer.Option(5, metavar="N", help="Validation episodes' ways (model selection)."),
     val_shots: int = typer.Option(1, metavar="K", help="Validation episodes' shots."),
+    val_report_shots: Optional[list[int]] = typer.Option(None, metavar="K", help="Also measure (never select on) "
+                                                                                 "this many shots; repeatable."),
     patience: int = typer.Option(6, metavar="N", help="Stop a phase after this many validations without improvement."),
     val_fraction: float = typer.Option(0.15, metavar="FRACTION", help="Classes held out for validation "
                                                                       "(--data datasets)."),
@@ -152,6 +156,7 @@ def train(
         image_size=(image_size, image_size), ways=ways, shots=shots, queries=queries,
         episodes_per_step=episodes_per_step, meta=meta, augment=augment, lr=lr, lr_halve_every=lr_halve_every,
         val_every=val_every, val_episodes=val_episodes, val_ways=val_ways, val_shots=val_shots, patience=patience,
+        meta_lr=meta_lr, val_report_shots=tuple(val_report_shots or ()),
         seed=seed, device=device, amp=amp, method_kwargs=_json_object(method_kwargs, "--method-kwargs"),
         backbone_kwargs=_json_object(backbone_kwargs, "--backbone-kwargs"),
         init_from=str(init_from) if init_from else None)

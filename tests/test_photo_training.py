@@ -159,7 +159,7 @@ def test_tiny_photo_run_pretrains_meta_trains_and_resumes(photo_root, tmp_path):
     train, val, prov = training_sets(str(photo_root), "vinyals", (84, 84), None)
     cfg = TrainConfig(device="cpu", method="proto", backbone="conv4", dataset=str(photo_root), image_size=(84, 84),
                       ways=3, shots=1, queries=2, max_episodes=4, pretrain_steps=2, pretrain_batch=8, augment=True,
-                      val_every=2, val_episodes=4, val_ways=3, seed=0)
+                      val_every=2, val_episodes=4, val_ways=3, val_report_shots=(5,), seed=0)
     out = tmp_path / "run"
     rec = meta_train(cfg, train, val, out, provenance=prov, progress=False, log=lambda s: None, stop_after=2)
     assert rec["config"]["channels"] == 3 and rec["provenance"]["train_class_names"] == list(train.names)
@@ -167,9 +167,24 @@ def test_tiny_photo_run_pretrains_meta_trains_and_resumes(photo_root, tmp_path):
                      log=lambda s: None, resume=True)
     assert rec["phases"] == {"pretrain": 2, "meta": 4} and rec["stopped"] == "completed all steps"
     assert [h["phase"] for h in rec["history"]] == ["pretrain", "meta", "meta"]
+    assert all(0.0 <= h["val_acc_5shot"] <= 100.0 and h["val_ci95_5shot"] >= 0.0 for h in rec["history"])
     from edgemeta.train.export import load_run
 
     model, _ = load_run(out)
     with torch.no_grad():
         z = model.backbone(torch.from_numpy(val.batch([0, 1])))
     assert z.shape == (2, 1600) and torch.isfinite(z).all()
+
+
+def test_meta_lr_sets_the_episodic_rate_only(photo_root, tmp_path):
+    from edgemeta.data.sources import training_sets
+    from edgemeta.train.trainer import EpisodeSteps, PretrainSteps, TrainConfig, setup_run
+
+    train, _, _ = training_sets(str(photo_root), "vinyals", (84, 84), None)
+    for meta_lr, want in ((None, 1e-3), (2.5e-4, 2.5e-4)):
+        cfg = TrainConfig(device="cpu", dataset=str(photo_root), image_size=(84, 84), ways=3, channels=3,
+                          lr=1e-3, meta_lr=meta_lr)
+        assert TrainConfig.from_json(cfg.to_json()) == cfg
+        ctx = setup_run(cfg, train, tmp_path / str(meta_lr), None, resume=False)
+        assert EpisodeSteps(ctx, train).opt.param_groups[0]["lr"] == want
+        assert PretrainSteps(ctx, train).opt.param_groups[0]["lr"] == 1e-3

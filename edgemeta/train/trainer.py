@@ -53,6 +53,7 @@ class TrainConfig:
     episodes_per_step: int = 1
     max_episodes: int = 40_000
     lr: float = 1e-3
+    meta_lr: float | None = None       # Adam rate of the episodic phase (default: lr), e.g. lower after pre-training
     lr_halve_every: int = 2_000        # episodes (or pre-training steps)
     meta: str = "gradient"             # gradient | reptile
     reptile_inner_steps: int = 5
@@ -67,6 +68,7 @@ class TrainConfig:
     val_episodes: int = 400
     val_ways: int = 5
     val_shots: int = 1
+    val_report_shots: tuple[int, ...] = ()   # more shot counts measured (not selected on) at each validation
     val_queries: int = 15
     patience: int = 6                  # validations without improvement before stopping a phase
     seed: int = 0
@@ -78,6 +80,7 @@ class TrainConfig:
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["image_size"] = list(self.image_size)
+        d["val_report_shots"] = list(self.val_report_shots)
         return d
 
     @classmethod
@@ -92,6 +95,7 @@ class TrainConfig:
     def from_json(cls, d: dict[str, Any]) -> "TrainConfig":
         d = dict(d)
         d["image_size"] = tuple(d["image_size"])
+        d["val_report_shots"] = tuple(d.get("val_report_shots", ()))
         return cls(**{k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}})
 
 
@@ -114,18 +118,26 @@ def pick_device(name: str) -> torch.device:
 
 
 @torch.no_grad()
-def validate(model: FewShotModel, data: ClassImages, ways: int, shots: int, queries: int,
-             episodes: int, seed: int, device: torch.device) -> tuple[float, float]:
-    """Mean accuracy (%) and 95% CI over ``episodes`` fixed episodes, backbone in eval mode.
-
-    Each image is embedded once (eval mode has no batch dependence), then episodes are drawn on
-    the embeddings.
-    """
+def embed_all(model: FewShotModel, data: ClassImages, device: torch.device) -> torch.Tensor:
+    """``[M, D]`` embeddings of every row of ``data``, backbone in eval mode (no batch dependence)."""
     was_training = model.training
     model.eval()
     n = 2048 if device.type == "cuda" else 32        # rows per forward: small on the CPU to bound host memory
     z = torch.cat([model.backbone(torch.from_numpy(data.batch(slice(i, i + n))).to(device))
                    for i in range(0, data.n_images, n)])
+    model.train(was_training)
+    return z
+
+
+@torch.no_grad()
+def validate(model: FewShotModel, data: ClassImages, ways: int, shots: int, queries: int,
+             episodes: int, seed: int, device: torch.device, z: torch.Tensor | None = None) -> tuple[float, float]:
+    """Mean accuracy (%) and 95% CI over ``episodes`` fixed episodes, backbone in eval mode.
+
+    Each image is embedded once (``z``: embeddings already computed by :func:`embed_all`), then
+    episodes are drawn on the embeddings.
+    """
+    z = embed_all(model, data, device) if z is None else z
     sampler = EpisodeSampler(data, ways, shots, queries, seed)
     ys, yq = (torch.from_numpy(a).to(device) for a in sampler.labels())
     onehot = F.one_hot(ys, ways).to(z.dtype)
@@ -135,7 +147,6 @@ def validate(model: FewShotModel, data: ClassImages, ways: int, shots: int, quer
         logits = model.method.episode_logits(z[torch.from_numpy(idx.support).to(device)], onehot,
                                              z[torch.from_numpy(idx.query).to(device)])
         accs.append((logits.argmax(1) == yq).float().mean().item() * 100.0)
-    model.train(was_training)
     return mean_ci95(accs)
 
 
@@ -330,11 +341,16 @@ class Run:
     def validate(self, phase: str, done: int, loss: float | None, acc_train: float | None) -> bool:
         """Validate on held-out classes, append to the history, save ``best.npz`` if it improved."""
         cfg, record = self.cfg, self.ctx.record
+        z = embed_all(self.ctx.model, self.val, self.ctx.device)
         acc, ci = validate(self.ctx.model, self.val, cfg.val_ways, cfg.val_shots, cfg.val_queries,
-                           cfg.val_episodes, cfg.seed + 1_000_003, self.ctx.device)
+                           cfg.val_episodes, cfg.seed + 1_000_003, self.ctx.device, z)
         elapsed = round(time.perf_counter() - self.t0, 2)
         row = {"phase": phase, "step": done, "seconds": elapsed, "train_loss": loss, "train_acc": acc_train,
                "val_acc": acc, "val_ci95": ci}
+        for k in cfg.val_report_shots:          # reported, never used to select
+            row[f"val_acc_{k}shot"], row[f"val_ci95_{k}shot"] = validate(
+                self.ctx.model, self.val, cfg.val_ways, k, cfg.val_queries, cfg.val_episodes, cfg.seed + 1_000_003,
+                self.ctx.device, z)
         record["history"].append(row)
         improved = acc > self.best_acc
         if improved:
@@ -344,7 +360,8 @@ class Run:
                               "val_setting": f"{cfg.val_ways}-way {cfg.val_shots}-shot {cfg.val_queries}-query, "
                                              f"{cfg.val_episodes} episodes"}
         record["train_seconds"] = elapsed
-        self.log(f"{phase} {done}: val {cfg.val_ways}w{cfg.val_shots}s {acc:.2f} ± {ci:.2f} "
+        more = "".join(f", {cfg.val_ways}w{k}s {row[f'val_acc_{k}shot']:.2f}" for k in cfg.val_report_shots)
+        self.log(f"{phase} {done}: val {cfg.val_ways}w{cfg.val_shots}s {acc:.2f} ± {ci:.2f}{more} "
                  f"(best {self.best_acc:.2f}) loss {loss if loss is not None else float('nan'):.3f} [{elapsed:.0f}s]")
         if self.hooks.on_validate is not None:
             self.hooks.on_validate(row)
@@ -393,7 +410,7 @@ class EpisodeSteps:
         self.onehot = F.one_hot(torch.arange(cfg.ways, device=ctx.device).repeat_interleave(cfg.shots),
                                 cfg.ways).float()                                            # [ways*shots, ways]
         self.params = list(ctx.model.parameters())
-        self.opt = torch.optim.Adam(ctx.model.parameters(), lr=cfg.lr)
+        self.opt = torch.optim.Adam(ctx.model.parameters(), lr=cfg.lr if cfg.meta_lr is None else cfg.meta_lr)
         self.sched = torch.optim.lr_scheduler.StepLR(self.opt, max(1, cfg.lr_halve_every // (self.B * d.world)), 0.5)
         self.modules: dict[str, nn.Module] = {"model": ctx.model}
 
