@@ -100,7 +100,7 @@ def test_committed_node_fixtures_are_current(tmp_path, omniglot_root):
     assert names == sorted(p.name for p in fresh.iterdir()), \
         "examples/node/test/fixtures differ from what tools/node_fixture.py writes: regenerate them"
     size = sum(p.stat().st_size for p in COMMITTED.iterdir())
-    assert size < 500_000, f"committed Node fixtures are {size} bytes; keep them under 500 kB"
+    assert size < 600_000, f"committed Node fixtures are {size} bytes; keep them under 600 kB"
     for name in names:
         if name.endswith(".json") and name != "reformatted-manifest.json":
             _same(json.loads((COMMITTED / name).read_text("utf-8")), json.loads((fresh / name).read_text("utf-8")), name,

@@ -23,6 +23,13 @@ Bundles:
   ``graphs_from_model`` + ``check_parity`` + ``write_bundle`` and a manifest shaped like
   ``export_bundle``'s. They are for parity tests only: their accuracy means nothing.
 
+Colour (bundle format version 2): ``case-colour-photos.json`` runs an untrained conv4 colour bundle
+(``examples/node/test/colour-bundle``, 3 input channels, hidden width 32, 84x84, ImageNet normalisation
+inside backbone.onnx; written once by ``--write-colour-bundle`` and committed, since an export is not
+byte-reproducible) on real photos of ``../shared/data/mini-imagenet/sample/test`` in several forms:
+downscaled wide and tall, upscaled small, RGBA with transparency, grey, float; the case carries the
+sha256 of Python's preprocessed batch, which Node must reproduce bit for bit, and the logits.
+
 Also ``json_cases.json``: manifest texts (real and synthetic: non-ASCII, astral characters, float
 formatting edge cases, NaN, duplicate keys) with Python's canonical form and integrity digest, so a
 second implementation of ``manifest_digest`` can be checked byte for byte.
@@ -53,6 +60,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "models" / "omniglot-conv4-proto"
 RANDOM_METHODS = ("metasgd", "ridge", "finetune")
+COLOUR_BUNDLE = REPO / "examples" / "node" / "test" / "colour-bundle"
+PHOTOS = REPO.parent / "shared" / "data" / "mini-imagenet" / "sample" / "test"
 SEED = 7
 MARGIN = 1e-3        # queries closer than this to a tie are not used (10x the 1e-4 logit tolerance)
 MAX_DROPPED = 0.02   # at most this share of all queries may be dropped as near ties (the Node test checks it)
@@ -163,6 +172,68 @@ def random_bundle(method: str, out: Path, data: Omniglot, seed: int) -> Path:
     parity = check_parity(model, graphs, episodes)
     write_bundle(out, untrained_manifest(model, method, (28, 28), seed, parity), graphs)
     return out
+
+
+def colour_bundle(out: Path, seed: int = SEED) -> Path:
+    """Export an untrained conv4 + proto colour model (3 channels, hidden width 32, 84x84) as a format-2 bundle."""
+    import torch
+
+    from edgemeta.contract.bundle import write_bundle
+    from edgemeta.contract.manifest import build_manifest
+    from edgemeta.train.export import OPSET, graphs_from_model
+    from edgemeta.train.model import FewShotModel
+
+    torch.manual_seed(seed)
+    model = FewShotModel("conv4", "proto", (84, 84), backbone_kwargs={"hidden": 32}, in_channels=3).eval()
+    graphs = graphs_from_model(model, (3, 84, 84))
+    manifest = build_manifest(
+        method="proto", image_size=(84, 84), embedding_dim=model.embedding_dim,
+        head_outputs=model.method.param_names, head_hparams=model.method.hparams(),
+        provenance={"dataset": None, "backbone": "conv4", "seed": seed, "trained": False,
+                    "note": "randomly initialised colour model for runtime parity tests (tools/node_fixture.py); not for use"},
+        parity={}, onnx_opset=OPSET, torch_version=torch.__version__, channels=3)
+    write_bundle(out, manifest, graphs)
+    return out
+
+
+def photo_variants(rng: np.random.Generator) -> tuple[list[np.ndarray], list[str], list[np.ndarray]]:
+    """3-way 1-shot support and 9 queries from real photos (3 classes), each photo in one form:
+    wide and tall (downscaled), small (upscaled), RGBA with transparency, grey, float RGB / RGBA."""
+    from PIL import Image
+
+    classes = sorted(p for p in PHOTOS.iterdir() if p.is_dir())[:3]
+    files = [sorted(c.glob("*.jpg"))[:4] for c in classes]
+    rgb = lambda f, h, w: np.asarray(Image.open(f).convert("RGB").resize((w, h), Image.Resampling.BILINEAR))  # noqa: E731
+
+    def rgba(f: Path) -> np.ndarray:
+        px = rgb(f, 44, 44)
+        alpha = np.clip(np.linspace(-80, 335, 44)[None, :] + rng.integers(-20, 21, (44, 44)), 0, 255).astype(np.uint8)
+        return np.concatenate([px, alpha[..., None]], axis=-1)                     # transparent on the left
+
+    forms = [
+        lambda f: rgb(f, 86, 120),                                                  # wide: crop + downscale
+        lambda f: rgb(f, 120, 86),                                                 # tall: crop + downscale
+        lambda f: rgb(f, 40, 56),                                                  # smaller than 84: upscale
+        rgba,                                                                      # RGBA uint8
+        lambda f: np.asarray(Image.open(f).convert("L").resize((90, 100))),        # grey uint8
+        lambda f: (rgb(f, 24, 40) / 255).astype(np.float32),                      # float RGB on the 1/255 grid
+        lambda f: (rgba(f) / 255).astype(np.float32),                             # float RGBA
+    ]
+    support = [rgb(fs[0], 40, 40) for fs in files]                                # upscaled to 84x84
+    labels = [c.name for c in classes]
+    query = [forms[(k * 3 + i) % len(forms)](f) for k, fs in enumerate(files) for i, f in enumerate(fs[1:])]
+    return support, labels, query
+
+
+def scenario_colour(clf: Any, rng: np.random.Generator) -> dict[str, Any]:
+    """Real photos through a colour bundle; Node must give bit-identical preprocessing and logits."""
+    import hashlib
+
+    support, labels, query = photo_variants(rng)
+    case = fit_case(clf, support, labels, query)
+    x = clf.bundle.preprocess(case["query"]).astype("<f4")
+    case["preprocessed_sha256"] = hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()
+    return {"ink": "auto", "bit_identical": True, **case}
 
 
 # ---------------------------------------------------------------------------------- scenarios
@@ -415,6 +486,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out", type=Path, help="folder to (re)write the fixtures into")
     ap.add_argument("--omniglot", type=Path, default=None, help="Omniglot folder (default: the usual search)")
+    ap.add_argument("--write-colour-bundle", action="store_true",
+                    help=f"(re)export the committed colour bundle {COLOUR_BUNDLE.relative_to(REPO)} first")
     ap.add_argument("--full", action="store_true",
                     help="also bundles of every other adaptation method and a .zip bundle (several MB)")
     args = ap.parse_args(argv)
@@ -444,7 +517,21 @@ def main(argv: list[str] | None = None) -> int:
             runs.append((method, method, path, None, tuple(SCENARIOS)))
             texts[f"random-{method}"] = (path / "manifest.json").read_text(encoding="utf-8")
         index["zip"] = rel(zip_bundle(SHIPPED, out / "bundles" / "omniglot-conv4-proto.zip"))
+    if args.write_colour_bundle:
+        shutil.rmtree(COLOUR_BUNDLE, ignore_errors=True)
+        colour_bundle(COLOUR_BUNDLE)
     cases = []
+    if PHOTOS.is_dir():
+        sc = scenario_colour(FewShotClassifier(Bundle.load(COLOUR_BUNDLE, threads=1)), np.random.default_rng([SEED, 99]))
+        case = {"name": "colour-photos", "method": "proto", "bundle": rel(COLOUR_BUNDLE), "ink": sc["ink"],
+                "precision": "auto", "python_precision": "fp32", "query": [enc(q) for q in sc["query"]],
+                "dropped_near_ties": sc["dropped_near_ties"], "queries_total": sc["queries_total"],
+                "support": [enc(s) for s in sc["support"]], "labels": sc["labels"], "expected": sc["expected"],
+                "preprocessed_sha256": sc["preprocessed_sha256"], "bit_identical": True}
+        (out / f"case-{case['name']}.json").write_text(json.dumps(case), encoding="utf-8")
+        cases.append(case["name"])
+    else:
+        print(f"note: no photos at {PHOTOS}: the colour case is not written", file=sys.stderr)
     for k, (label, method, path, precision, kinds) in enumerate(runs):
         bundle = Bundle.load(path, threads=1, **({"precision": precision} if precision else {}))
         for kind in kinds:

@@ -46,6 +46,7 @@ function image(e) {
   const channels = e.channels ?? 1;
   // channels is left out for single-channel and RGBA images: the library infers it from the length
   const extra = channels === 3 ? { channels } : {};
+  if (channels === 4 && e.dtype === 'uint8') return { data: new Uint8ClampedArray(bytes.buffer), height, width }; // as ImageData gives
   if (e.dtype === 'float32') return { data: new Float32Array(bytes.buffer), height, width, ...extra };
   if (e.dtype === 'uint8') return { data: bytes, height, width, ...extra };
   if (e.dtype === 'bool') return { data: bytes, height, width, dtype: 'bool' };
@@ -138,6 +139,12 @@ for (const c of cases) {
       assert.equal(got.length, want.length);
       const diff = got.findIndex((v, k) => !Object.is(v, want[k]));
       assert.equal(diff, -1, `${name}: preprocessed pixel ${diff} is ${got[diff]}, Python's ${want[diff]}`);
+    }
+    if (c.preprocessed_sha256) { // colour: the whole [N, 3, H, W] float32 batch, byte for byte
+      const got = clf.bundle.preprocess(query, { ink: c.ink });
+      assert.equal(got.channels, clf.bundle.preprocessSpec.channels);
+      const digest = crypto.createHash('sha256').update(Buffer.from(got.data.buffer, got.data.byteOffset, got.data.byteLength)).digest('hex');
+      assert.equal(digest, c.preprocessed_sha256, `${name}: the preprocessed batch differs from Python's`);
     }
     if (!c.steps) {
       await clf.fit(c.support.map(image), c.labels);
