@@ -24,6 +24,10 @@
  * Ink polarity is found per image by default (`ink: 'auto'`: a mean above 0.5 is dark ink on bright
  * paper, inverted); `{ ink: 'high' }` / `{ ink: 'low' }` force bright / dark strokes.
  *
+ * Colour bundles (format version 2, preprocess.channels 3) take the same objects (channels 1, 3 or 4)
+ * and give [N, 3, H, W] RGB: RGBA over white in integers, centre crop, box_int resize (see
+ * preprocessColour); any aspect ratio; ink has no effect there.
+ *
  * Labels are all strings or all integers; `classes` is sorted like numpy.unique (strings by code
  * point, numbers numerically) and gives the column order of the probabilities.
  */
