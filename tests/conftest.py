@@ -166,3 +166,30 @@ def shipped_task(vinyals_test):
 def task_drawer():
     """:func:`draw_task` for tests that need more tasks than the fixed ones."""
     return draw_task
+
+
+# ---- a small real colour bundle (format version 2, channels 3): shared by the colour-runtime tests ----
+
+COLOUR_SIZE = (84, 84)
+
+
+@pytest.fixture(scope="session")
+def colour_bundle_dir(tmp_path_factory) -> Path:
+    """An untrained conv4 + proto model for ``[N, 3, 84, 84]`` photos (seeded), exported through
+    ``graphs_from_model`` + ``build_manifest(channels=3)`` + ``write_bundle`` (do not modify; copy it).
+    Its answers mean nothing; it is a real bundle of the colour contract."""
+    from edgemeta.contract.bundle import write_bundle
+    from edgemeta.contract.manifest import build_manifest
+    from edgemeta.train.export import OPSET, graphs_from_model
+    from edgemeta.train.model import FewShotModel
+
+    torch.manual_seed(11)
+    model = FewShotModel("conv4", "proto", image_size=COLOUR_SIZE, in_channels=3).eval()
+    graphs = graphs_from_model(model, (3, *COLOUR_SIZE))
+    manifest = build_manifest(
+        method="proto", image_size=COLOUR_SIZE, embedding_dim=model.embedding_dim,
+        head_outputs=model.method.param_names, head_hparams=model.method.hparams(),
+        provenance={"dataset": None, "backbone": "conv4", "seed": 11, "trained": False,
+                    "note": "untrained colour model for runtime tests; not for use"},
+        parity={}, onnx_opset=OPSET, torch_version=torch.__version__, channels=3)
+    return write_bundle(tmp_path_factory.mktemp("colour") / "colour.bundle", manifest, graphs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import zipfile
 from pathlib import Path
 
@@ -110,15 +111,28 @@ def test_reformatted_but_unchanged_manifest_still_verifies(bundle_copy):
     assert Bundle.load(bundle_copy).identity == m["integrity"]["manifest_sha256"]
 
 
-@pytest.mark.parametrize("version", [2, 0, "1", None])
+@pytest.mark.parametrize("version", [3, 0, "1", "2", None, 2.0, True])
 def test_other_format_version_is_refused(bundle_copy, version):
     m = load_manifest(bundle_copy)
     m["format_version"] = version
     save_manifest(bundle_copy, m, reseal=True)       # only the version check can catch this
     assert m["integrity"]["manifest_sha256"] == manifest_digest(load_manifest(bundle_copy))
-    with pytest.raises(BundleError, match=rf"bundle format version {version!r} is not supported by this "
-                                          rf"edgemeta \(it reads version {FORMAT_VERSION}\); re-export"):
+    with pytest.raises(BundleError, match=rf"bundle format version {re.escape(repr(version))} is not supported by "
+                                          rf"this edgemeta \(it reads versions 1 and 2\); re-export"):
         Bundle.load(bundle_copy)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_both_readable_format_versions_load_a_single_channel_bundle(bundle_copy, bundle, task, version):
+    """Format 2 changed nothing for single-channel bundles: the same bundle labelled version 1 or 2
+    loads and answers identically (the exporter writes version 2)."""
+    assert FORMAT_VERSION == 2 and load_manifest(bundle_copy)["format_version"] == 2
+    m = load_manifest(bundle_copy)
+    m["format_version"] = version
+    save_manifest(bundle_copy, m, reseal=True)
+    sx, sy, qx, _ = task
+    got = FewShotClassifier(Bundle.load(bundle_copy)).fit(sx, sy).decision_function(qx)
+    np.testing.assert_array_equal(got, FewShotClassifier(bundle).fit(sx, sy).decision_function(qx))
 
 
 def test_other_format_name_is_refused(bundle_copy):
