@@ -263,6 +263,46 @@ def test_each_schema_violation_is_refused(copy_dir, case):
         Bundle.load(copy_dir)
 
 
+COLOUR_VIOLATIONS = {
+    "version-1": (_set("format_version", 1), r"preprocess.channels must be 1 in a format-version-1 bundle"),
+    "channels-2": (_set("preprocess.channels", 2), r"preprocess.channels must be one of \[1, 3\]"),
+    "channels-true": (_set("preprocess.channels", True), r"preprocess.channels must be one of \[1, 3\]"),
+    "channel-order-bgr": (_set("preprocess.channel_order", "BGR"), r"preprocess.channel_order must be 'RGB'"),
+    "channel-order-missing": (lambda m: m["preprocess"].pop("channel_order"), r"lacks required fields \['channel_order'\]"),
+    "fit-stretch": (_set("preprocess.fit", "stretch"), r"preprocess.fit must be 'centre_crop'"),
+    "resize-nearest": (_set("preprocess.resize", "nearest"), r"preprocess.resize must be 'box_int'"),
+    "normalization-none": (_set("preprocess.normalization", "none"), r"preprocess.normalization must be 'in_graph'"),
+    "ink-set": (_set("preprocess.ink", "high"), r"preprocess.ink is set in a colour bundle"),
+    "input-one-channel": (_set("input.shape", [-1, 1, 84, 84]), r"input.shape .* must be \[null or -1, channels"),
+    "input-batch-0": (_set("input.shape", [0, 3, 84, 84]), r"input.shape .* must be \[null or -1, channels"),
+    "grey-with-box-int": (lambda m: m.__setitem__("preprocess", {"channels": 1, "size": [84, 84], "resize": "box_int"}),
+                          r"preprocess.resize must be one of"),
+    "size-other-than-graph": (lambda m: (_set("preprocess.size", [80, 80])(m), _set("input.shape", [-1, 3, 80, 80])(m)),
+                              r"does not match backbone.onnx's input"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(COLOUR_VIOLATIONS))
+def test_each_colour_manifest_violation_is_refused(colour_bundle_dir, tmp_path, case):
+    """Version-2 colour manifests, rewritten whole and resealed: the schema or the load-time graph
+    checks refuse each; the untouched copy loads."""
+    d = tmp_path / "c"
+    shutil.copytree(colour_bundle_dir, d)
+    assert Bundle.load(d).channels == 3
+    edit, match = COLOUR_VIOLATIONS[case]
+    rewrite(d, edit)
+    with pytest.raises(BundleError, match=match):
+        Bundle.load(d)
+
+
+def test_a_version_2_grey_bundle_may_write_minus_one_for_the_batch(copy_dir):
+    rewrite(copy_dir, lambda m: (_set("format_version", 2)(m), _set("input.shape", [-1, 1, 28, 28])(m)))
+    assert Bundle.load(copy_dir).channels == 1
+    rewrite(copy_dir, _set("format_version", 1))
+    with pytest.raises(BundleError, match=r"input.shape .* must be \[null, channels"):
+        Bundle.load(copy_dir)
+
+
 def test_every_schema_field_is_documented():
     doc = (ROOT / "docs" / "bundle-format.md").read_text()
     missing = [p for p in schema_paths() if f"`{p}`" not in doc]
