@@ -135,7 +135,7 @@ NOT_IMAGES = [
     ([[[0.0] * 28] * 28, [[0.0] * 27] * 28], None),                  # two nested-list images: fine, checked below
     ([[[0.0] * 28, [0.0] * 27] + [[0.0] * 28] * 26], r"\[0\] is a ragged nested sequence .*expected a 2-D image"),
     ([None], r"\[0\] is None; expected a 2-D image array"),
-    (["photo.png"], r"\[0\] is a str; expected a 2-D image array"),
+    (["no-such.png", "no-such.png"], r"no-such.png: no such file or folder; expected an image file"),   # paths
     (np.array([np.zeros((28, 28)), np.zeros((30, 30))], dtype=object), r"have shape \(2,\); " + SHAPES_MSG),
     (np.zeros((2, 28, 28), dtype=object), r"dtype object; expected bool, uint8 \(0..255\) or float in \[0, 1\]"),
     (np.zeros((2, 28, 28), np.complex128), r"dtype complex128; expected bool, uint8"),

@@ -294,3 +294,59 @@ def test_draft_decoding_keeps_a_phone_photo_small_in_memory(phone_jpeg):
     assert full["shape"] == [3024, 4032, 3] and draft["shape"] == [378, 504, 3]
     assert full["peak_mb"] > 36, (full, draft)
     assert draft["peak_mb"] < 12
+
+
+# ------------------------------------------------------------------- the runtime takes files
+def photo_files(tmp_path: Path, n: int) -> list[Path]:
+    """``n`` real sample photos re-saved at mixed sizes and formats (JPEG and PNG)."""
+    files = sorted((SAMPLE / "test").glob("*/*.jpg"))[:n]
+    out = []
+    for k, f in enumerate(files):
+        with Image.open(f) as im:
+            im = im.convert("RGB").resize((84 + 17 * k, 84 + 9 * (k % 3)))
+        out.append(tmp_path / (f"{k}.JPG" if k % 2 else f"{k}.png"))
+        im.save(out[-1])
+    return out
+
+
+def test_preprocess_decodes_files_like_their_arrays(photo, tmp_path):
+    from edgemeta.contract.preprocess import colour_spec, default_spec, preprocess
+
+    paths = photo_files(tmp_path, 6)
+    mixed = [paths[0], str(paths[1]), paths[2].read_bytes(), bytearray(paths[3].read_bytes()),
+             decode_image(paths[4], (84, 84), 3), paths[5]]
+    for spec, channels in ((colour_spec((84, 84)), 3), (default_spec((28, 28)), 1)):
+        arrays = [decode_image(p, tuple(spec["size"]), channels) for p in paths]
+        assert np.array_equal(preprocess(mixed, spec, ink="auto"), preprocess(arrays, spec, ink="auto"))
+
+
+def test_files_are_decoded_chunk_by_chunk(photo, tmp_path):
+    from edgemeta.contract.preprocess import colour_spec, iter_preprocess
+
+    paths = photo_files(tmp_path, 6)
+    bad = tmp_path / "cut.jpg"
+    bad.write_bytes(paths[1].read_bytes()[:300])
+    n, chunks = iter_preprocess(paths[:4] + [bad] + paths[4:], colour_spec((84, 84)), chunk=2)
+    assert n == 7
+    assert next(chunks).shape == (2, 3, 84, 84)          # the broken fifth file is not decoded yet
+    assert next(chunks).shape == (2, 3, 84, 84)
+    with pytest.raises(InputError, match=r"cut.jpg cannot be read as an image \(OSError: "):
+        next(chunks)
+    n, chunks = iter_preprocess([paths[0], b"\x89PNG\r\n\x1a\n garbage"], colour_spec((84, 84)), chunk=1)
+    next(chunks)
+    with pytest.raises(InputError, match=r"image bytes #1 (is not an image|cannot be read)"):
+        next(chunks)
+
+
+def test_classifier_fits_and_predicts_from_files(photo, tmp_path, colour_bundle_dir):
+    from edgemeta.runtime import FewShotClassifier
+
+    paths = photo_files(tmp_path, 6)
+    arrays = [decode_image(p, (84, 84), 3) for p in paths]
+    labels = ["a", "b", "a", "b"]
+    by_file = FewShotClassifier(colour_bundle_dir).fit(paths[:4], labels)
+    by_array = FewShotClassifier(colour_bundle_dir).fit(arrays[:4], labels)
+    queries = [paths[4], paths[5].read_bytes()]
+    assert np.array_equal(by_file.decision_function(queries), by_array.decision_function(arrays[4:]))
+    with pytest.raises(InputError, match=r"missing.png: no such file or folder"):
+        by_file.predict([paths[4], tmp_path / "missing.png"])

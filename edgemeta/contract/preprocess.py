@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -219,10 +219,15 @@ def _grey_or_colour(a: np.ndarray, batch: bool) -> tuple[np.ndarray, bool] | Non
     return None
 
 
-def _as_item(x: Any, where: str) -> tuple[np.ndarray, bool]:
+def _as_item(x: Any, where: str, decode: Callable[[Any, str], np.ndarray] | None = None) -> tuple[np.ndarray, bool]:
     """One list item -> ``(2-D grey or [H, W, C] colour array, is_colour)``: the one place where a list
-    item becomes an array (every runtime entry point goes through it)."""
-    if x is None or isinstance(x, (str, bytes, bytearray, Mapping)):
+    item becomes an array (every runtime entry point goes through it). An image file (a path or its
+    bytes) is decoded by ``decode`` (:func:`edgemeta.contract.image_files.decode_image`) when given."""
+    from edgemeta.contract.image_files import is_image_source
+
+    if decode is not None and is_image_source(x):
+        x = decode(x, where)
+    elif x is None or isinstance(x, (str, bytes, bytearray, Mapping)):
         raise InputError(f"{where} is {_kind(x)}; expected a 2-D image array ([H, W], or [H, W, 3|4] colour)")
     try:
         a = np.asarray(x)
@@ -234,6 +239,18 @@ def _as_item(x: Any, where: str) -> tuple[np.ndarray, bool]:
                          f"(or [H, W, 3] RGB, [H, W, 4] RGBA)")
     _check_values_dtype(got[0].dtype, got[1], where)
     return got
+
+
+def _file_decoder(size: tuple[int, int] | None, crop: bool) -> Callable[[Any, str], np.ndarray]:
+    """Image files (paths or bytes) -> arrays for a bundle of ``size`` (colour when ``crop``); a path is
+    named by itself in errors, bytes as ``image bytes #i``."""
+    from edgemeta.contract.image_files import decode_image
+
+    def decode(source: Any, where: str) -> np.ndarray:
+        name = None if not isinstance(source, (bytes, bytearray)) else \
+            f"image bytes #{where[where.rfind('[') + 1:-1]}" if where.endswith("]") else "image bytes"
+        return decode_image(source, size, 3 if crop else 1, name=name)
+    return decode
 
 
 def grey_image(image: Any) -> np.ndarray:
@@ -250,9 +267,11 @@ class CheckedImages:
     """
 
     batch: np.ndarray | None
-    items: list[np.ndarray] | None
+    items: list[np.ndarray] | None  # image files (paths / bytes) stay as given until their chunk is reached
     colour: np.ndarray              # bool: [1] for a batch, [N] for a list
     what: str
+    decode: Callable[[Any, str], np.ndarray] | None = None
+    crop: bool = False
 
     def __len__(self) -> int:
         return len(self.batch) if self.batch is not None else len(self.items)
@@ -286,12 +305,17 @@ def check_images(images: Any, what: str = "images", size: tuple[int, int] | None
         return CheckedImages(arr, None, np.array([colour]), what)
     if len(images) == 0:
         raise InputError(f"{what} are empty; expected at least one image")
+    from edgemeta.contract.image_files import is_image_source
+
     items, colours = [], np.zeros(len(images), bool)
     for i, x in enumerate(images):
+        if is_image_source(x):                  # decoded (and checked) when its chunk is reached
+            items.append(x)
+            continue
         a, colours[i] = _as_item(x, f"{what}[{i}]")
         _check_size(a.shape[0], a.shape[1], what if len(images) == 1 else f"{what}[{i}]", size, crop)
         items.append(a)
-    return CheckedImages(None, items, colours, what)
+    return CheckedImages(None, items, colours, what, _file_decoder(size, crop), crop)
 
 
 # ---------------------------------------------------------------------------- converting
@@ -380,9 +404,17 @@ def _chunks_of(checked: CheckedImages, chunk: int) -> Iterator[tuple[np.ndarray,
     i = 0
     while i < len(items):
         a = items[i]
+        if not isinstance(a, np.ndarray):       # an image file: decoded now, one at a time
+            where = f"{checked.what}[{i}]"
+            a, colour = _as_item(a, where, checked.decode)
+            _check_size(a.shape[0], a.shape[1], where, None, checked.crop)
+            yield a[None], colour, i
+            i += 1
+            continue
         j = i + 1
         budget = min(chunk, max(1, STACK_PIXELS // (a.shape[0] * a.shape[1])))
-        while j < len(items) and j - i < budget and items[j].shape == a.shape and items[j].dtype == a.dtype:
+        while j < len(items) and j - i < budget and isinstance(items[j], np.ndarray) \
+                and items[j].shape == a.shape and items[j].dtype == a.dtype:
             j += 1
         yield (a[None] if j == i + 1 else np.stack(items[i:j])), bool(checked.colour[i]), i
         i = j
