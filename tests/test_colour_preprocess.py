@@ -246,3 +246,21 @@ def test_a_photo_with_a_transparent_border_composites_over_white():
     half = (photo[0].astype(int) * 128 + 255 * 127 + 127) // 255
     np.testing.assert_array_equal(got[:, 10, 10:94], half.T.astype(np.float32) / np.float32(255))
     np.testing.assert_array_equal(got, oracle_preprocess(framed, (104, 104)))
+
+
+# ------------------------------------------------------------------------------------------ memory
+def test_a_large_float_photo_is_converted_in_slabs_not_copied_whole():
+    """A 4000x4000 float32 RGBA photo (256 MB): one float64 copy of it would be 512 MB; the peak
+    growth during preprocessing stays far below that (measured by tools/colour_input_memory.py)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(root / "tools" / "colour_input_memory.py"), "--side", "4000"],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    cases = {r["case"]: r for r in map(json.loads, out.stdout.strip().splitlines())}
+    assert cases["float-rgba"]["input_mb"] == 244.1
+    assert all(r["peak_growth_mb"] < 300 for r in cases.values()), cases
