@@ -14,6 +14,13 @@ from edgemeta.runtime.classifier import FewShotClassifier
 from edgemeta.runtime.loaded_bundle import Bundle
 
 
+def runtime_images(x: np.ndarray) -> np.ndarray:
+    """Episode images ``[N, C, H, W]`` as the runtime takes arrays: grey ``[N, 1, H, W]`` as is, colour as
+    ``[N, H, W, 3]`` (a view). Values ``v / 255`` of uint8 photos quantise back to ``v`` exactly, so the
+    runtime's input is the stored one bit for bit."""
+    return x.transpose(0, 2, 3, 1) if x.shape[1] == 3 else x
+
+
 def evaluate_episodes(bundle: Bundle, data: ClassImages, ways: int, shots: int, queries: int,
                       episodes: int, seed: int = 0) -> dict[str, Any]:
     """Mean accuracy (%) ± 95% CI over ``episodes`` N-way K-shot episodes of ``data``'s classes.
@@ -29,8 +36,8 @@ def evaluate_episodes(bundle: Bundle, data: ClassImages, ways: int, shots: int, 
     for e in range(episodes):
         ep = sampler.episode(e)
         labels = names[ep.classes]
-        clf.fit(ep.support_x, labels[ep.support_y])
-        accs[e] = (clf.predict(ep.query_x) == labels[ep.query_y]).mean() * 100.0
+        clf.fit(runtime_images(ep.support_x), labels[ep.support_y])
+        accs[e] = (clf.predict(runtime_images(ep.query_x)) == labels[ep.query_y]).mean() * 100.0
     acc, ci = mean_ci95(accs)
     return {"ways": ways, "shots": shots, "queries": queries, "episodes": episodes, "precision": bundle.precision,
             "accuracy": round(acc, 3), "ci95": round(ci, 3), "seed": seed, "classes": data.n_classes,

@@ -17,12 +17,12 @@ SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "mini-imagene
 
 @pytest.fixture(scope="module")
 def photo_root(tmp_path_factory) -> Path:
-    """``train/`` (6 classes) and ``val/`` (4 classes) of real mini-ImageNet photos, as folder links."""
+    """``train/`` (5 classes) and ``val/`` (5 classes) of real mini-ImageNet photos, as folder links."""
     if not (SAMPLE / "train").is_dir():
         pytest.skip(f"mini-ImageNet sample not found at {SAMPLE} (see ../shared/data/mini-imagenet/README.md)")
     root = tmp_path_factory.mktemp("photos")
     classes = sorted(p for p in (SAMPLE / "train").iterdir() if p.is_dir())
-    for split, group in (("train", classes[:6]), ("val", classes[6:10])):
+    for split, group in (("train", classes[:5]), ("val", classes[5:10])):
         (root / split).mkdir()
         for c in group:
             (root / split / c.name).symlink_to(c)
@@ -87,17 +87,24 @@ def test_split_folders_load_as_uint8_and_record_classes(photo_root):
     from edgemeta.data.sources import training_sets
 
     train, val, prov = training_sets(str(photo_root), "vinyals", (84, 84), None)
-    assert train.pixels.dtype == np.uint8 and train.pixels.shape == (180, 3, 84, 84)
-    assert val.pixels.shape == (120, 3, 84, 84)
+    assert train.pixels.dtype == np.uint8 and train.pixels.shape == (150, 3, 84, 84)
+    assert val.pixels.shape == (150, 3, 84, 84)
     assert prov["train_class_names"] == list(train.names) and prov["val_class_names"] == list(val.names)
     assert not set(train.names) & set(val.names)
     assert 40 < train.pixels.mean() < 200 and train.pixels.std() > 20          # real photos, not blank
-    first = sorted((photo_root / "train" / train.names[0]).iterdir())[0]
+    first = sorted((photo_root / "train" / train.names[0]).iterdir())[:7]
     from PIL import Image
 
-    with Image.open(first) as im:
+    with Image.open(first[0]) as im:
         rgb = np.asarray(im.convert("RGB"))
     np.testing.assert_array_equal(train.pixels[0], photo_pixels(rgb, (84, 84)))
+    # the runtime's own float input of those files, bit for bit
+    from edgemeta.contract.preprocess import colour_spec, preprocess
+
+    for size in ((84, 84), (40, 56)):
+        small, _, _ = training_sets(str(photo_root), "vinyals", size, None) if size != (84, 84) else (train, 0, 0)
+        runtime = preprocess([np.asarray(Image.open(f).convert("RGB")) for f in first], colour_spec(size))
+        np.testing.assert_array_equal(small.batch(slice(0, 7)).view(np.uint32), runtime.view(np.uint32))
 
 
 def test_eval_refuses_training_and_validation_classes(photo_root):
@@ -188,3 +195,32 @@ def test_meta_lr_sets_the_episodic_rate_only(photo_root, tmp_path):
         ctx = setup_run(cfg, train, tmp_path / str(meta_lr), None, resume=False)
         assert EpisodeSteps(ctx, train).opt.param_groups[0]["lr"] == want
         assert PretrainSteps(ctx, train).opt.param_groups[0]["lr"] == 1e-3
+
+
+@pytest.mark.slow
+def test_tiny_photo_run_exports_a_colour_bundle_that_evaluates_on_test_classes(photo_root, tmp_path):
+    """Train (2 pre-training steps), export with the int8 gate and open-set calibration, load the
+    bundle on the device side and evaluate on the 20 held-out test classes."""
+    from edgemeta.data.sources import evaluation_set, training_sets
+    from edgemeta.evaluation import evaluate_episodes
+    from edgemeta.runtime.loaded_bundle import Bundle
+    from edgemeta.train.export import export_bundle
+    from edgemeta.train.trainer import TrainConfig, meta_train
+
+    train, val, prov = training_sets(str(photo_root), "vinyals", (84, 84), None)
+    cfg = TrainConfig(device="cpu", dataset=str(photo_root), image_size=(84, 84), ways=5, shots=1, queries=2,
+                      max_episodes=2, pretrain_steps=2, pretrain_batch=16, val_every=2, val_episodes=4, seed=0,
+                      backbone_kwargs={"hidden": 16})
+    meta_train(cfg, train, val, tmp_path / "run", provenance=prov, progress=False, log=lambda s: None)
+    manifest = export_bundle(tmp_path / "run", tmp_path / "bundle", val, parity_episodes=3, metric_episodes=12,
+                             int8_calibration=train)
+    assert manifest["format_version"] == 2
+    assert manifest["preprocess"]["channels"] == 3 and manifest["preprocess"]["normalization"] == "in_graph"
+    assert manifest["input"]["shape"][1:] == [3, 84, 84] and manifest["embedding"]["dim"] == 16 * 25
+    assert "int8" in manifest["precision"] and "open_set" in manifest
+    b = Bundle.load(tmp_path / "bundle")
+    test, _ = evaluation_set(b.manifest["provenance"], b.preprocess_spec, SAMPLE / "test", None)
+    res = evaluate_episodes(b, test, 5, 1, 5, 10)
+    assert res["classes"] == 20 and 0.0 <= res["accuracy"] <= 100.0
+    with pytest.raises(InputError, match="meta-training or validation"):
+        evaluation_set(b.manifest["provenance"], b.preprocess_spec, photo_root / "train", None)

@@ -14,67 +14,31 @@ from typing import Any
 
 import numpy as np
 
-from edgemeta.contract.preprocess import nearest_indices
+from edgemeta.contract.image_files import decode_image
+from edgemeta.contract.resample import box_int_resize, centre_crop_box
 from edgemeta.data.classes import ClassImages
-from edgemeta.data.files import list_class_folders, read_image_file
+from edgemeta.data.files import list_class_folders
 from edgemeta.errors import InputError
 
 SPLIT_FOLDERS = ("train", "val", "test")
 
 
-def _rgb(image: np.ndarray) -> np.ndarray:
-    """A decoded image (bool/uint8 grey, uint8 RGB/RGBA, float32 grey in [0, 1]) -> uint8 ``[h, w, 3]``;
-    alpha is composited over white with ``(c*a + 255*(255-a) + 127) // 255``."""
-    if image.dtype != np.uint8:
-        if image.dtype == np.bool_:
-            image = image.astype(np.uint8) * np.uint8(255)
-        else:
-            image = np.floor(image.astype(np.float64) * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
-    if image.ndim == 2:
-        return np.repeat(image[:, :, None], 3, axis=2)
-    if image.shape[2] == 4:
-        c, a = image[:, :, :3].astype(np.int32), image[:, :, 3:4].astype(np.int32)
-        return ((c * a + 255 * (255 - a) + 127) // 255).astype(np.uint8)
-    return image[:, :, :3]
-
-
-def read_photo(path: Path) -> np.ndarray:
-    """One image file -> uint8 RGB ``[h, w, 3]`` (the one place photo files are decoded for training)."""
-    return _rgb(read_image_file(path))
-
-
-def _axis_bins(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, bool]:
-    """``(starts, counts, down)`` of the source bins of each output index along one axis."""
-    i = np.arange(n_out + 1, dtype=np.int64)
-    if n_in >= n_out:
-        edges = (i * n_in) // n_out
-        return edges[:-1], np.diff(edges), True
-    return nearest_indices(n_in, n_out), np.ones(n_out, np.int64), False
-
-
-def _resize_axis(a: np.ndarray, n_out: int, axis: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact int64 sums over each output bin along ``axis`` and the bins' pixel counts."""
-    starts, counts, down = _axis_bins(a.shape[axis], n_out)
-    if down:
-        return np.add.reduceat(a, starts, axis=axis, dtype=np.int64), counts
-    return np.take(a, starts, axis=axis).astype(np.int64), counts
+def read_photo(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """One image file -> uint8 RGB ``[h, w, 3]``, decoded by the device runtime's own decoder (EXIF
+    orientation, alpha over white, JPEG draft decoding at the smallest size covering ``size``)."""
+    image = decode_image(path, size, 3)
+    if image.ndim == 2:                                    # grey (or 1-bit) file: R = G = B
+        grey = image.astype(np.uint8) * np.uint8(255) if image.dtype == np.bool_ else image
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    return image
 
 
 def photo_pixels(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """uint8 RGB ``[h, w, 3]`` -> uint8 ``[3, H, W]``: centre crop to ``H:W`` then box-average each
-    output pixel's integer source bin, ``(S + C//2) // C`` (the device's colour rule before ``/ 255``)."""
-    H, W = size
-    h, w = rgb.shape[:2]
-    if w * H > h * W:
-        ch, cw = h, (h * W) // H
-    else:
-        ch, cw = (w * H) // W, w
-    y0, x0 = (h - ch) // 2, (w - cw) // 2
-    crop = rgb[y0:y0 + ch, x0:x0 + cw]
-    rows, cr = _resize_axis(crop, H, 0)                    # [H, cw, 3] int64
-    sums, cc = _resize_axis(rows, W, 1)                    # [H, W, 3]
-    c = (cr[:, None] * cc[None, :])[:, :, None]
-    return ((sums + c // 2) // c).astype(np.uint8).transpose(2, 0, 1)
+    """uint8 RGB ``[h, w, 3]`` -> uint8 ``[3, H, W]``: the runtime's centre crop and ``box_int`` resize
+    (``edgemeta.contract.resample``), i.e. its colour values before ``/ 255``."""
+    box = centre_crop_box(rgb.shape[0], rgb.shape[1], *size)
+    crop = rgb[None, box.y0:box.y0 + box.h, box.x0:box.x0 + box.w]
+    return box_int_resize(crop, size, lambda x: x)[0].transpose(2, 0, 1)
 
 
 def load_photo_folder(root: str | Path, size: tuple[int, int]) -> ClassImages:
@@ -85,7 +49,7 @@ def load_photo_folder(root: str | Path, size: tuple[int, int]) -> ClassImages:
     row = 0
     for _, files in classes:
         for f in files:
-            pixels[row] = photo_pixels(read_photo(f), size)
+            pixels[row] = photo_pixels(read_photo(f, size), size)
             row += 1
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     return ClassImages(pixels, offsets, counts, tuple(name for name, _ in classes),

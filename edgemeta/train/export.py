@@ -259,7 +259,8 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, val: ClassImages,
                     "train_config": record["config"], "train_episodes": record["episodes"],
                     "train_seconds": record["train_seconds"], "train_device": record.get("device"),
                     "best": record["best"]},
-        parity=parity, onnx_opset=OPSET, torch_version=torch.__version__, shift_views=SHIFT_VIEWS[shift_views])
+        parity=parity, onnx_opset=OPSET, torch_version=torch.__version__, shift_views=SHIFT_VIEWS[shift_views],
+        channels=cfg.channels)
     files = dict(graphs)
     memos: dict[str, dict[bytes, np.ndarray]] = {}
     # Validation metrics through the device runtime, on held-out validation classes.

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from edgemeta.evaluation import runtime_images
 from edgemeta.data.classes import ClassImages
 from edgemeta.data.episodes import EpisodeSampler
 from edgemeta.openset import auroc
@@ -29,8 +30,8 @@ def open_set_scores(bundle: Bundle, data: ClassImages, ways: int, shots: int, qu
     for e in range(episodes):
         ep = sampler.episode(e)
         s = ep.support_y < ways
-        clf.fit(ep.support_x[s], ep.support_y[s])
-        logits = clf.decision_function(ep.query_x)
+        clf.fit(runtime_images(ep.support_x[s]), ep.support_y[s])
+        logits = clf.decision_function(runtime_images(ep.query_x))
         score = logits.max(axis=1)
         k = ep.query_y < ways
         known.append(score[k])
