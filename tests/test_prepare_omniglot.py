@@ -177,3 +177,40 @@ def test_memory_stays_per_character(tmp_path):
     with np.load(tmp_path / "out" / "background.npz") as z:
         assert z["images"].shape == (60, 20, 105, 105) and z["images"].nbytes > 13e6
     assert peak < 4e6, f"peak {peak / 1e6:.1f} MB"
+
+
+def _character_members() -> dict[str, bytes]:
+    drawing = png(np.zeros((105, 105), np.uint8))
+    return {f"images_background/Greek/character01/0001_{y:02d}.png": drawing for y in range(1, 21)}
+
+
+def _corrupt_first_member(path) -> None:
+    """Flip a byte inside the first member's compressed data (its CRC no longer matches)."""
+    with zipfile.ZipFile(path) as zf:
+        info = zf.infolist()[0]
+    raw = bytearray(path.read_bytes())
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    raw[start + info.compress_size // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+def test_damaged_members_fifos_and_bad_out_paths_are_input_errors(tmp_path, capsys):
+    import os
+
+    write_zip(tmp_path / "crc.zip", _character_members())
+    _corrupt_first_member(tmp_path / "crc.zip")
+    with pytest.raises(InputError, match="cannot be unpacked"):
+        prepare([tmp_path / "crc.zip"], tmp_path / "out", verify=False)
+    folder = tmp_path / "images_background" / "Greek" / "character01"
+    folder.mkdir(parents=True)
+    for name, data in _character_members().items():
+        (tmp_path / name).write_bytes(data)
+    (folder / "0001_20.png").unlink()
+    os.mkfifo(folder / "0001_20.png")                  # must not block the converter
+    with pytest.raises(InputError, match="not a regular file"):
+        prepare([tmp_path / "images_background"], tmp_path / "out", verify=False)
+    write_zip(tmp_path / "ok.zip", _character_members())
+    (tmp_path / "afile").write_text("x")
+    assert main([str(tmp_path / "ok.zip"), "--out", str(tmp_path / "afile"), "--no-verify"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "expected --out to be a folder" in err and "Traceback" not in err

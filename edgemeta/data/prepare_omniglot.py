@@ -21,9 +21,11 @@ import hashlib
 import io
 import os
 import re
+import stat
 import sys
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -96,8 +98,13 @@ def _add(groups: dict[str, dict[int, Character]], name: str, where: str, read: C
 
 def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> Callable[[], bytes]:
     def read() -> bytes:
-        with zf.open(info) as f:
-            data = f.read(MAX_PNG_BYTES + 1)
+        try:
+            with zf.open(info) as f:
+                data = f.read(MAX_PNG_BYTES + 1)
+        except (zipfile.BadZipFile, RuntimeError, NotImplementedError, zlib.error, OSError, EOFError) as exc:
+            raise InputError(f"{where}: {info.filename!r} cannot be unpacked ({type(exc).__name__}: {exc}); "
+                             f"expected a plain stored or deflated PNG member (the zip is damaged or not "
+                             f"Omniglot's)") from None
         if len(data) > MAX_PNG_BYTES:
             raise InputError(f"{where}: {info.filename!r} unpacks to more than {MAX_PNG_BYTES} bytes "
                              f"(its header said {info.file_size}); expected a small 105x105 1-bit PNG")
@@ -107,9 +114,17 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> Call
 
 def _read_file(path: Path, name: str) -> Callable[[], bytes]:
     def read() -> bytes:
-        if path.stat().st_size > MAX_PNG_BYTES:
-            raise InputError(f"{path}: {path.stat().st_size} bytes; expected a small 105x105 1-bit PNG ({name})")
-        return path.read_bytes()
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        except OSError as exc:
+            raise InputError(f"{path}: cannot be opened ({exc.strerror}); expected a 105x105 1-bit PNG ({name})") from None
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise InputError(f"{path}: not a regular file; expected a 105x105 1-bit PNG ({name})")
+            if st.st_size > MAX_PNG_BYTES:
+                raise InputError(f"{path}: {st.st_size} bytes; expected a small 105x105 1-bit PNG ({name})")
+            return f.read(MAX_PNG_BYTES + 1)
     return read
 
 
@@ -263,6 +278,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         written = prepare(args.sources, args.out, verify=not args.no_verify)
     except EdgemetaError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:       # e.g. --out names a file, or a folder that cannot be written
+        where = exc.filename or args.out
+        print(f"error: {where}: {exc.strerror or exc}; expected --out to be a folder that can be written",
+              file=sys.stderr)
         return 2
     for path, n in written.items():
         print(f"{path}: {n} characters x {DRAWINGS} drawings")
