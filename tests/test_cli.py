@@ -65,7 +65,7 @@ def test_inspect_verified_bundle(runner, bundle_dir):
     res = runner.invoke(app, ["inspect", str(bundle_dir)])
     assert res.exit_code == 0, res.output
     out = res.stdout
-    assert "edgemeta-bundle v1 (verified: every sha256 matches)" in out
+    assert "edgemeta-bundle v2 (verified: every sha256 matches)" in out      # exports write format version 2
     assert re.search(r"method\s+proto", out) and "omniglot / lake" in out
     for name in ("backbone.onnx", "adapt.onnx", "classify.onnx"):
         assert name in out
