@@ -342,20 +342,18 @@ def _image_files(paths: list[Path]) -> list[Path]:
     return out
 
 
-def _read_images(paths: list[Path]) -> list[Any]:
-    """Each file as a 2-D float image; a file Pillow cannot decode is named in the error."""
-    from PIL import UnidentifiedImageError
+def _support_ink(clf: Any, files: list[Path], ink: str) -> str:
+    """The ink setting to store: for a grey bundle ``auto`` becomes ``low`` / ``high`` when every support
+    image agrees (:func:`~edgemeta.data.files.resolve_ink`, files decoded one at a time); colour bundles
+    have no ink, so the setting is kept as given (it has no effect)."""
+    from edgemeta.contract.image_files import decode_image
+    from edgemeta.contract.preprocess import check_spec, spec_channels
+    from edgemeta.data.files import resolve_ink
 
-    from edgemeta.data.files import read_image_file
-
-    images = []
-    for p in paths:
-        try:
-            images.append(read_image_file(p))
-        except UnidentifiedImageError:
-            raise InputError(f"{p} is not an image Pillow can read (expected PNG, JPEG, BMP, GIF, TIFF or PGM)") \
-                from None
-    return images
+    spec = clf.bundle.preprocess_spec
+    if spec_channels(spec) != 1:
+        return ink
+    return resolve_ink((decode_image(f, check_spec(spec), 1) for f in files), ink)
 
 
 @command()
@@ -364,22 +362,23 @@ def adapt(
     support: Path = typer.Option(..., metavar="FOLDER", help="Folder with one sub-folder of images per class "
                                                              "(its name is the label)."),
     state: Path = typer.Option(..., metavar="STATE", help="Private state file; created, or added to if it exists."),
-    ink: str = typer.Option("auto", metavar="INK", help="high (bright strokes), low (dark strokes) or auto."),
+    ink: str = typer.Option("auto", metavar="INK", help="high (bright strokes), low (dark strokes) or auto "
+                                                        "(grey bundles; colour bundles have no ink)."),
     key_env: Optional[str] = typer.Option(None, metavar="VAR", help="Environment variable holding a 64-hex-digit "
                                                                     "key: the state is encrypted with it at rest "
                                                                     "(AES-256-GCM), and an existing one decrypted."),
 ) -> None:
     """Learn (more of) the classes in SUPPORT on the device and save the private state."""
-    from edgemeta.data.files import list_class_folders, resolve_ink
+    from edgemeta.data.files import list_class_folders
     from edgemeta.runtime.classifier import FewShotClassifier
 
     key = _state_key(key_env)
     classes = list_class_folders(support)
-    images = _read_images([f for _, files in classes for f in files])
-    labels = [name for name, files in classes for _ in files]
+    files = [f for _, found in classes for f in found]
+    labels = [name for name, found in classes for _ in found]
     clf = FewShotClassifier.load_or_new(bundle, state, key)
-    clf.ink = resolve_ink(images, ink)
-    clf.partial_fit(images, labels)
+    clf.ink = _support_ink(clf, files, ink)
+    clf.partial_fit(files, labels)              # decoded by the runtime, chunk by chunk
     clf.save(state, key)
     counts = clf.class_counts()
     typer.echo(f"{state}: {len(counts)} classes " + ", ".join(f"{k} ({v})" for k, v in counts.items()))
@@ -416,10 +415,11 @@ def predict(
                          f"({', '.join(map(str, counts)) or 'none'}); predict needs two or more: add another class "
                          f"with `edgemeta adapt {bundle} --support FOLDER --state {state}`")
     files = _image_files(images)
-    raw = _read_images(files)
-    logits = clf.decision_function(raw)
-    labels = clf.predict(raw, reject_unknown=True) if unknown and clf.threshold_for(1) is not None \
-        else clf.classes_[logits.argmax(1)]
+    logits = clf.decision_function(files)       # decoded by the runtime, chunk by chunk: [N, C] held
+    labels = clf.classes_[logits.argmax(1)].astype(object)
+    threshold = clf.threshold_for(min(counts.values())) if unknown else None   # as predict(reject_unknown=True)
+    if threshold is not None:
+        labels[logits.max(1) < threshold] = clf.unknown_label
     proba = softmax(logits)
     for path, label, p, lg in zip(files, labels, proba, logits):
         label = label.item() if hasattr(label, "item") else label

@@ -256,3 +256,59 @@ def test_predict_messages_name_what_is_wrong(runner, shipped_bundle_dir, synthet
     res = runner.invoke(app, ["predict", str(shipped_bundle_dir), str(empty), "--state", str(two)])
     assert res.exit_code == 2 and f"{empty} is a folder with no image files" in res.stderr
     assert "Traceback" not in res.output and "Errno" not in res.output
+
+
+# ---- a colour bundle on folders of real photos (JPEG and PNG, mixed sizes, upper-case suffixes) ----------
+SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "mini-imagenet" / "sample"
+
+
+@pytest.fixture(scope="module")
+def photo_folders(tmp_path_factory) -> Path:
+    """``root/support/<synset>/`` (3 photos each of 3 classes) and ``root/queries/`` (2 more of each),
+    re-saved from the mini-ImageNet sample as .JPG / .png / .jpeg at mixed sizes, one with an EXIF turn."""
+    classes = sorted(d for d in (SAMPLE / "test").iterdir() if d.is_dir())[:3] if SAMPLE.is_dir() else []
+    if not classes:
+        pytest.skip(f"mini-ImageNet sample not found at {SAMPLE} (see ../shared/data/mini-imagenet/README.md)")
+    root = tmp_path_factory.mktemp("photos")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    for c, d in enumerate(classes):
+        for k, f in enumerate(sorted(d.glob("*.jpg"))[:5]):
+            with Image.open(f) as im:
+                im = im.convert("RGB").resize((84 + 40 * k, 84 + 13 * c))
+            folder = root / "support" / d.name if k < 3 else root / "queries"
+            folder.mkdir(parents=True, exist_ok=True)
+            suffix = (".JPG", ".png", ".jpeg")[(k + c) % 3]
+            im.save(folder / f"{d.name}_{k}{suffix}", exif=exif if k == 4 else Image.Exif())
+    (root / "queries" / "notes.txt").write_text("not an image; skipped in a folder")
+    return root
+
+
+def test_colour_bundle_adapts_and_predicts_photo_folders(runner, colour_bundle_dir, photo_folders, tmp_path):
+    from edgemeta.contract.image_files import decode_image
+
+    state = tmp_path / "photos.bin"
+    res = runner.invoke(app, ["adapt", str(colour_bundle_dir), "--support", str(photo_folders / "support"),
+                              "--state", str(state)])
+    assert res.exit_code == 0, res.output
+    clf = FewShotClassifier.load(colour_bundle_dir, state)
+    support = sorted((photo_folders / "support").iterdir())
+    assert clf.class_counts() == {d.name: 3 for d in support}
+    queries = sorted(p for p in (photo_folders / "queries").iterdir() if p.suffix != ".txt")
+    assert len(queries) == 6 and {p.suffix for p in queries} == {".JPG", ".png", ".jpeg"}
+    res = runner.invoke(app, ["predict", str(colour_bundle_dir), str(photo_folders / "queries"), "--state",
+                              str(state), "--json", "--no-unknown"])
+    assert res.exit_code == 0, res.output
+    out = [json.loads(line) for line in res.stdout.splitlines()]
+    assert [row["image"] for row in out] == [str(p) for p in queries]
+    # the same answers as the library on the decoder's arrays (the CLI has no decoder of its own)
+    same = FewShotClassifier(colour_bundle_dir)
+    files = [f for d in support for f in sorted(d.iterdir())]
+    same.fit([decode_image(f, (84, 84), 3) for f in files], [f.parent.name for f in files])
+    logits = same.decision_function([decode_image(q, (84, 84), 3) for q in queries])
+    assert [row["label"] for row in out] == same.classes_[logits.argmax(1)].tolist()
+    assert np.allclose([row["max_logit"] for row in out], logits.max(1), atol=1e-4)
+    # files named one by one give the same lines as their folder
+    res = runner.invoke(app, ["predict", str(colour_bundle_dir), *map(str, queries), "--state", str(state),
+                              "--json", "--no-unknown"])
+    assert res.exit_code == 0 and [json.loads(line) for line in res.stdout.splitlines()] == out

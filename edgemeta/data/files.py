@@ -8,7 +8,7 @@ as bool, uint8 0..255, uint8 0/1 (binary, 1 = ink) or float in [0, 1]; optional 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
@@ -43,10 +43,11 @@ def load_class_npz(path: str | Path, spec: Mapping[str, Any], ink: str = "high")
     return ClassImages.from_grouped(flat.reshape(n, per, *flat.shape[1:]), names)
 
 
-def resolve_ink(images: list[np.ndarray], ink: str) -> str:
+def resolve_ink(images: Iterable[np.ndarray], ink: str) -> str:
     """``auto`` -> ``low`` if every image is dark ink on bright paper, ``high`` if none is, else ``auto``
     (left to the runtime image by image); the rule is :func:`~edgemeta.contract.preprocess.dark_on_bright`,
-    the one the runtime applies. ``high`` / ``low`` are returned as given."""
+    the one the runtime applies. ``high`` / ``low`` are returned as given. ``images`` may be a generator
+    (one image in memory at a time)."""
     if check_ink(ink) != "auto":
         return ink
     dark = [bool(dark_on_bright(grey_image(im)[None])[0]) for im in images]
