@@ -333,8 +333,35 @@ def test_not_a_state_file_is_refused(bundle, bundle_dir, tmp_path, content):
 
 
 def test_directory_is_not_a_state_file(bundle, tmp_path):
-    with pytest.raises(StateError, match="no state file at"):
+    with pytest.raises(StateError, match="is a folder; expected a state file"):
         FewShotClassifier.load(bundle, tmp_path)
+
+
+def test_a_fifo_or_oversized_header_is_refused_without_blocking_or_reading(bundle, tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "fifo.state")
+    with pytest.raises(StateError, match="not a regular file"):
+        FewShotClassifier.load(bundle, tmp_path / "fifo.state")
+    header = json.dumps({"encryption": "none", "format": "edgemeta-state", "payload_bytes": 2**31,
+                         "payload_sha256": "0" * 64, "version": 2}, sort_keys=True).encode()
+    big = tmp_path / "big.state"
+    with open(big, "wb") as f:                       # a sparse 2 GiB file: costs nothing on disk
+        f.write(MAGIC + header + b"\n")
+        f.truncate(len(MAGIC) + len(header) + 1 + 2**31)
+    with pytest.raises(StateError, match="a state holds at most"):
+        FewShotClassifier.load(bundle, big)
+
+
+def test_saving_through_a_symlink_updates_its_target(bundle, labelled, tmp_path):
+    sx, y, qx, _ = labelled
+    clf = FewShotClassifier(bundle).fit(sx, y)
+    clf.save(tmp_path / "orig.state")
+    (tmp_path / "link.state").symlink_to("orig.state")
+    clf.forget(clf.classes_[0]).save(tmp_path / "link.state")
+    assert (tmp_path / "link.state").is_symlink()
+    again = FewShotClassifier.load(bundle, tmp_path / "orig.state")
+    assert list(again.classes_) == list(clf.classes_)
 
 
 # ---- encryption --------------------------------------------------------------------------------------

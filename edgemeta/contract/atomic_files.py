@@ -68,9 +68,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int = 0o644) 
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never a mix.
 
     ``mode``: the new file's permissions (set before any byte is written). Safe against other
-    processes writing the same path or its siblings at the same time: the last rename wins.
+    processes writing the same path or its siblings at the same time: the last rename wins. A path
+    that is a symbolic link is written through: its target is replaced, the link stays.
     """
     path = Path(path)
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _create_locked_temporary(path, mode)
     try:
@@ -97,6 +100,8 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     and every other file in the folder, are left alone. Returns the deleted paths.
     """
     path = Path(path)
+    if path.is_symlink():                         # temporaries sit beside the link's target
+        path = Path(os.path.realpath(path))
     pattern = _temporary_pattern(path.name)
     removed = []
     try:

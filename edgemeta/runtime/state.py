@@ -22,6 +22,7 @@ import json
 import math
 import os
 import re
+import stat
 import struct
 import zipfile
 import zlib
@@ -44,6 +45,7 @@ MAX_HEADER_BYTES = 4096              # the header line is about 160 bytes
 MAX_INDEX_BYTES = 16 << 20           # index JSON: labels of up to ~1,000 classes, generously
 MAX_JSON_DEPTH = 8                   # the index nests 4 deep
 MAX_ARRAYS = 64                      # embeddings, sample_class and a few head parameters
+MAX_PAYLOAD_BYTES = 256 << 20        # e.g. 1,000 classes x 40 shots of 1,600-d float32 embeddings
 MAX_NDIM = 4
 INT64 = (-(1 << 63), (1 << 63) - 1)
 _HEADER_KEYS = {"encryption", "format", "payload_bytes", "payload_sha256", "version"}
@@ -146,6 +148,8 @@ def parse_header(prefix: bytes, total_bytes: int, source: str) -> tuple[dict[str
     n = header["payload_bytes"]
     if not _is_int(n) or n < 0:
         raise StateError(f"{source}: header payload_bytes is {n!r}; expected a byte count")
+    if n > MAX_PAYLOAD_BYTES:
+        raise StateError(f"{source}: header payload_bytes is {n}; a state holds at most {MAX_PAYLOAD_BYTES} bytes")
     digest = header["payload_sha256"]
     if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
         raise StateError(f"{source}: header payload_sha256 is not 64 lowercase hex digits")
@@ -330,18 +334,32 @@ def write_state(path: str | os.PathLike, state: StateData, key: bytes | None = N
     never a mix; temporaries left by earlier crashed saves (full copies of an old state, which may
     hold a class the user has since forgotten) are deleted once the new state is in place. Other
     processes may save the same path at the same time: the last rename wins."""
-    atomic_write_bytes(path, encode_state(state, key), mode=0o600)
+    data = encode_state(state, key)
+    if len(data) > MAX_PAYLOAD_BYTES + len(MAGIC) + MAX_HEADER_BYTES:   # never save what cannot be read back
+        raise StateError(f"the state is {len(data)} bytes, over the {MAX_PAYLOAD_BYTES}-byte limit a state file may "
+                         f"hold; forget classes or keep fewer shots per class")
+    atomic_write_bytes(path, data, mode=0o600)
     remove_stale_temporaries(path)
 
 
 def read_state(path: str | os.PathLike, key: bytes | None = None) -> StateData:
     """Read and verify a state file, reading no more than its header declares."""
     path = Path(path)
-    if not path.is_file():                   # also keeps a FIFO or device from blocking the open
-        raise StateError(f"no state file at {path}")
+    if path.is_dir():
+        raise StateError(f"{path} is a folder; expected a state file written by FewShotClassifier.save")
     try:
-        with open(path, "rb") as fh:
-            total = os.fstat(fh.fileno()).st_size
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))   # a FIFO or device must not block
+    except (FileNotFoundError, NotADirectoryError):
+        raise StateError(f"no state file at {path}") from None
+    except OSError as exc:
+        raise StateError(f"cannot read the state file {path}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise StateError(f"{path} is not a regular file; expected a state file written by "
+                                 f"FewShotClassifier.save")
+            total = st.st_size
             header, start = parse_header(fh.read(len(MAGIC) + MAX_HEADER_BYTES + 1), total, str(path))
             fh.seek(start)
             payload = fh.read(header["payload_bytes"])
