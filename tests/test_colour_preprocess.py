@@ -264,3 +264,21 @@ def test_a_large_float_photo_is_converted_in_slabs_not_copied_whole():
     cases = {r["case"]: r for r in map(json.loads, out.stdout.strip().splitlines())}
     assert cases["float-rgba"]["input_mb"] == 244.1
     assert all(r["peak_growth_mb"] < 300 for r in cases.values()), cases
+
+
+def test_the_uint8_form_is_the_float_form_times_255():
+    """``preprocess_colour_uint8`` (what a training set stores) is the same rule before ``v / 255``."""
+    rng = np.random.default_rng(10)
+    images = [random_image(rng, h, w, kind) for (h, w), kind in zip(SIZES, KINDS * 2)]
+    u8 = pp.preprocess_colour_uint8(images, (7, 5))
+    assert u8.dtype == np.uint8 and u8.shape == (len(images), 3, 7, 5)
+    np.testing.assert_array_equal(u8.astype(np.float32) / np.float32(255), preprocess(images, colour_spec((7, 5))))
+    for k, img in enumerate(images):
+        np.testing.assert_array_equal(u8[k], oracle_resize_full(img, (7, 5)))
+    with pytest.raises(InputError, match=r"images\[1\] contain NaN"):
+        pp.preprocess_colour_uint8([images[0], np.full((5, 5, 3), np.nan)], (7, 5))
+
+
+def oracle_resize_full(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 [3, H, W] of the oracle (crop + box_int), before v / 255."""
+    return np.round(oracle_preprocess(img, size).astype(np.float64) * 255).astype(np.uint8)

@@ -354,20 +354,35 @@ def _resize_pillow(im: np.ndarray, size: tuple[int, int], method: str) -> np.nda
     return np.asarray(out, dtype=np.float32).clip(0.0, 1.0)
 
 
-def _convert_colour(g: np.ndarray, colour: bool, size: tuple[int, int]) -> np.ndarray:
-    """Same-shaped raw images ``[n, h, w(, C)]`` -> float32 ``[n, 3, H, W]`` for a colour bundle:
-    uint8 RGB, centre crop, ``box_int`` resize, ``v / 255``."""
+def colour_pixels(g: np.ndarray, colour: bool, size: tuple[int, int]) -> np.ndarray:
+    """Same-shaped raw images ``[n, h, w(, C)]`` (values already checked) -> uint8 ``[n, 3, H, W]``:
+    the integer result of the colour rule (uint8 RGB, centre crop, ``box_int``) before ``v / 255``."""
     n, h, w = g.shape[:3]
-    x = np.empty((n, 3, *size), np.float32)
+    out = np.empty((n, 3, *size), np.uint8)
     box = centre_crop_box(h, w, *size)
     crop = g[:, box.y0:box.y0 + box.h, box.x0:box.x0 + box.w]
     group = max(1, SLAB_PIXELS // (h * w))
     for i in range(0, n, group):                       # identity size: convert a group at a time
         u8 = to_uint8(crop[i:i + group], colour) if (h, w) == size else \
             box_int_resize(crop[i:i + group], size, lambda px: to_uint8(px, colour))
-        # uint8 [g, H, W, K] -> float32 v / 255 in [g, 3, H, W]; a grey K = 1 broadcasts to R = G = B
-        np.divide(u8.transpose(0, 3, 1, 2), np.float32(255.0), out=x[i:i + group], dtype=np.float32)
-    return x
+        out[i:i + group] = u8.transpose(0, 3, 1, 2)    # [g, H, W, K] -> [g, 3, H, W]; grey K = 1 -> R = G = B
+    return out
+
+
+def preprocess_colour_uint8(images: ImagesLike, size: Sequence[int], what: str = "images") -> np.ndarray:
+    """Raw images -> uint8 ``[N, 3, H, W]`` by the colour rule, with every check of :func:`preprocess`;
+    ``preprocess(images, colour_spec(size))`` is exactly this divided by 255 (what training stores)."""
+    size = (int(size[0]), int(size[1]))
+    checked = images if isinstance(images, CheckedImages) else check_images(images, what, size, crop=True)
+    out = np.empty((len(checked), 3, *size), np.uint8)
+    at = 0
+    for g, colour, first in _chunks_of(checked, CHUNK):
+        one = first is not None and len(checked) > 1 and len(g) == 1
+        _check_values(g, f"{checked.what}[{first}]" if one else checked.what,
+                      first if first is not None and len(g) > 1 else None)
+        out[at:at + len(g)] = colour_pixels(g, colour, size)
+        at += len(g)
+    return out
 
 
 def _convert(g: np.ndarray, colour: bool, spec: Mapping[str, Any], size: tuple[int, int], ink: str,
@@ -375,7 +390,7 @@ def _convert(g: np.ndarray, colour: bool, spec: Mapping[str, Any], size: tuple[i
     """Same-shaped raw images ``[n, h, w(, C)]`` -> float32 ``[n, channels, H, W]``, ink applied (grey)."""
     _check_values(g, what, first)
     if spec_channels(spec) == 3:
-        return _convert_colour(g, colour, size)
+        return np.divide(colour_pixels(g, colour, size), np.float32(255.0), dtype=np.float32)
     if colour:
         g = colour_to_grey(g)
     target = spec.get("ink", "high")
