@@ -79,7 +79,7 @@ def train(
     out: Path = typer.Option(..., "--out", metavar="RUN", help="Run folder (run.json, best.npz and checkpoints are "
                                                                "written here). Refused if it holds a run already."),
     method: str = typer.Option("proto", metavar="RULE", help=f"Adaptation rule: {', '.join(METHOD_SPECS)}."),
-    backbone: str = typer.Option("conv4", metavar="NAME", help="Backbone: conv4 or mlp."),
+    backbone: str = typer.Option("conv4", metavar="NAME", help="Backbone: conv4 (glyphs 28x28, photos 84x84), resnet12 (photos) or mlp."),
     data: str = typer.Option("omniglot", metavar="DATA", help="'omniglot' or a path to a class-grouped .npz or an "
                                                               "image folder (root/<class>/*.png)."),
     split: str = typer.Option("vinyals", metavar="SPLIT", help="Omniglot protocol: vinyals or lake."),
@@ -99,7 +99,7 @@ def train(
     pretrain_steps: Optional[int] = typer.Option(
         None, metavar="N", help=f"Many-class classification steps before the episodes. Default per rule: "
                                 f"{_per_method('pretrain_steps', 0)}."),
-    augment: bool = typer.Option(False, help="Random shift/rotation/scale of training images."),
+    augment: bool = typer.Option(False, help="Augment training images: glyphs get random shift/rotation/scale; photos get random resized crop, horizontal flip and colour jitter."),
     lr: float = typer.Option(1e-3, metavar="RATE", help="Adam learning rate."),
     meta_lr: Optional[float] = typer.Option(None, metavar="RATE", help="Adam rate of the episodic phase "
                                                                        "(default: --lr), e.g. lower after pre-training."),
@@ -298,8 +298,8 @@ def inspect(bundle: Path = typer.Argument(..., metavar="BUNDLE", help=_BUNDLE_HE
 @command()
 def bench(
     bundle: Path = typer.Argument(..., metavar="BUNDLE", help=_BUNDLE_HELP),
-    threads: int = typer.Option(1, metavar="N", help="onnxruntime intra-op threads."),
-    repeats: int = typer.Option(50, metavar="N", help="Timed runs per figure (after warm-up); the median is reported."),
+    threads: int = typer.Option(1, metavar="N", min=1, help="onnxruntime intra-op threads."),
+    repeats: int = typer.Option(50, metavar="N", min=1, help="Timed runs per figure (after warm-up); the median is reported."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Device latency and memory on this machine: cold start, embed, adapt, predict."""
@@ -307,6 +307,12 @@ def bench(
 
     res = run_bench(str(bundle), threads, repeats)
     typer.echo(json.dumps(res) if as_json else format_bench(res))
+
+
+def _one_field(value: object) -> str:
+    """``value`` as one tab-separated field: control characters (tab, newline, ...) written as ``\\xNN``
+    so a class or file name cannot forge extra fields or lines."""
+    return "".join(c if c.isprintable() or c == " " else f"\\x{ord(c):02x}" for c in str(value))
 
 
 # ------------------------------------------------------------------------- device: adapt, predict, forget
@@ -427,7 +433,7 @@ def predict(
             typer.echo(json.dumps({"image": str(path), "label": label, "confidence": round(float(p.max()), 4),
                                    "max_logit": round(float(lg.max()), 4)}))
         else:
-            typer.echo(f"{path}\t{label}\t{p.max():.3f}")
+            typer.echo(f"{_one_field(path)}\t{_one_field(label)}\t{p.max():.3f}")
 
 
 @command()

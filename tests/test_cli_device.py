@@ -312,3 +312,28 @@ def test_colour_bundle_adapts_and_predicts_photo_folders(runner, colour_bundle_d
     res = runner.invoke(app, ["predict", str(colour_bundle_dir), *map(str, queries), "--state", str(state),
                               "--json", "--no-unknown"])
     assert res.exit_code == 0 and [json.loads(line) for line in res.stdout.splitlines()] == out
+
+
+def test_text_output_cannot_be_forged_by_class_or_file_names(runner, shipped_bundle_dir, drawings, tmp_path):
+    """A class folder named with a tab and a newline must not add fields or lines to `predict`'s output."""
+    sx, sy, qx, _ = drawings
+    forged = "alpha\tfake\nq99.png"
+    root = tmp_path / "support"
+    for name, real in ((forged, NAMES[0]), ("beta", NAMES[1])):
+        for i, img in enumerate(sx[sy == real]):
+            write_png(root / name / f"{i:02d}.png", img)
+    queries = [tmp_path / f"q{i}.png" for i in range(3)]
+    for p, img in zip(queries, qx[:3]):
+        write_png(p, img)
+    state = tmp_path / "s.state"
+    assert runner.invoke(app, ["adapt", str(shipped_bundle_dir), "--support", str(root), "--state", str(state)]).exit_code == 0
+    res = runner.invoke(app, ["predict", str(shipped_bundle_dir), *map(str, queries), "--state", str(state)])
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.splitlines()
+    assert len(lines) == 3 and all(len(line.split("\t")) == 3 for line in lines), lines
+
+
+@pytest.mark.parametrize("args", [["--repeats", "0"], ["--threads", "0"]])
+def test_bench_refuses_nonpositive_counts(runner, shipped_bundle_dir, args):
+    res = runner.invoke(app, ["bench", str(shipped_bundle_dir), *args])
+    assert res.exit_code == 2 and "nan" not in res.output

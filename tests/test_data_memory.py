@@ -85,7 +85,7 @@ def test_compact_pixels_keeps_exact_values():
     rotated = add_rotations(ClassImages.from_grouped(binary[None], ["a"]))
     assert rotated.pixels.dtype == np.bool_ and rotated.n_images == 12
     np.testing.assert_array_equal(rotated.batch(slice(3, 6)), np.rot90(binary, 1, axes=(2, 3)))
-    with pytest.raises(InputError, match="pixels must be bool or float32, got int64"):
+    with pytest.raises(InputError, match="pixels must be bool, uint8 or float32, got int64"):
         ClassImages(np.zeros((1, 1, 4, 4), np.int64), np.zeros(1, np.int64), np.ones(1, np.int64), ("a",),
                     np.zeros(1, np.int64))
 

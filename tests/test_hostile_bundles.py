@@ -110,8 +110,36 @@ def test_a_listed_file_is_read_only_up_to_its_listed_size(copy_dir):
     size = (copy_dir / "backbone.onnx").stat().st_size
     with open(copy_dir / "backbone.onnx", "r+b") as fh:
         fh.truncate(1 << 30)                                       # grown to 1 GiB (sparse)
-    with pytest.raises(BundleError, match=rf"backbone.onnx is {size + 1} bytes, the manifest says {size}"):
+    with pytest.raises(BundleError, match=rf"backbone.onnx is more than {size} bytes, the manifest says {size}"):
         read_bundle(copy_dir)
+
+
+def test_listed_files_are_bounded_in_total_and_checked_as_read(copy_dir):
+    """Sixteen listed 1 GiB files would cost 16 GiB if all were read before any checksum; the declared
+    total is refused from the manifest, and a file that fails its checksum stops the reading."""
+    for i in range(2):                                           # 2 x 300 MiB, sparse: nothing on disk
+        with open(copy_dir / f"big{i}.bin", "wb") as fh:
+            fh.truncate(300 << 20)
+    rewrite(copy_dir, lambda m: m["files"].update(
+        {f"big{i}.bin": {"sha256": "0" * 64, "bytes": 300 << 20} for i in range(2)}))
+    with pytest.raises(BundleError, match=r"lists \d+ bytes of files; a bundle holds at most"):
+        read_bundle(copy_dir)
+    m = json.loads((copy_dir / MANIFEST).read_text())           # 300 MiB: within bounds, wrong sha256
+    m["files"].pop("big1.bin")
+    m["files"]["big0.bin"]["sha256"] = "0" * 64
+    (copy_dir / MANIFEST).write_text(json.dumps(fuzz.reseal(m), indent=2))   # digest only
+    opened: list[str] = []
+    real_open = os.open
+    def spy(path, *a, **k):
+        opened.append(Path(path).name)
+        return real_open(path, *a, **k)
+    os.open = spy
+    try:
+        with pytest.raises(BundleError, match="sha256 of big0.bin does not match"):
+            read_bundle(copy_dir)
+    finally:
+        os.open = real_open
+    assert opened[-1] == "big0.bin"                             # nothing listed after it was read
 
 
 @pytest.mark.parametrize("name", ["../adapt.onnx", "sub/adapt.onnx", "/etc/passwd", ".hidden", "a\\b", "x\x00y"])

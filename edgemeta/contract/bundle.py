@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from edgemeta.contract.atomic_files import atomic_write_bytes
-from edgemeta.contract.manifest_schema import (FORMAT_NAME, FORMAT_VERSION, GRAPH_FILES, READABLE_VERSIONS,
+from edgemeta.contract.manifest_schema import (FORMAT_NAME, FORMAT_VERSION, GRAPH_FILES, MAX_BUNDLE_BYTES,
+                                               READABLE_VERSIONS,
                                                plain_file_name, validate_manifest)
 from edgemeta.contract.strict_json import MAX_BYTES as MAX_MANIFEST_BYTES
 from edgemeta.contract.strict_json import loads_strict
@@ -78,7 +79,23 @@ def parse_manifest(raw: bytes, source: str = "bundle") -> dict[str, Any]:
     for role, name in GRAPH_FILES.items():
         if manifest["graphs"].get(role) != name or name not in manifest["files"]:
             raise BundleError(f"{source}: manifest must list graph {role!r} as {name!r}")
-    return validate_manifest(manifest, source)
+    manifest = validate_manifest(manifest, source)
+    total = sum(meta["bytes"] for meta in manifest["files"].values())
+    if total > MAX_BUNDLE_BYTES:
+        raise BundleError(f"{source}: the manifest lists {total} bytes of files; a bundle holds at most "
+                          f"{MAX_BUNDLE_BYTES} bytes")
+    return manifest
+
+
+def check_file(name: str, meta: Mapping[str, Any], data: bytes, source: str = "bundle") -> bytes:
+    """``data`` as the manifest lists ``name``: its size and sha256; returns ``data``. Called as soon as
+    each file is read, so a mismatch stops loading before the next file is read."""
+    if len(data) != meta["bytes"]:
+        got = f"{len(data)} bytes" if len(data) <= meta["bytes"] else f"more than {meta['bytes']} bytes"
+        raise BundleError(f"{source}: {name} is {got}, the manifest says {meta['bytes']} (truncated or replaced)")
+    if sha256_bytes(data) != meta["sha256"]:
+        raise BundleError(f"{source}: sha256 of {name} does not match the manifest (the file was altered)")
+    return data
 
 
 def check_files(manifest: Mapping[str, Any], files: Mapping[str, bytes], source: str = "bundle") -> None:
@@ -86,12 +103,7 @@ def check_files(manifest: Mapping[str, Any], files: Mapping[str, bytes], source:
     for name, meta in manifest["files"].items():
         if name not in files:
             raise BundleError(f"{source}: file {name!r} listed in the manifest is missing")
-        data = files[name]
-        if len(data) != meta["bytes"]:
-            raise BundleError(f"{source}: {name} is {len(data)} bytes, the manifest says {meta['bytes']}"
-                              f" (truncated or replaced)")
-        if sha256_bytes(data) != meta["sha256"]:
-            raise BundleError(f"{source}: sha256 of {name} does not match the manifest (the file was altered)")
+        check_file(name, meta, files[name], source)
 
 
 def verify(files: Mapping[str, bytes], source: str = "bundle") -> dict[str, Any]:
@@ -163,8 +175,7 @@ def _read_folder(path: Path, source: str) -> tuple[dict[str, Any], dict[str, byt
         data = _read_listed_file(path, name, meta["bytes"], source)
         if data is None:
             raise _refuse(source, f"file {name!r} listed in the manifest is missing")
-        files[name] = data
-    check_files(manifest, files, source)
+        files[name] = check_file(name, meta, data, source)
     return manifest, files
 
 
@@ -244,8 +255,7 @@ def _read_zip(fh: Any, source: str) -> tuple[dict[str, Any], dict[str, bytes]]:
             if info.file_size != meta["bytes"]:
                 raise _refuse(source, f"{name} is {info.file_size} bytes, the manifest says {meta['bytes']} "
                                       f"(truncated or replaced); refused without inflating it")
-            files[name] = _read_zip_entry(zf, info, meta["bytes"], source)
-    check_files(manifest, files, source)
+            files[name] = check_file(name, meta, _read_zip_entry(zf, info, meta["bytes"], source), source)
     return manifest, files
 
 
