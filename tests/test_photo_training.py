@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from edgemeta.data.classes import ClassImages, unit_float
-from edgemeta.data.photos import photo_pixels
+from edgemeta.contract.preprocess import preprocess_colour_uint8
 from edgemeta.errors import InputError
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "mini-imagenet" / "sample"
@@ -61,9 +61,9 @@ def _reference_pixels(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 @pytest.mark.parametrize("shape,size", [((84, 84), (84, 84)), ((97, 130), (84, 84)), ((200, 61), (21, 19)),
                                         ((30, 50), (84, 84)), ((13, 9), (6, 6))])
-def test_photo_pixels_follow_the_colour_rule(shape, size):
+def test_colour_pixels_follow_the_colour_rule(shape, size):
     rgb = np.random.default_rng(sum(shape)).integers(0, 256, (*shape, 3), dtype=np.uint8)
-    got = photo_pixels(rgb, size)
+    got = preprocess_colour_uint8([rgb], size)[0]
     assert got.dtype == np.uint8 and got.shape == (3, *size)
     np.testing.assert_array_equal(got, _reference_pixels(rgb, size))
 
@@ -97,7 +97,7 @@ def test_split_folders_load_as_uint8_and_record_classes(photo_root):
 
     with Image.open(first[0]) as im:
         rgb = np.asarray(im.convert("RGB"))
-    np.testing.assert_array_equal(train.pixels[0], photo_pixels(rgb, (84, 84)))
+    np.testing.assert_array_equal(train.pixels[0], _reference_pixels(rgb, (84, 84)))
     # the runtime's own float input of those files, bit for bit
     from edgemeta.contract.preprocess import colour_spec, preprocess
 

@@ -14,31 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from edgemeta.contract.image_files import decode_image
-from edgemeta.contract.resample import box_int_resize, centre_crop_box
+from edgemeta.contract.preprocess import preprocess_colour_uint8
 from edgemeta.data.classes import ClassImages
 from edgemeta.data.files import list_class_folders
 from edgemeta.errors import InputError
 
 SPLIT_FOLDERS = ("train", "val", "test")
-
-
-def read_photo(path: Path, size: tuple[int, int]) -> np.ndarray:
-    """One image file -> uint8 RGB ``[h, w, 3]``, decoded by the device runtime's own decoder (EXIF
-    orientation, alpha over white, JPEG draft decoding at the smallest size covering ``size``)."""
-    image = decode_image(path, size, 3)
-    if image.ndim == 2:                                    # grey (or 1-bit) file: R = G = B
-        grey = image.astype(np.uint8) * np.uint8(255) if image.dtype == np.bool_ else image
-        return np.repeat(grey[:, :, None], 3, axis=2)
-    return image
-
-
-def photo_pixels(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """uint8 RGB ``[h, w, 3]`` -> uint8 ``[3, H, W]``: the runtime's centre crop and ``box_int`` resize
-    (``edgemeta.contract.resample``), i.e. its colour values before ``/ 255``."""
-    box = centre_crop_box(rgb.shape[0], rgb.shape[1], *size)
-    crop = rgb[None, box.y0:box.y0 + box.h, box.x0:box.x0 + box.w]
-    return box_int_resize(crop, size, lambda x: x)[0].transpose(2, 0, 1)
 
 
 def load_photo_folder(root: str | Path, size: tuple[int, int]) -> ClassImages:
@@ -47,10 +28,9 @@ def load_photo_folder(root: str | Path, size: tuple[int, int]) -> ClassImages:
     counts = np.array([len(files) for _, files in classes], dtype=np.int64)
     pixels = np.empty((int(counts.sum()), 3, *size), np.uint8)
     row = 0
-    for _, files in classes:
-        for f in files:
-            pixels[row] = photo_pixels(read_photo(f, size), size)
-            row += 1
+    for name, files in classes:         # the runtime's own decoding and colour rule, a chunk of files at a time
+        pixels[row:row + len(files)] = preprocess_colour_uint8(files, size, what=f"photos of class {name!r}")
+        row += len(files)
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     return ClassImages(pixels, offsets, counts, tuple(name for name, _ in classes),
                        np.arange(len(pixels), dtype=np.int64))
