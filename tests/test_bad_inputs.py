@@ -198,3 +198,20 @@ def test_oversized_image_is_refused_before_any_work(fitted):
         fitted.predict(big)
     with pytest.raises(InputError, match=r"images\[1\] have size 20000x20000"):
         fitted.predict([np.zeros((28, 28), np.uint8), big[0]])
+
+
+def test_badly_sized_image_files_are_named_by_their_path(shipped_bundle, tmp_path):
+    from PIL import Image
+
+    good, thin, tiny = tmp_path / "good.png", tmp_path / "thin strip.png", tmp_path / "tiny.png"
+    Image.fromarray(np.full((28, 28), 200, np.uint8)).save(good)
+    Image.fromarray(np.zeros((1, 1000), np.uint8)).save(thin)
+    Image.fromarray(np.zeros((3, 3), np.uint8)).save(tiny)
+    clf = FewShotClassifier(shipped_bundle)
+    with pytest.raises(InputError, match=rf"support images\[3\] \({tiny}\) have size 3x3; {SIZE_MSG}"):
+        clf.fit([good, good, str(good), tiny], ["a", "a", "b", "b"])
+    clf.fit([good, good], ["a", "b"])
+    with pytest.raises(InputError, match=rf"images\[2\] \({thin}\) have size 1x1000; {SIZE_MSG}"):
+        clf.predict([good, good, str(thin)])
+    with pytest.raises(InputError, match=rf"images\[1\] have size 3x3; {SIZE_MSG}"):   # bytes: no path to name
+        clf.predict([good, tiny.read_bytes()])

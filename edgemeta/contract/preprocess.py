@@ -36,6 +36,7 @@ chunk whatever the number of images, and no float copy of a whole large image is
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -253,6 +254,13 @@ def _file_decoder(size: tuple[int, int] | None, crop: bool) -> Callable[[Any, st
     return decode
 
 
+def _file_name(source: Any, where: str) -> str:
+    """How errors name an image file: ``<where> (<path>)`` for a path, ``<where>`` for bytes."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return where
+    return f"{where} ({os.fspath(source)})"
+
+
 def grey_image(image: Any) -> np.ndarray:
     """One image ``[H, W]`` / ``[1, H, W]`` / ``[H, W, 3|4]`` -> grey ``[H, W]`` by :func:`colour_to_grey`."""
     a, colour = _as_item(image, "image")
@@ -422,7 +430,7 @@ def _chunks_of(checked: CheckedImages, chunk: int) -> Iterator[tuple[np.ndarray,
         if not isinstance(a, np.ndarray):       # an image file: decoded now, one at a time
             where = f"{checked.what}[{i}]"
             a, colour = _as_item(a, where, checked.decode)
-            _check_size(a.shape[0], a.shape[1], where, None, checked.crop)
+            _check_size(a.shape[0], a.shape[1], _file_name(items[i], where), None, checked.crop)
             yield a[None], colour, i
             i += 1
             continue
