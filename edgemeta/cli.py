@@ -300,12 +300,14 @@ def bench(
     bundle: Path = typer.Argument(..., metavar="BUNDLE", help=_BUNDLE_HELP),
     threads: int = typer.Option(1, metavar="N", min=1, help="onnxruntime intra-op threads."),
     repeats: int = typer.Option(50, metavar="N", min=1, help="Timed runs per figure (after warm-up); the median is reported."),
+    cold_runs: int = typer.Option(5, metavar="N", min=1, help="Fresh processes per cold-start figure (median)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Device latency and memory on this machine: cold start, embed, adapt, predict."""
+    """Device latency and memory on this machine: cold start, embed, adapt, predict; for a colour
+    bundle also photos: embed one photo, adapt 5-way 5-shot from JPEG files, decode a 4032x3024 JPEG."""
     from edgemeta.bench import format_bench, run_bench
 
-    res = run_bench(str(bundle), threads, repeats)
+    res = run_bench(str(bundle), threads, repeats, cold_runs=cold_runs)
     typer.echo(json.dumps(res) if as_json else format_bench(res))
 
 
