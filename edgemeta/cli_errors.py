@@ -38,6 +38,8 @@ def describe_os_error(exc: OSError) -> str:
     path = exc.filename
     if path is None:
         return str(exc)
+    if exc.errno is not None and exc.strerror and exc.strerror != os.strerror(exc.errno):
+        return f"{path}: {exc.strerror}"             # edgemeta's own explanation (e.g. an atomic write's)
     if isinstance(exc, FileNotFoundError):
         return f"{path}: no such file or folder"
     if isinstance(exc, IsADirectoryError):

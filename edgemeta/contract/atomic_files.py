@@ -9,6 +9,7 @@ those, and only the target's own (the pattern cannot match a sibling's, e.g. ``m
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import secrets
@@ -21,6 +22,8 @@ except ImportError:  # pragma: no cover - Windows: no advisory locks, stale temp
 
 _TMP_TAG = ".edgemeta-tmp-"
 _TMP_HEX = 16
+NAME_MAX = 255                                          # bytes in one file name on common file systems
+TEMPORARY_EXTRA_BYTES = 1 + len(_TMP_TAG) + _TMP_HEX     # a temporary's name is this much longer than its target's
 
 
 def _temporary_pattern(name: str) -> re.Pattern[str]:
@@ -64,18 +67,58 @@ def _create_locked_temporary(path: Path, mode: int) -> tuple[int, Path]:
         os.close(fd)
 
 
+def file_in_the_way(path: str | os.PathLike) -> Path | None:
+    """The nearest existing ancestor of ``path`` when it is not a folder (so nothing can be written
+    at ``path``), else None."""
+    for parent in Path(path).parents:
+        if os.path.lexists(parent):
+            return None if os.path.isdir(parent) else parent
+    return None
+
+
+def _restated(exc: OSError, path: Path) -> OSError:
+    """``exc`` (raised for the folder, the temporary or the rename) restated for the target ``path``:
+    same class and errno, ``filename`` the target, ``strerror`` what went wrong and what was expected."""
+    folder = path.parent
+    blocker = file_in_the_way(path)
+    name_bytes = len(os.fsencode(path.name))
+    if blocker is not None:
+        why = f"{blocker} is a file, not a folder; expected a folder (or a path where one can be created)"
+    elif os.path.isdir(path):
+        why = "this is a folder; expected a file path"
+    elif exc.errno == errno.ENAMETOOLONG and name_bytes > NAME_MAX - TEMPORARY_EXTRA_BYTES:
+        why = (f"the file name is {name_bytes} bytes; expected at most {NAME_MAX - TEMPORARY_EXTRA_BYTES} "
+               f"(a temporary '.<name>{_TMP_TAG}<{_TMP_HEX} hex>' is written beside it first)")
+    elif exc.errno == errno.ENAMETOOLONG:
+        why = f"the path is too long ({exc.strerror}); expected a shorter path"
+    elif exc.errno in (errno.EACCES, errno.EPERM):
+        why = f"permission denied in the folder {folder}; expected a folder this user can write"
+    elif exc.errno == errno.EROFS:
+        why = f"the folder {folder} is on a read-only file system; expected a writable folder"
+    elif exc.errno == errno.ENOSPC:
+        why = "no space left on the device"
+    else:
+        why = f"cannot write a file in the folder {folder} ({exc.strerror}); expected a folder where files can be written"
+    return type(exc)(exc.errno, why, str(path))
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never a mix.
 
     ``mode``: the new file's permissions (set before any byte is written). Safe against other
     processes writing the same path or its siblings at the same time: the last rename wins. A path
-    that is a symbolic link is written through: its target is replaced, the link stays.
+    that is a symbolic link is written through: its target is replaced, the link stays. A failure is
+    an OSError of the usual class whose ``filename`` is ``path`` (never the temporary) and whose
+    ``strerror`` says what was expected.
     """
     path = Path(path)
-    if path.is_symlink():
-        path = Path(os.path.realpath(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _create_locked_temporary(path, mode)
+    try:
+        if path.is_symlink():
+            path = Path(os.path.realpath(path))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = _create_locked_temporary(path, mode)
+    except OSError as exc:
+        raise _restated(exc, path) from None
     try:
         os.fchmod(fd, mode)                       # exact mode, whatever the umask
         view = memoryview(data)
@@ -83,11 +126,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int = 0o644) 
             view = view[os.write(fd, view):]
         os.fsync(fd)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError):
+            raise _restated(exc, path) from None
         raise
     finally:
         os.close(fd)                              # releases the lock only after the rename

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from edgemeta.contract.atomic_files import atomic_write_bytes, remove_stale_temporaries
+from edgemeta.contract.atomic_files import atomic_write_bytes, file_in_the_way, remove_stale_temporaries
 from edgemeta.contract.strict_json import loads_strict
 from edgemeta.errors import StateError
 
@@ -338,7 +338,10 @@ def write_state(path: str | os.PathLike, state: StateData, key: bytes | None = N
     if len(data) > MAX_PAYLOAD_BYTES + len(MAGIC) + MAX_HEADER_BYTES:   # never save what cannot be read back
         raise StateError(f"the state is {len(data)} bytes, over the {MAX_PAYLOAD_BYTES}-byte limit a state file may "
                          f"hold; forget classes or keep fewer shots per class")
-    atomic_write_bytes(path, data, mode=0o600)
+    try:
+        atomic_write_bytes(path, data, mode=0o600)
+    except OSError as exc:                         # strerror names what was expected
+        raise StateError(f"cannot save the state to {path}: {exc.strerror}") from None
     remove_stale_temporaries(path)
 
 
@@ -350,6 +353,9 @@ def read_state(path: str | os.PathLike, key: bytes | None = None) -> StateData:
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))   # a FIFO or device must not block
     except (FileNotFoundError, NotADirectoryError):
+        blocker = file_in_the_way(path)
+        if blocker is not None:
+            raise StateError(f"no state file at {path}: {blocker} is a file, not a folder") from None
         raise StateError(f"no state file at {path}") from None
     except OSError as exc:
         raise StateError(f"cannot read the state file {path}: {exc.strerror or exc}") from None
