@@ -286,7 +286,8 @@ SCHEMA = Obj(
                                   "threshold_by_shots": Obj(values=FINITE, keys=lambda k: bool(_SHOTS_KEY.fullmatch(k)),
                                                             keys_expected="shot counts ('1', '5', ...)")}),
         "parity": Obj(),
-        "precision": Obj(optional={"default": OneOf(("fp32", "int8")), "int8": Obj()}),
+        "precision": Obj(optional={"default": OneOf(("fp32", "int8")), "int8_accuracy_drop": Num(-100, 100),
+                                   "int8_speedup": Num(0, 1e6), "min_speedup": Num(0, 1e6), "int8": Obj()}),
     },
 )
 

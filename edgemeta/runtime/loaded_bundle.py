@@ -72,7 +72,11 @@ class Bundle:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if precision == "int8" and not has_int8:
             raise BundleError(f"{source} has no int8 backbone; export it with `edgemeta export --int8` or use fp32")
-        self.precision = "int8" if precision == "int8" or (precision == "auto" and has_int8) else "fp32"
+        # auto: the manifest's precision.default (export sets it from accuracy and speed); a manifest
+        # without one keeps the older rule, int8 whenever the bundle has an int8 backbone
+        declared = (manifest.get("precision") or {}).get("default", "int8")
+        self.precision = "int8" if precision == "int8" or (precision == "auto" and has_int8
+                                                           and declared == "int8") else "fp32"
         self.threads = int(threads)
         backbone = g["backbone_int8"] if self.precision == "int8" else g["backbone"]
         self._graph_names = {"backbone": backbone, "adapt": g["adapt"], "classify": g["classify"]}
@@ -95,7 +99,8 @@ class Bundle:
              optimization: str = "all") -> "Bundle":
         """Read, verify and open a bundle directory or ``.zip``; raises :class:`BundleError` on mismatch.
 
-        ``precision``: ``auto`` (int8 backbone when the bundle has one, else fp32), ``fp32`` or ``int8``.
+        ``precision``: ``auto`` (the manifest's ``precision.default``; int8 when a bundle without
+        one has an int8 backbone), ``fp32`` or ``int8``.
         """
         manifest, files = read_bundle(path)
         return cls(manifest, files, str(Path(path)), threads, precision, optimization)

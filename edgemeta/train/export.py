@@ -227,7 +227,9 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, val: ClassImages,
     """Export ``run_dir``'s best model to ``out_dir`` after parity checks on ``val`` episodes.
 
     ``val``: held-out validation classes (never the test classes). ``int8_calibration``: meta-training
-    classes to calibrate an int8 backbone on; it is kept only if it passes the accuracy gate.
+    classes to calibrate an int8 backbone on; it is kept only if it passes the accuracy gate, and is
+    the bundle's default precision only if it is also at least ``MIN_SPEEDUP`` x as fast as fp32
+    here (:func:`edgemeta.train.quantize.precision_record`).
     ``shift_views`` (1, 5 or 9): bake a shift-averaged embedding into ``backbone.onnx``
     (:mod:`edgemeta.train.shift_views`). ``progress``: called with one line when each phase starts
     and ends (graphs, parity, validation, int8 calibration and gate, open-set calibration, writing).
@@ -276,24 +278,29 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, val: ClassImages,
         outcome["result"] = ", ".join(f"{k} {v['accuracy']:.2f}" for k, v in manifest["validation"].items()
                                       if isinstance(v, dict)) + f"; {fp32.images_embedded:,d} images embedded"
     if int8_calibration is not None:
-        from edgemeta.train.quantize import int8_gate, quantize_backbone
+        from edgemeta.train.quantize import (MIN_SPEEDUP, SPEED_BATCH, int8_gate, measure_speedup,
+                                             precision_record, quantize_backbone)
 
         samples = min(1024, int8_calibration.n_images)
         with phases.phase("int8 calibration", f"{samples} meta-training images"):
             files["backbone.int8.onnx"] = quantize_backbone(graphs["backbone.onnx"], int8_calibration)
             manifest["graphs"]["backbone_int8"] = "backbone.int8.onnx"
-        with phases.phase("int8 gate", f"{metric_episodes} validation episodes 5w1s, the fp32 ones") as outcome:
+        with phases.phase("int8 gate", f"{metric_episodes} validation episodes 5w1s, the fp32 ones; "
+                                       f"speed at batch {SPEED_BATCH}, one thread") as outcome:
             # the same episodes (seed 29) fp32 validation just measured: paired, and fp32 is not run twice
             int8 = evaluate_episodes(_in_memory(manifest, files, "int8", memos), val, 5, 1, 15, metric_episodes,
                                      seed=29)
             gate = int8_gate(results[(5, 1)], int8)
             gate["calibration"] = f"{samples} meta-training images, min-max, QDQ, " \
-                                  f"per-channel int8 weights, uint8 activations"
-            manifest["precision"] = {"default": "int8" if gate["passed"] else "fp32", "int8": gate}
+                                  f"per-channel int8 weights, uint8 activations, ReLU before max-pooling"
+            speed = measure_speedup(graphs["backbone.onnx"], files["backbone.int8.onnx"],
+                                    val.batch(np.arange(min(SPEED_BATCH, val.n_images))))
+            manifest["precision"] = precision_record(gate, speed, MIN_SPEEDUP)
             if not gate["passed"]:
                 del files["backbone.int8.onnx"], manifest["graphs"]["backbone_int8"]
             outcome["result"] = (f"fp32 {gate['fp32_accuracy']:.2f} vs int8 {gate['int8_accuracy']:.2f}, "
-                                 f"{'kept' if gate['passed'] else 'refused'}")
+                                 f"{'kept' if gate['passed'] else 'refused'}; int8 {speed['speedup']:.2f}x "
+                                 f"fp32's speed; default {manifest['precision']['default']}")
     if val.n_classes >= 4:   # calibrated at the precision the runtime will use by default
         episodes = max(20, metric_episodes // 2)
         with phases.phase("open-set calibration", f"{episodes} episodes per shot count") as outcome:
