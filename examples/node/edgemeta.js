@@ -35,10 +35,10 @@
 const crypto = require('crypto');
 const fs = require('fs');
 const path = require('path');
-const zlib = require('zlib');
 const ort = require('onnxruntime-node');
 
-const { FORMAT_NAME, FORMAT_VERSIONS, GRAPH_FILES, validateManifest, formatVersion } = require('./manifest_schema');
+const { FORMAT_NAME, FORMAT_VERSIONS, GRAPH_FILES, MAX_BUNDLE_BYTES, validateManifest, formatVersion, plainFileName } = require('./manifest_schema');
+const { ZipArchive, MAX_ZIP_ENTRIES } = require('./zip_reader');
 
 const MANIFEST = 'manifest.json';
 const MAX_MANIFEST_BYTES = 1 << 20; // the shipped manifests are about 6 KB
@@ -267,67 +267,103 @@ function manifestDigest(text) {
 // Reading and verifying a bundle (directory or flat .zip), exactly the checks of contract/bundle.py.
 // ---------------------------------------------------------------------------------------------
 
-/** Entries of a .zip (stored or deflated, no zip64, no encryption) as basename -> bytes. */
-function readZip(buf, source) {
-  let eocd = -1;
-  for (let p = buf.length - 22; p >= Math.max(0, buf.length - 22 - 65535); p--) {
-    if (buf.readUInt32LE(p) === 0x06054b50) { eocd = p; break; }
+/**
+ * Open `bundlePath` (a regular file) as a zip and run `use(zip)` (zip: ZipArchive) with it; the file
+ * is closed afterwards. Not a zip: BundleError "neither a bundle directory nor a .zip bundle".
+ */
+function withZip(bundlePath, source, use) {
+  let fd;
+  try {
+    fd = fs.openSync(bundlePath, fs.constants.O_RDONLY | (fs.constants.O_NONBLOCK || 0));
+  } catch (e) {
+    throw new BundleError(`cannot read ${source} (${e.code}); expected a bundle directory or .zip`);
   }
-  if (eocd < 0) return null;
-  const count = buf.readUInt16LE(eocd + 10);
-  let p = buf.readUInt32LE(eocd + 16);
-  if (count === 0xffff || p === 0xffffffff) throw new BundleError(`${source}: zip64 archives are not supported by this example`);
-  const files = new Map();
-  for (let k = 0; k < count; k++) {
-    if (buf.readUInt32LE(p) !== 0x02014b50) throw new BundleError(`${source}: damaged zip central directory`);
-    const flags = buf.readUInt16LE(p + 8);
-    const method = buf.readUInt16LE(p + 10);
-    const compSize = buf.readUInt32LE(p + 20);
-    const nameLen = buf.readUInt16LE(p + 28);
-    const local = buf.readUInt32LE(p + 42);
-    const name = buf.toString(flags & 0x800 ? 'utf8' : 'latin1', p + 46, p + 46 + nameLen);
-    p += 46 + nameLen + buf.readUInt16LE(p + 30) + buf.readUInt16LE(p + 32);
-    if (name.endsWith('/')) continue; // a folder entry
-    if (flags & 1) throw new BundleError(`${source}: encrypted zip entries are not supported`);
-    const start = local + 30 + buf.readUInt16LE(local + 26) + buf.readUInt16LE(local + 28);
-    const raw = buf.subarray(start, start + compSize);
-    let data;
-    if (method === 0) data = Buffer.from(raw);
-    else if (method === 8) data = zlib.inflateRawSync(raw);
-    else throw new BundleError(`${source}: zip compression method ${method} is not supported (stored or deflate only)`);
-    files.set(name.split('/').pop(), data); // flat: any folder inside the zip is ignored
+  try {
+    const st = fs.fstatSync(fd);
+    const zip = st.isFile() ? ZipArchive.open(fd, st.size, source) : null;
+    if (!zip) throw new BundleError(`${source} is neither a bundle directory nor a .zip bundle`);
+    return use(zip);
+  } catch (e) {
+    if (e instanceof BundleError) throw e;
+    throw new BundleError(`${source}: the zip is damaged (${e.message})`);
+  } finally {
+    fs.closeSync(fd);
   }
-  return files;
 }
 
-/** All files of a bundle directory or .zip as name -> Buffer (nothing in them is executed). */
+/**
+ * Every file of a bundle directory or a flat .zip (an .npz too) as name -> Buffer, bounded: at most
+ * MAX_BUNDLE_BYTES + MAX_MANIFEST_BYTES in all, regular files only (no symbolic links), zip entries
+ * checked as ZipArchive does and each inflated only up to its declared size. Nothing is executed.
+ */
 function readBundleFiles(bundlePath) {
   const source = String(bundlePath);
+  const budget = MAX_BUNDLE_BYTES + MAX_MANIFEST_BYTES;
   let st;
   try { st = fs.statSync(bundlePath); } catch (e) {
     throw new BundleError(`bundle not found: ${source} (expected a bundle directory or .zip)`);
   }
+  const tooMuch = () => new BundleError(`${source}: its files hold more than ${budget} bytes; a bundle holds at most ` +
+    `${MAX_BUNDLE_BYTES} bytes of listed files and a ${MAX_MANIFEST_BYTES}-byte manifest`);
+  const files = new Map();
+  let total = 0;
   if (st.isDirectory()) {
-    const files = new Map();
     for (const name of fs.readdirSync(bundlePath).sort()) {
-      const p = path.join(bundlePath, name);
       let isFile = false;
-      try { isFile = fs.statSync(p).isFile(); } catch (e) { /* a dangling link is not a file */ }
-      if (isFile) files.set(name, fs.readFileSync(p));
+      try { isFile = fs.lstatSync(path.join(bundlePath, name)).isFile(); } catch (e) { /* gone since listed */ }
+      if (!isFile) continue;
+      const data = readListedFile(bundlePath, name, budget - total, source);
+      if (data === null) continue;
+      total += data.length;
+      if (total > budget) throw tooMuch();
+      files.set(name, data);
     }
     return files;
   }
-  let zipped = null;
-  if (st.isFile()) {
-    try {
-      zipped = readZip(fs.readFileSync(bundlePath), source);
-    } catch (e) {
-      if (e instanceof BundleError) throw e;
-      throw new BundleError(`${source}: damaged zip (${e.message})`); // e.g. offsets pointing past the end
-    }
+  return withZip(bundlePath, source, (zip) => {
+    const entries = zip.entries.filter((e) => !e.isDir);
+    if (entries.reduce((sum, e) => sum + e.size, 0) > budget) throw tooMuch();
+    for (const e of entries) files.set(e.name.split('/').pop(), zip.read(e, e.size)); // flat: folders ignored
+    return files;
+  });
+}
+
+/** The folder prefix of manifest.json in a zip: "" (flat) or "<folder>/" (one level, as `zip -r b.zip b/`). */
+function zipRoot(zip, source) {
+  const found = zip.entries.filter((e) => !e.isDir && e.name.split('/').pop() === MANIFEST).map((e) => e.name);
+  if (!found.length) throw new BundleError(`${source}: no ${MANIFEST}; is this an edgemeta bundle?`);
+  if (found.length > 1) {
+    throw new BundleError(`${source}: the zip holds several manifests ${JSON.stringify(found.slice(0, 4))}; expected one bundle per zip`);
   }
-  if (!zipped) throw new BundleError(`${source} is neither a bundle directory nor a .zip bundle`);
-  return zipped;
+  const root = found[0].slice(0, -MANIFEST.length);
+  if (root && !plainFileName(root.slice(0, -1))) {
+    throw new BundleError(`${source}: "${found[0]}": expected ${MANIFEST} at the top of the zip or in one folder ` +
+      '(nested folders are not supported)');
+  }
+  return root;
+}
+
+/**
+ * manifest.json and the entries it lists from a bundle .zip (contract/bundle.py _read_zip): each entry's
+ * declared size is compared with the manifest before it is inflated, only listed entries are inflated,
+ * each is checked (size, sha256) as soon as it is read. Returns { manifest, files }.
+ */
+function readZipBundle(bundlePath, source) {
+  return withZip(bundlePath, source, (zip) => {
+    const root = zipRoot(zip, source);
+    const manifest = parseManifest(zip.read(zip.get(root + MANIFEST), MAX_MANIFEST_BYTES), source);
+    const files = new Map();
+    for (const [name, meta] of Object.entries(manifest.files)) {
+      const entry = zip.get(root + name);
+      if (!entry || entry.isDir) throw new BundleError(`${source}: file "${name}" listed in the manifest is missing`);
+      if (entry.size !== meta.bytes) {
+        throw new BundleError(`${source}: ${name} is ${entry.size} bytes, the manifest says ${meta.bytes} ` +
+          '(truncated or replaced); refused without inflating it');
+      }
+      files.set(name, checkFile(name, meta, zip.read(entry, meta.bytes), source));
+    }
+    return { manifest, files };
+  });
 }
 
 const isObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
@@ -379,20 +415,33 @@ function parseManifest(raw, source = 'bundle') {
     }
   }
   validateManifest(tree, manifest, source);
+  const total = Object.values(manifest.files).reduce((sum, meta) => sum + meta.bytes, 0);
+  if (total > MAX_BUNDLE_BYTES) {
+    throw new BundleError(`${source}: the manifest lists ${total} bytes of files; a bundle holds at most ${MAX_BUNDLE_BYTES} bytes`);
+  }
   return manifest;
+}
+
+/**
+ * `data` as the manifest lists `name` (its size and sha256); returns `data`. Called as soon as each
+ * file is read, so a mismatch stops loading before the next file is read.
+ */
+function checkFile(name, meta, data, source = 'bundle') {
+  if (data.length !== meta.bytes) {
+    const got = data.length <= meta.bytes ? `${data.length} bytes` : `more than ${meta.bytes} bytes`;
+    throw new BundleError(`${source}: ${name} is ${got}, the manifest says ${meta.bytes} (truncated or replaced)`);
+  }
+  if (sha256(data) !== meta.sha256) {
+    throw new BundleError(`${source}: sha256 of ${name} does not match the manifest (the file was altered)`);
+  }
+  return data;
 }
 
 /** Every file the manifest lists is in `files` (name -> bytes) with the listed size and sha256. */
 function checkFiles(manifest, files, source = 'bundle') {
   for (const [name, meta] of Object.entries(manifest.files)) {
     if (!files.has(name)) throw new BundleError(`${source}: file "${name}" listed in the manifest is missing`);
-    const data = files.get(name);
-    if (data.length !== meta.bytes) {
-      throw new BundleError(`${source}: ${name} is ${data.length} bytes, the manifest says ${meta.bytes} (truncated or replaced)`);
-    }
-    if (sha256(data) !== meta.sha256) {
-      throw new BundleError(`${source}: sha256 of ${name} does not match the manifest (the file was altered)`);
-    }
+    checkFile(name, meta, files.get(name), source);
   }
 }
 
@@ -452,11 +501,7 @@ function readBundle(bundlePath) {
   try { st = fs.statSync(bundlePath); } catch (e) {
     throw new BundleError(`bundle not found: ${source} (expected a bundle directory or .zip)`);
   }
-  if (!st.isDirectory()) {
-    const all = readBundleFiles(bundlePath);
-    const manifest = verify(all, source);
-    return { manifest, files: new Map(Object.keys(manifest.files).map((n) => [n, all.get(n)])) };
-  }
+  if (!st.isDirectory()) return readZipBundle(bundlePath, source);
   const raw = readListedFile(bundlePath, MANIFEST, MAX_MANIFEST_BYTES, source);
   if (raw === null) throw new BundleError(`${source}: no ${MANIFEST}; is this an edgemeta bundle?`);
   const manifest = parseManifest(raw, source);
@@ -464,9 +509,8 @@ function readBundle(bundlePath) {
   for (const [name, meta] of Object.entries(manifest.files)) {
     const data = readListedFile(bundlePath, name, meta.bytes, source);
     if (data === null) throw new BundleError(`${source}: file "${name}" listed in the manifest is missing`);
-    files.set(name, data);
+    files.set(name, checkFile(name, meta, data, source));
   }
-  checkFiles(manifest, files, source);
   return { manifest, files };
 }
 
@@ -1249,7 +1293,7 @@ class FewShotClassifier {
 
 module.exports = {
   FORMAT_NAME, FORMAT_VERSIONS, BundleError, InputError, Bundle, FewShotClassifier,
-  readBundle, readBundleFiles, verify, parseManifest, manifestDigest, canonicalManifest, parsePyJson, pyFloatRepr,
+  readBundle, readBundleFiles, verify, MAX_BUNDLE_BYTES, MAX_ZIP_ENTRIES, parseManifest, manifestDigest, canonicalManifest, parsePyJson, pyFloatRepr,
   pyJsonString, compareCodePoints, preprocess, preprocessColour, centreCrop, boxBins, nearestIndices, uniqueSorted, sessionOptions, MIN_SIDE, MAX_ASPECT,
   unitGrey, meanFloat64, INKS,
 };

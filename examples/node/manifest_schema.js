@@ -18,6 +18,7 @@ const GRAPH_FILES = { backbone: 'backbone.onnx', adapt: 'adapt.onnx', classify: 
 const INT8_GRAPH = 'backbone.int8.onnx';
 const MAX_FILES = 16;
 const MAX_FILE_BYTES = 2 ** 30;
+const MAX_BUNDLE_BYTES = 512 * 2 ** 20; // all listed files together: what loading a bundle may cost at most
 const MAX_SIDE = 1024;
 const MAX_DIM = 2 ** 16;
 const MAX_WAYS = 1000000;
@@ -267,5 +268,5 @@ function validateManifest(tree, manifest, source = 'bundle') {
 }
 
 module.exports = {
-  FORMAT_NAME, FORMAT_VERSIONS, GRAPH_FILES, HEAD_OUTPUTS, validateManifest, formatVersion, plainFileName,
+  FORMAT_NAME, FORMAT_VERSIONS, GRAPH_FILES, HEAD_OUTPUTS, MAX_BUNDLE_BYTES, validateManifest, formatVersion, plainFileName,
 };
