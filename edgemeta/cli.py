@@ -32,6 +32,15 @@ def _echo_err(line: str) -> None:
     typer.echo(line, err=True)
 
 
+def _given_path(text: str | Path) -> Path:
+    """A path argument as typed; an empty one (which ``Path`` would read as ``.``) is refused."""
+    if isinstance(text, Path):
+        return text
+    if text == "":
+        raise InputError("an empty path was given; expected a file or folder path ('.' for the current folder)")
+    return Path(text)
+
+
 # ---------------------------------------------------------------------------------------------- train
 DEFAULT_MAX_EPISODES = 40_000          # TrainConfig.max_episodes (a test holds them equal)
 RUN_FILES = ("run.json", "best.npz", "last.json", "last.npz")
@@ -76,14 +85,15 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
 
 @command()
 def train(
-    out: Path = typer.Option(..., "--out", metavar="RUN", help="Run folder (run.json, best.npz and checkpoints are "
+    out: Path = typer.Option(..., "--out", metavar="RUN", parser=_given_path, help="Run folder (run.json, best.npz and checkpoints are "
                                                                "written here). Refused if it holds a run already."),
     method: str = typer.Option("proto", metavar="RULE", help=f"Adaptation rule: {', '.join(METHOD_SPECS)}."),
     backbone: str = typer.Option("conv4", metavar="NAME", help="Backbone: conv4 (glyphs 28x28, photos 84x84), resnet12 (photos) or mlp."),
     data: str = typer.Option("omniglot", metavar="DATA", help="'omniglot' or a path to a class-grouped .npz or an "
                                                               "image folder (root/<class>/*.png)."),
     split: str = typer.Option("vinyals", metavar="SPLIT", help="Omniglot protocol: vinyals or lake."),
-    omniglot: Optional[Path] = typer.Option(None, metavar="FOLDER", help="Folder with Omniglot's background.npz and "
+    omniglot: Optional[Path] = typer.Option(None, metavar="FOLDER", parser=_given_path,
+                                            help="Folder with Omniglot's background.npz and "
                                                                          "evaluation.npz (default: $EDGEMETA_OMNIGLOT, "
                                                                          "then ../shared/data/omniglot)."),
     image_size: int = typer.Option(28, metavar="PIXELS", help="Backbone input size (square)."),
@@ -125,7 +135,7 @@ def train(
     overwrite: bool = typer.Option(False, help="Replace a run that --out already holds (its files are removed "
                                                "first)."),
     init_from: Optional[Path] = typer.Option(
-        None, metavar="RUN", help="Start from another run's best weights (same rule and backbone); a new run with "
+        None, metavar="RUN", parser=_given_path, help="Start from another run's best weights (same rule and backbone); a new run with "
                                   "its own optimizer, schedule and episodes (e.g. to continue a GPU run with a lower "
                                   "--lr)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
@@ -139,6 +149,8 @@ def train(
     from edgemeta.data.sources import training_sets
     from edgemeta.train.method_specs import method_spec
 
+    if not data:
+        raise InputError("--data is empty; expected 'omniglot' or the path of a class-grouped .npz or image folder")
     if resume:
         if overwrite:
             raise InputError("--resume continues the run in --out and --overwrite replaces it; pass one of them")
@@ -161,10 +173,20 @@ def train(
         backbone_kwargs=_json_object(backbone_kwargs, "--backbone-kwargs"),
         init_from=str(init_from) if init_from else None)
     train_set, val_set, prov = training_sets(data, split, cfg.image_size, omniglot, val_fraction, seed)
+    _check_episode_classes(cfg, train_set, val_set, val_fraction)
     rec = meta_train(cfg, train_set, val_set, out, provenance=prov, progress=progress)
     b = rec["best"]
     typer.echo(f"best val {b['val_acc']:.2f} ± {b['val_ci95']:.2f} at {b['phase']} step {b['step']}; "
                f"{rec['episodes']} episodes in {rec['train_seconds']:.0f}s -> {out}")
+
+
+def _check_episode_classes(cfg: Any, train_set: Any, val_set: Any, val_fraction: float) -> None:
+    """Refuse a split with too few classes for the run's episodes before any training starts."""
+    from edgemeta.data.sources import check_episode_classes, split_origin
+
+    check_episode_classes(train_set, val_set, split_origin(cfg.dataset, train_set, val_set, val_fraction),
+                          cfg.ways, cfg.shots, cfg.queries, cfg.val_ways,
+                          max((cfg.val_shots, *cfg.val_report_shots)), cfg.val_queries)
 
 
 def _resume(out: Path, omniglot: Optional[Path], val_fraction: float, progress: bool) -> None:
@@ -177,6 +199,7 @@ def _resume(out: Path, omniglot: Optional[Path], val_fraction: float, progress: 
         raise InputError(f"--resume: {out} has no run.json; start the run without --resume")
     cfg = TrainConfig.from_json(load_json(out / "run.json")["config"])
     train_set, val_set, prov = training_sets(cfg.dataset, cfg.split, cfg.image_size, omniglot, val_fraction, cfg.seed)
+    _check_episode_classes(cfg, train_set, val_set, val_fraction)
     rec = meta_train(cfg, train_set, val_set, out, provenance=prov, progress=progress, resume=True)
     typer.echo(f"resumed and finished: best val {rec['best']['val_acc']:.2f} -> {out}")
 
@@ -366,10 +389,10 @@ def _support_ink(clf: Any, files: list[Path], ink: str) -> str:
 
 @command()
 def adapt(
-    bundle: Path = typer.Argument(..., metavar="BUNDLE", help=_BUNDLE_HELP),
-    support: Path = typer.Option(..., metavar="FOLDER", help="Folder with one sub-folder of images per class "
+    bundle: Path = typer.Argument(..., metavar="BUNDLE", parser=_given_path, help=_BUNDLE_HELP),
+    support: Path = typer.Option(..., metavar="FOLDER", parser=_given_path, help="Folder with one sub-folder of images per class "
                                                              "(its name is the label)."),
-    state: Path = typer.Option(..., metavar="STATE", help="Private state file; created, or added to if it exists."),
+    state: Path = typer.Option(..., metavar="STATE", parser=_given_path, help="Private state file; created, or added to if it exists."),
     ink: str = typer.Option("auto", metavar="INK", help="high (bright strokes), low (dark strokes) or auto "
                                                         "(grey bundles; colour bundles have no ink)."),
     key_env: Optional[str] = typer.Option(None, metavar="VAR", help="Environment variable holding a 64-hex-digit "
@@ -377,10 +400,14 @@ def adapt(
                                                                     "(AES-256-GCM), and an existing one decrypted."),
 ) -> None:
     """Learn (more of) the classes in SUPPORT on the device and save the private state."""
+    from edgemeta.contract.atomic_files import file_in_the_way
     from edgemeta.data.files import list_class_folders
     from edgemeta.runtime.classifier import FewShotClassifier
 
     key = _state_key(key_env)
+    blocker = file_in_the_way(state)
+    if blocker is not None:                     # found now, not after every support image is embedded
+        raise InputError(f"--state {state}: {blocker} is a file, not a folder; expected a folder to keep the state in")
     classes = list_class_folders(support)
     files = [f for _, found in classes for f in found]
     labels = [name for name, found in classes for _ in found]
@@ -394,10 +421,10 @@ def adapt(
 
 @command()
 def predict(
-    bundle: Path = typer.Argument(..., metavar="BUNDLE", help=_BUNDLE_HELP),
-    images: list[Path] = typer.Argument(..., metavar="IMAGES", help="Image files, or folders: every image file "
+    bundle: Path = typer.Argument(..., metavar="BUNDLE", parser=_given_path, help=_BUNDLE_HELP),
+    images: list[Path] = typer.Argument(..., metavar="IMAGES", parser=_given_path, help="Image files, or folders: every image file "
                                                                     "in a folder (sorted, sub-folders not read)."),
-    state: Path = typer.Option(..., metavar="STATE", help="Private state file written by `edgemeta adapt`."),
+    state: Path = typer.Option(..., metavar="STATE", parser=_given_path, help="Private state file written by `edgemeta adapt`."),
     unknown: bool = typer.Option(True, help="Answer 'unknown' below the bundle's calibrated threshold."),
     key_env: Optional[str] = typer.Option(None, metavar="VAR", help="Environment variable holding the "
                                                                     "64-hex-digit key the state was encrypted with "
@@ -440,9 +467,9 @@ def predict(
 
 @command()
 def forget(
-    bundle: Path = typer.Argument(..., metavar="BUNDLE", help=_BUNDLE_HELP),
+    bundle: Path = typer.Argument(..., metavar="BUNDLE", parser=_given_path, help=_BUNDLE_HELP),
     label: str = typer.Argument(..., metavar="LABEL", help="The class to remove, with every stored embedding of it."),
-    state: Path = typer.Option(..., metavar="STATE", help="Private state file."),
+    state: Path = typer.Option(..., metavar="STATE", parser=_given_path, help="Private state file."),
     key_env: Optional[str] = typer.Option(None, metavar="VAR", help="Environment variable holding the "
                                                                     "64-hex-digit key the state was encrypted with "
                                                                     "(to decrypt it and write it back encrypted)."),

@@ -284,3 +284,34 @@ def test_train_export_eval_through_the_cli(runner, tmp_path):
     res = runner.invoke(app, ["eval", str(z), "--json", "--episodes", "200"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["accuracy"] > 75.0
+
+
+def test_train_with_too_few_classes_after_the_split_says_how_they_were_split(runner, tmp_path, tiny_folder):
+    args = tiny_train_args(tmp_path / "r", tiny_folder)
+    args[args.index("--ways") + 1] = "5"
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2, res.output
+    assert (f"{tiny_folder} has 6 classes: --val-fraction 0.15 sent 2 to validation (at least 2), leaving 4 for "
+            f"meta-training; 5-way 1-shot 1-query meta-training episodes need 5 classes with at least 2 images "
+            f"each, and the meta-training part has 4: lower --ways, or add classes") in res.stderr
+    args = tiny_train_args(tmp_path / "r2", tiny_folder)
+    args[args.index("--val-ways") + 1] = "3"
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2, res.output
+    assert "3-way 1-shot 15-query validation episodes need 3 classes with at least 16 images each, and the " \
+           "validation part has 2: lower --val-ways or raise --val-fraction" in res.stderr
+    assert not (tmp_path / "r" / "run.json").exists() and not (tmp_path / "r2" / "run.json").exists()
+
+
+def test_train_refuses_empty_paths(runner, tmp_path, tiny_folder):
+    args = tiny_train_args(tmp_path / "r", tiny_folder)
+    args[args.index("--out") + 1] = ""
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2 and "an empty path was given" in res.output and "--out" in res.output
+    args = tiny_train_args(tmp_path / "r", tiny_folder)
+    args[args.index("--data") + 1] = ""
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2 and "--data is empty; expected 'omniglot' or the path" in res.stderr
+    res = runner.invoke(app, [*tiny_train_args(tmp_path / "r", tiny_folder), "--init-from", ""])
+    assert res.exit_code == 2 and "an empty path was given" in res.output
+    assert not (tmp_path / "r").exists()

@@ -337,3 +337,33 @@ def test_text_output_cannot_be_forged_by_class_or_file_names(runner, shipped_bun
 def test_bench_refuses_nonpositive_counts(runner, shipped_bundle_dir, args):
     res = runner.invoke(app, ["bench", str(shipped_bundle_dir), *args])
     assert res.exit_code == 2 and "nan" not in res.output
+
+
+@pytest.mark.parametrize("command", [
+    ["adapt", "", "--support", "{tmp}", "--state", "{tmp}/s.state"],
+    ["adapt", "{bundle}", "--support", "", "--state", "{tmp}/s.state"],
+    ["adapt", "{bundle}", "--support", "{tmp}", "--state", ""],
+    ["predict", "{bundle}", "", "--state", "{tmp}/s.state"],
+    ["predict", "{bundle}", "{tmp}/q.png", "", "--state", "{tmp}/s.state"],
+    ["predict", "{bundle}", "{tmp}/q.png", "--state", ""],
+    ["forget", "{bundle}", "a", "--state", ""],
+])
+def test_empty_path_arguments_are_refused(runner, shipped_bundle_dir, tmp_path, command):
+    args = [a.format(bundle=shipped_bundle_dir, tmp=tmp_path) for a in command]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2, res.output
+    assert "an empty path was given; expected a file or folder path ('.' for the current folder)" in \
+        " ".join(res.output.replace("│", " ").split())
+    assert list(tmp_path.iterdir()) == []                    # nothing written, "." never read
+
+
+def test_state_under_a_file_is_named_before_any_work(runner, shipped_bundle_dir, tmp_path):
+    blocker = tmp_path / "photo.png"
+    blocker.write_bytes(b"a file, not a folder")
+    state = blocker / "me.state"
+    res = runner.invoke(app, ["adapt", str(shipped_bundle_dir), "--support", str(tmp_path / "absent"),
+                              "--state", str(state)])
+    assert res.exit_code == 2, res.output
+    assert f"--state {state}: {blocker} is a file, not a folder; expected a folder to keep the state in" in res.stderr
+    res = runner.invoke(app, ["forget", str(shipped_bundle_dir), "a", "--state", str(state)])
+    assert res.exit_code == 2 and f"no state file at {state}: {blocker} is a file, not a folder" in res.stderr

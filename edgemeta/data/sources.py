@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgemeta.contract.preprocess import default_spec
 from edgemeta.data.classes import ClassImages
 from edgemeta.data.files import load_dataset, split_classes
@@ -75,3 +77,28 @@ def evaluation_set(provenance: dict[str, Any], spec: dict[str, Any], data: str |
         raise InputError(f"the {split!r} {part} classes include {len(overlap)} characters this bundle was "
                          f"meta-trained on (split {trained_on!r}); evaluate on --split {trained_on} instead")
     return evaluated, f"omniglot/{split}/{part}" + ("+rotations" if rotate else "")
+
+
+def split_origin(dataset: str, train: ClassImages, val: ClassImages, val_fraction: float) -> str:
+    """Where the meta-training and validation classes came from, in words (for error messages)."""
+    if dataset == "omniglot":
+        return f"Omniglot has {train.n_classes} meta-training and {val.n_classes} validation classes"
+    if has_split_folders(dataset):
+        return f"{dataset} has {train.n_classes} classes in train/ and {val.n_classes} in val/"
+    total = train.n_classes + val.n_classes
+    return (f"{dataset} has {total} classes: --val-fraction {val_fraction:g} sent {val.n_classes} to validation "
+            f"(at least 2), leaving {train.n_classes} for meta-training")
+
+
+def check_episode_classes(train: ClassImages, val: ClassImages, origin: str, ways: int, shots: int, queries: int,
+                          val_ways: int, val_shots: int, val_queries: int) -> None:
+    """Refuse, before any training, a split whose meta-training or validation part has too few classes
+    with enough images for its episodes; the message says how the classes were split and what is needed."""
+    parts = (("meta-training", train, ways, shots, queries, "lower --ways, or add classes"),
+             ("validation", val, val_ways, val_shots, val_queries, "lower --val-ways or raise --val-fraction"))
+    for part, data, w, s, q, fix in parts:
+        usable = int(np.count_nonzero(data.counts >= s + q))
+        if usable < w:
+            also = "" if usable == data.n_classes else f" ({data.n_classes - usable} of its classes have fewer images)"
+            raise InputError(f"{origin}; {w}-way {s}-shot {q}-query {part} episodes need {w} classes with at "
+                             f"least {s + q} images each, and the {part} part has {usable}{also}: {fix}")
