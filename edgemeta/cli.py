@@ -276,17 +276,33 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object: ways, shots, queries, episodes, "
                                                        "precision, accuracy and ci95 (%), seconds, classes, split, "
                                                        "bundle, method."),
+    figure: Optional[Path] = typer.Option(None, metavar="FILE", help="Also draw the first episode as a PNG: the "
+                                                                     "support images (a row per class) and each "
+                                                                     "query with its predicted label, green if right, "
+                                                                     "red if wrong (needs matplotlib)."),
 ) -> None:
     """Episodic accuracy through the device runtime on classes never seen in meta-training."""
     from edgemeta.data.sources import evaluation_set
     from edgemeta.evaluation import evaluate_episodes
     from edgemeta.runtime.loaded_bundle import Bundle
 
+    if figure is not None:
+        from edgemeta.episode_figure import require_matplotlib
+
+        require_matplotlib()                    # before any work: the install line at once
     b = Bundle.load(bundle, threads=threads, precision=precision)
     test, name = evaluation_set(b.manifest["provenance"], b.preprocess_spec, data, omniglot, split,
                                 rotations=rotations)
     res = evaluate_episodes(b, test, ways, shots, queries, episodes, seed)
     res.update({"split": name, "bundle": str(bundle), "method": b.method})
+    if figure is not None:
+        from edgemeta.episode_figure import draw_episode
+
+        drawn = draw_episode(b, test, ways, shots, queries, figure, seed, 0, name)
+        res["figure"] = {"path": str(figure), "episode": 0, "right": int(drawn.correct.sum()),
+                         "queries": int(drawn.correct.size)}
+        if not as_json:
+            typer.echo(f"figure: {figure} (episode 0: {drawn.correct.sum()} of {drawn.correct.size} queries right)")
     if as_json:
         typer.echo(json.dumps(res))
     else:
