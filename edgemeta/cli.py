@@ -275,7 +275,8 @@ def evaluate(
     precision: str = typer.Option("auto", metavar="PRECISION", help="auto (int8 if the bundle has it), fp32 or int8."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object: ways, shots, queries, episodes, "
                                                        "precision, accuracy and ci95 (%), seconds, classes, split, "
-                                                       "bundle, method."),
+                                                       "bundle, method; with --figure also figure: path, "
+                                                       "episode, right, queries."),
     figure: Optional[Path] = typer.Option(None, metavar="FILE", help="Also draw the first episode as a PNG: the "
                                                                      "support images (a row per class) and each "
                                                                      "query with its predicted label, green if right, "
@@ -301,13 +302,14 @@ def evaluate(
         drawn = draw_episode(b, test, ways, shots, queries, figure, seed, 0, name)
         res["figure"] = {"path": str(figure), "episode": 0, "right": int(drawn.correct.sum()),
                          "queries": int(drawn.correct.size)}
-        if not as_json:
-            typer.echo(f"figure: {figure} (episode 0: {drawn.correct.sum()} of {drawn.correct.size} queries right)")
     if as_json:
         typer.echo(json.dumps(res))
     else:
         typer.echo(f"{b.method} on {name}: {ways}-way {shots}-shot {queries}-query, {episodes} episodes, "
                    f"{res['precision']}: {res['accuracy']:.2f} ± {res['ci95']:.2f} % ({res['seconds']:.1f}s)")
+        if figure is not None:
+            f = res["figure"]
+            typer.echo(f"figure: {figure} (episode 0: {f['right']} of {f['queries']} queries right)")
 
 
 @command()

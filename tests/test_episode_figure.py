@@ -101,6 +101,10 @@ def test_eval_figure_draws_the_first_evaluated_episode(colour_bundle_dir, photo_
     assert out["figure"] == {"path": str(png), "episode": 0, "right": int(expected.sum()), "queries": 15}
     same = draw_episode(Bundle.load(colour_bundle_dir), photo_test_classes, 5, 2, 3, tmp_path / "again.png")
     assert [c == "right" for c in frame_colours(png, same.frames)] == list(expected)   # the CLI's own PNG
+    res = CliRunner().invoke(app, ["eval", str(colour_bundle_dir), "--data", str(SAMPLE_TEST), "--shots", "2",
+                                   "--queries", "3", "--episodes", "1", "--figure", str(png)])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.splitlines()[-1] == f"figure: {png} (episode 0: {expected.sum()} of 15 queries right)"
 
 
 def test_figure_without_matplotlib_names_the_extra_before_any_work(colour_bundle_dir, tmp_path, monkeypatch):
