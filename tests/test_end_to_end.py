@@ -109,6 +109,40 @@ def test_int8_export_reports_each_phase_and_writes_the_bundle_once(tmp_path, tra
     assert gate["fp32_accuracy"] == manifest["validation"]["5w1s"]["accuracy"]
     assert ("backbone.int8.onnx" in manifest["files"]) == gate["passed"]
     assert manifest["open_set"]["threshold_by_shots"].keys() == {"1", "5"}
+    assert_precision_follows_the_manifest(tmp_path / "b", manifest)
+
+
+def assert_precision_follows_the_manifest(bundle_dir, manifest):
+    """The export records both gate figures and its decision; ``auto`` loads what it decided."""
+    from edgemeta.contract.bundle import read_bundle
+    from edgemeta.train.quantize import default_precision
+
+    p = manifest["precision"]
+    speed = p["int8"]["speed"]
+    assert p["int8_accuracy_drop"] == p["int8"]["drop"] and p["int8_speedup"] == speed["speedup"]
+    assert speed["fp32_ms_per_image"] > 0 and speed["int8_ms_per_image"] > 0 and speed["batch"] == 25
+    assert p["default"] == default_precision(p["int8_accuracy_drop"], p["int8_speedup"])
+    has_int8 = "backbone.int8.onnx" in manifest["files"]
+    assert Bundle.load(bundle_dir).precision == (p["default"] if has_int8 else "fp32")
+    if not has_int8:
+        return
+    read, files = read_bundle(bundle_dir)
+    for default in ("fp32", "int8"):
+        edited = {**read, "precision": {**read["precision"], "default": default}}
+        assert Bundle(edited, files, "edited").precision == default
+    older = {**read, "precision": {"int8": read["precision"]["int8"]}}      # no default: int8 when present
+    assert Bundle(older, files, "older").precision == "int8"
+    assert Bundle(read, files, "any", precision="fp32").precision == "fp32"
+
+
+def test_shipped_bundles_without_speed_figures_keep_int8_by_default():
+    """Version-1 bundles exported before the speed gate load their int8 backbone under ``auto``."""
+    for name in ("omniglot-conv4", "omniglot-conv4-proto"):
+        path = ROOT / "models" / name
+        if not (path / "manifest.json").is_file():  # pragma: no cover - shipped with the checkout
+            continue
+        bundle = Bundle.load(path)
+        assert "int8_speedup" not in bundle.manifest["precision"] and bundle.precision == "int8"
 
 
 def test_node_fixture_manifest_has_the_export_layout(bundle):
