@@ -95,3 +95,24 @@ def test_measure_speedup_times_both_graphs_side_by_side():
     assert 0 < lo <= speed["speedup"] <= hi
     with pytest.raises(ValueError, match="rounds must be >= 1"):
         measure_speedup(fp32, int8, _images(2), rounds=0)
+
+
+def test_auto_loads_the_manifests_default_precision():
+    """``auto`` follows ``precision.default``; without one (older manifests) int8 when present."""
+    from pathlib import Path
+
+    from edgemeta.contract.bundle import read_bundle
+    from edgemeta.runtime.loaded_bundle import Bundle
+
+    path = Path(__file__).resolve().parents[1] / "models" / "omniglot-conv4-proto"
+    if not (path / "manifest.json").is_file():  # pragma: no cover - shipped with the checkout
+        pytest.skip(f"shipped bundle not found at {path}")
+    manifest, files = read_bundle(path)
+    precision = manifest["precision"]
+    for default in ("fp32", "int8"):
+        edited = {**manifest, "precision": {**precision, "default": default, "int8_speedup": 1.0}}
+        assert Bundle(edited, files, "edited").precision == default
+        assert Bundle(edited, files, "edited", precision="int8").precision == "int8"   # explicit wins
+    assert Bundle({**manifest, "precision": {"int8": precision["int8"]}}, files, "older").precision == "int8"
+    no_int8 = {k: v for k, v in files.items() if k != "backbone.int8.onnx"}
+    assert Bundle(manifest, no_int8, "fp32 only").precision == "fp32"
