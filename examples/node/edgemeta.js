@@ -948,8 +948,8 @@ function sessionOptions(threads = 1) {
 class Bundle {
   /**
    * Read, verify and open a bundle directory or .zip; throws BundleError on any mismatch.
-   * Options: threads (intra-op threads, default 1); precision: 'auto' (the optional int8 backbone,
-   * manifest graphs.backbone_int8, when the bundle has one, else fp32; what the Python runtime does),
+   * Options: threads (intra-op threads, default 1); precision: 'auto' (the manifest's precision.default;
+   * for bundles without one, the int8 backbone graphs.backbone_int8 when present; what the Python runtime does),
    * 'fp32' or 'int8'.
    */
   static async load(bundlePath, { threads = 1, precision = 'auto' } = {}) {
@@ -958,7 +958,10 @@ class Bundle {
     if (!['auto', 'fp32', 'int8'].includes(precision)) throw new Error(`precision must be 'auto', 'fp32' or 'int8', got ${JSON.stringify(precision)}`);
     const hasInt8 = typeof g.backbone_int8 === 'string' && files.has(g.backbone_int8);
     if (precision === 'int8' && !hasInt8) throw new BundleError(`${bundlePath} has no int8 backbone; use precision 'fp32'`);
-    const useInt8 = precision === 'int8' || (precision === 'auto' && hasInt8);
+    // auto: the manifest's precision.default (export sets it from accuracy and measured speed); a
+    // manifest without one (bundles exported before the speed gate) means int8 whenever present.
+    const declared = (manifest.precision && typeof manifest.precision === 'object' && manifest.precision.default) || 'int8';
+    const useInt8 = precision === 'int8' || (precision === 'auto' && hasInt8 && declared === 'int8');
     const opts = sessionOptions(threads);
     // sessions are built from the verified bytes: nothing is re-read from disk between check and use
     const [backbone, adapt, classify] = await Promise.all([useInt8 ? g.backbone_int8 : g.backbone, g.adapt, g.classify].map(
