@@ -387,12 +387,15 @@ def test_shipped_bundles_load_and_answer_as_their_graphs_do(path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("base", ["grey", "colour"])
 @pytest.mark.parametrize("kind", ["folder", "zip"])
-def test_fuzzer_finds_no_escape(kind):
-    """500 hostile mutants per kind: each is refused with BundleError or loads and works."""
+def test_fuzzer_finds_no_escape(kind, base):
+    """500 hostile mutants per kind, of the shipped version-1 grey bundle and of the version-2 colour
+    bundle (fed colour images): each is refused with BundleError or loads and works."""
+    path = fuzz.BASE if base == "grey" else fuzz.COLOUR_BASE
     p = subprocess.run([sys.executable, str(ROOT / "tools" / "fuzz" / "bundle_fuzz.py"), "--kind", kind,
-                        "--mutants", "500", "--seed", "0", "--json"], capture_output=True, text=True, timeout=1800,
-                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+                        "--mutants", "500", "--seed", "0", "--base", str(path), "--json"], capture_output=True,
+                       text=True, timeout=1800, env={**os.environ, "OMP_NUM_THREADS": "1"})
     res = json.loads(p.stdout.strip().splitlines()[-1])
     assert res["refused"] + res["usable"] == 500 and res["usable"] > 0 and res["refused"] > 0
     assert res["escaped"] == 0, res["escaped_examples"]

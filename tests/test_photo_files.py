@@ -350,3 +350,53 @@ def test_classifier_fits_and_predicts_from_files(photo, tmp_path, colour_bundle_
     assert np.array_equal(by_file.decision_function(queries), by_array.decision_function(arrays[4:]))
     with pytest.raises(InputError, match=r"missing.png: no such file or folder"):
         by_file.predict([paths[4], tmp_path / "missing.png"])
+
+
+# ------------------------------------------------------------------- large images, band by band
+def test_large_palette_and_rgba_images_convert_band_by_band_like_the_rule(tmp_path):
+    """Images over one band (1 megapixel) are converted a band of rows at a time: the result is still
+    the per-pixel rule (RGBA over white; palette through its RGBA colours) for every row."""
+    rng = np.random.default_rng(0)
+    rgba = rng.integers(0, 256, (1300, 900, 4), dtype=np.uint8)
+    p = saved(Image.fromarray(rgba, "RGBA"), tmp_path / "big.png", "PNG")
+    want = composite(rgba[..., :3], rgba[..., 3])
+    assert np.array_equal(decode_image(p, None, 3), want)
+    assert np.array_equal(decode_image(p, None, 1), colour_to_grey(rgba))
+    pal = Image.fromarray(rgba[..., :3]).quantize(16)
+    q = saved(pal, tmp_path / "big.gif", "GIF")
+    with Image.open(q) as im:
+        expect = np.asarray(im.convert("RGBA"))
+    assert np.array_equal(decode_image(q, None, 3), composite(expect[..., :3], expect[..., 3]))
+
+
+MEMORY_CHILD = """
+import sys
+from edgemeta.contract.image_files import decode_image
+def kb(field):
+    return int(open("/proc/self/status").read().split(field + ":")[1].split()[0])
+open("/proc/self/clear_refs", "w").write("5")        # resets the peak (VmHWM) to the current RSS
+before = kb("VmRSS")
+a = decode_image(sys.argv[1], (84, 84), 3)
+assert a.shape == (7000, 7000, 3), a.shape
+print((kb("VmHWM") - before) / 1024)
+"""
+
+
+def test_tiny_gif_declaring_49_megapixels_decodes_within_a_memory_bound(tmp_path):
+    """A 2-frame GIF of 84x84 frames whose screen declares 7000x7000 (just under the pixel limit):
+    Pillow's palette canvas (49 MB) plus the RGB result (147 MB) must bound the peak, not whole RGBA
+    copies (it took about 590 MB). Measured in a fresh process."""
+    import subprocess
+    import sys
+
+    frames = [Image.fromarray(np.full((84, 84, 3), v, np.uint8)).convert("P") for v in (40, 200)]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    data = bytearray(buf.getvalue())
+    data[6:10] = struct.pack("<HH", 7000, 7000)            # the logical screen size
+    p = tmp_path / "screen.gif"
+    p.write_bytes(bytes(data))
+    out = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(p)], capture_output=True, text=True,
+                         timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-800:]
+    assert float(out.stdout.split()[-1]) < 300

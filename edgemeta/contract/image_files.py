@@ -89,10 +89,28 @@ def _sixteen_bit(a: np.ndarray) -> np.ndarray:
 
 
 def image_array(im: Any, channels: int, name: str) -> np.ndarray:
-    """A loaded Pillow image -> bool / uint8 ``[h, w]`` or uint8 RGB ``[h, w, 3]`` (module docstring)."""
-    mode = im.mode
-    if mode == "F":
+    """A loaded Pillow image -> bool / uint8 ``[h, w]`` or uint8 RGB ``[h, w, 3]`` (module docstring).
+
+    Large images are converted a band of rows at a time (every rule is per pixel), so the peak is the
+    Pillow image plus the result: a palette or RGBA image's RGBA copy and its int32 temporaries never
+    exist whole (a 49-megapixel palette GIF took 590 MB instead of about 250)."""
+    if im.mode == "F":
         raise InputError(f"{name} holds 32-bit float pixels (mode F); expected 1-bit, 8-bit or 16-bit images")
+    width, height = im.size
+    if width * height <= _SLICE:
+        return _band_array(im, channels)
+    rows = max(1, _SLICE // width)
+    first = _band_array(im.crop((0, 0, width, min(rows, height))), channels)
+    out = np.empty((height, *first.shape[1:]), first.dtype)
+    out[:len(first)] = first
+    for y in range(len(first), height, rows):
+        out[y:y + rows] = _band_array(im.crop((0, y, width, min(y + rows, height))), channels)
+    return out
+
+
+def _band_array(im: Any, channels: int) -> np.ndarray:
+    """:func:`image_array`'s per-pixel rules on one (small) Pillow image."""
+    mode = im.mode
     if mode in ("L", "RGB") and "transparency" in im.info:
         im = im.convert("LA" if mode == "L" else "RGBA")
     elif mode in ("P", "PA", "RGBa", "La"):

@@ -1,9 +1,11 @@
-"""Fuzz the bundle loader with hostile mutants of models/omniglot-conv4-proto.
+"""Fuzz the bundle loader with hostile mutants of a bundle (default models/omniglot-conv4-proto).
 
-    python tools/fuzz/bundle_fuzz.py --kind folder|zip --mutants 500 --seed 0 [--json]
+    python tools/fuzz/bundle_fuzz.py --kind folder|zip --mutants 500 --seed 0 [--base BUNDLE] [--json]
 
-Each mutant is loaded with ``Bundle.load``; an accepted one must then fit and predict
-(``FewShotClassifier``, random uint8 28x28 images) and pass ``edgemeta inspect``. Outcomes:
+``--base`` picks the bundle folder to mutate, e.g. the version-2 colour bundle
+examples/node/test/colour-bundle. Each mutant is loaded with ``Bundle.load``; an accepted one must
+then fit and predict (``FewShotClassifier`` on random uint8 images of the base's own input: grey
+``[n, H, W]`` or colour ``[n, H, W, 3]``) and pass ``edgemeta inspect``. Outcomes:
 ``refused`` (BundleError), ``usable`` (accepted, fit/predict/inspect worked) and ``escaped`` (any
 other exception, or accepted but fit/predict/inspect failed). The goal is 0 escaped.
 
@@ -24,6 +26,7 @@ import io
 import json
 import os
 import random
+import re
 import struct
 import sys
 import tempfile
@@ -45,12 +48,22 @@ from edgemeta.errors import BundleError  # noqa: E402
 from edgemeta.runtime import Bundle, FewShotClassifier  # noqa: E402
 
 BASE = ROOT / "models" / "omniglot-conv4-proto"
+COLOUR_BASE = ROOT / "examples" / "node" / "test" / "colour-bundle"
 Files = dict[str, bytes]
 
 
-def load_base() -> tuple[dict[str, Any], Files]:
-    manifest = json.loads((BASE / MANIFEST).read_text())
-    return manifest, {name: (BASE / name).read_bytes() for name in manifest["files"]}
+def load_base(base: Path = BASE) -> tuple[dict[str, Any], Files]:
+    """The manifest and the listed files' bytes of the bundle folder ``base``."""
+    manifest = json.loads((base / MANIFEST).read_text())
+    return manifest, {name: (base / name).read_bytes() for name in manifest["files"]}
+
+
+def input_images(manifest: dict[str, Any], n: int, rng: np.random.Generator) -> np.ndarray:
+    """Random uint8 images of the bundle's own input: grey ``[n, H, W]`` or colour ``[n, H, W, 3]``."""
+    pre = manifest["preprocess"]
+    h, w = pre["size"]
+    shape = (n, h, w, 3) if pre.get("channels", 1) == 3 else (n, h, w)
+    return rng.integers(0, 256, shape, dtype=np.uint8)
 
 
 def reseal(manifest: dict[str, Any], files: Files | None = None) -> dict[str, Any]:
@@ -124,7 +137,7 @@ def raw_manifest_attack(rng: random.Random, manifest: dict[str, Any]) -> tuple[b
     elif kind == "deep":
         text = text[:-2] + ', "x": ' + "[" * 100_000 + "]" * 100_000 + "\n}"
     elif kind == "huge-int":
-        text = text.replace('"dim": 64', '"dim": ' + "9" * 5000, 1)
+        text = re.sub(r'"dim": \d+', '"dim": ' + "9" * 5000, text, count=1)
     elif kind == "nan":
         text = text.replace('"scale": ', '"scale": NaN, "x": ', 1)
     elif kind == "infinity":
@@ -312,7 +325,7 @@ def zip_mutant(rng: random.Random, base: tuple[dict[str, Any], Files], out: Path
         return f"zip with 200 entries sharing the stream of {target}"
     if family == "duplicate":
         name = rng.choice([MANIFEST, *files])
-        dup = mtext.replace(b'"dim": 64', b'"dim": 128') if name == MANIFEST else b"\x00" * 16
+        dup = re.sub(rb'"dim": \d+', b'"dim": 128', mtext) if name == MANIFEST else b"\x00" * 16
         out.write_bytes(zip_bytes([*entries, (name, dup)]))
         return f"zip with {name} twice"
     if family in ("flip", "truncate"):
@@ -347,10 +360,39 @@ def zip_mutant(rng: random.Random, base: tuple[dict[str, Any], Files], out: Path
 
 # ----------------------------------------------------------------------------- running
 
-def use(path: Path, images: np.ndarray, labels: np.ndarray, queries: np.ndarray) -> None:
-    """Load, fit, predict (with open-set rejection when calibrated) and inspect: raise on any failure."""
+SMOKE_IMAGES = 2000   # the most support images the usability smoke feeds to meet a bundle's declared limits
+
+
+def support_for(limits: dict[str, Any], base: dict[str, Any], images: np.ndarray, labels: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray] | None:
+    """2-shot support images and labels within the bundle's declared ``limits.min_ways`` /
+    ``max_ways``: the given 3-way set when it fits them, else a random set of the needed ways, or None
+    when that would exceed SMOKE_IMAGES."""
+    ways = min(max(3, int(limits.get("min_ways", 2))), int(limits.get("max_ways", 3)))
+    if ways == 3:
+        return images, labels
+    if ways * 2 > SMOKE_IMAGES:
+        return None
+    return input_images(base, ways * 2, np.random.default_rng(1)), np.repeat(np.arange(ways), 2)
+
+
+def use(path: Path, images: np.ndarray, labels: np.ndarray, queries: np.ndarray, base: dict[str, Any]) -> None:
+    """Load, fit, predict (with open-set rejection when calibrated) and inspect: raise on any failure.
+    The support set meets the bundle's declared limits; a bundle declaring more than SMOKE_IMAGES
+    support images must refuse the small set with an InputError naming what it expects."""
+    from edgemeta.errors import InputError
+
     bundle = Bundle.load(path)
-    clf = FewShotClassifier(bundle).fit(images, labels)
+    support = support_for(bundle.manifest.get("limits", {}), base, images, labels)
+    if support is None:
+        try:
+            FewShotClassifier(bundle).fit(images, labels)
+        except InputError as exc:
+            if "expected" not in str(exc):
+                raise AssertionError(f"the refusal names nothing expected: {exc}") from None
+            return
+        raise AssertionError("a bundle declaring more ways than the smoke feeds accepted 3 classes")
+    clf = FewShotClassifier(bundle).fit(*support)
     pred = clf.predict(queries)
     assert pred.shape == (len(queries),), pred.shape
     if bundle.manifest.get("open_set", {}).get("threshold_by_shots"):
@@ -365,13 +407,13 @@ def use(path: Path, images: np.ndarray, labels: np.ndarray, queries: np.ndarray)
         raise AssertionError(f"edgemeta inspect failed on an accepted bundle: {res.exception!r} {res.output[-300:]}")
 
 
-def run(kind: str, mutants: int, seed: int) -> dict[str, Any]:
+def run(kind: str, mutants: int, seed: int, base_dir: Path = BASE) -> dict[str, Any]:
     rng = random.Random(seed)
     data_rng = np.random.default_rng(seed)
-    images = data_rng.integers(0, 256, (6, 28, 28), dtype=np.uint8)
+    base = load_base(base_dir)
+    images = input_images(base[0], 6, data_rng)
     labels = np.array([0, 0, 1, 1, 2, 2])
-    queries = data_rng.integers(0, 256, (4, 28, 28), dtype=np.uint8)
-    base = load_base()
+    queries = input_images(base[0], 4, data_rng)
     make = folder_mutant if kind == "folder" else zip_mutant
     counts: Counter = Counter()
     escaped: list[dict[str, str]] = []
@@ -392,7 +434,7 @@ def run(kind: str, mutants: int, seed: int) -> dict[str, Any]:
                                 "where": traceback.format_exc(limit=-2)[-600:]})
             else:
                 try:
-                    use(out, images, labels, queries)
+                    use(out, images, labels, queries, base[0])
                     counts["usable"] += 1
                 except Exception as exc:  # noqa: BLE001
                     counts["escaped"] += 1
@@ -401,7 +443,7 @@ def run(kind: str, mutants: int, seed: int) -> dict[str, Any]:
             took = time.perf_counter() - t
             slowest = max(slowest, (took, what))
             _clean(out.parent)
-    return {"kind": kind, "mutants": mutants, "seed": seed, "refused": counts["refused"],
+    return {"kind": kind, "base": str(base_dir), "mutants": mutants, "seed": seed, "refused": counts["refused"],
             "usable": counts["usable"], "escaped": counts["escaped"], "escaped_examples": escaped[:20],
             "slowest_seconds": round(slowest[0], 3), "slowest_mutant": slowest[1]}
 
@@ -423,13 +465,16 @@ def main() -> int:
     ap.add_argument("--kind", choices=["folder", "zip"], required=True)
     ap.add_argument("--mutants", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--base", type=Path, default=BASE, help="bundle folder to mutate (default: %(default)s)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args()
-    res = run(args.kind, args.mutants, args.seed)
+    if not (args.base / MANIFEST).is_file():
+        ap.error(f"--base {args.base} is not a bundle folder (expected {MANIFEST} in it)")
+    res = run(args.kind, args.mutants, args.seed, args.base.resolve())
     if args.json:
         print(json.dumps(res))
     else:
-        print(f"{res['kind']}: {res['mutants']} mutants (seed {res['seed']})")
+        print(f"{res['kind']}: {res['mutants']} mutants of {res['base']} (seed {res['seed']})")
         print(f"  refused  {res['refused']:5d}   (BundleError)")
         print(f"  usable   {res['usable']:5d}   (accepted; fit, predict and inspect worked)")
         print(f"  escaped  {res['escaped']:5d}   (other exception, or accepted but unusable)")
