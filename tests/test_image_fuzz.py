@@ -25,3 +25,17 @@ def test_image_fuzzer_finds_no_escape():
     assert res["decoded"] + res["refused"] + res["escaped"] == 600 and res["decoded"] > 0 and res["refused"] > 0
     assert res["escaped"] == 0, res["escaped_examples"]
     assert res["rss_growth_mb"] < 500 and res["biggest_subprocess_growth_mb"] < 500
+
+
+def test_colour_array_fuzz_finds_no_escape():
+    """200 random arrays (dtypes, channels, shapes up to 3000 a side, NaN/inf, mixed lists) through
+    the colour rule: each is a correct [N, 3, 84, 84] in [0, 1] (some compared with the oracle) or an
+    InputError, and an input the rules refuse is never accepted."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("array_fuzz", ROOT / "tools" / "fuzz" / "array_fuzz.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    res = tool.run(200, 0, 10)
+    assert res["escaped"] == 0, res["escaped_examples"]
+    assert res["correct"] > 20 and res["refused"] > 20 and res["oracle_compared"] == 10
