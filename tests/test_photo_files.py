@@ -199,6 +199,32 @@ def test_draft_size_follows_the_exif_orientation(photo, tmp_path):
     assert got.shape == (500, 125, 3)                             # 1/8: shown 500 high, 125 wide >= 500x84
 
 
+def test_grey_bundles_decode_jpegs_in_full_as_version_1_did(phone_jpeg):
+    """Grey bundles sample the full image with ``nearest``: a reduced decode would change what the
+    shipped version-1 bundles answer for a JPEG file, so for them a file equals its full pixels."""
+    from edgemeta.contract.preprocess import colour_to_grey, default_spec, preprocess
+
+    assert decode_image(phone_jpeg, (28, 28), 1).shape == (3024, 4032)
+    with Image.open(phone_jpeg) as im:
+        full = colour_to_grey(np.asarray(im.convert("RGB")))
+    spec = default_spec()
+    assert np.array_equal(preprocess([phone_jpeg], spec, ink="auto"), preprocess([full], spec, ink="auto"))
+
+
+def test_heic_photos_are_named_and_never_left_out(tmp_path):
+    from edgemeta.data.files import list_class_folders
+
+    heic = b"\x00\x00\x00\x18ftypheic" + b"\x00" * 64           # an iPhone photo's first bytes
+    with pytest.raises(InputError, match="HEIC/HEIF or AVIF image .*convert it to JPEG or PNG"):
+        decode_image(heic, (84, 84), 3)
+    (tmp_path / "cat").mkdir()
+    (tmp_path / "cat" / "IMG_0001.HEIC").write_bytes(heic)
+    [(name, files)] = list_class_folders(tmp_path)
+    assert name == "cat" and [f.name for f in files] == ["IMG_0001.HEIC"]
+    with pytest.raises(InputError, match="IMG_0001.HEIC is a HEIC/HEIF"):
+        decode_image(files[0], (84, 84), 3)
+
+
 def test_pngs_are_never_reduced(photo, tmp_path):
     path = saved(photo.resize((400, 300)), tmp_path / "p.png", "PNG")
     assert decode_image(path, (84, 84), 3).shape == (300, 400, 3)

@@ -12,8 +12,13 @@
 - ``channels=3`` (colour bundles): grey files stay grey ``[h, w]`` (the runtime replicates them),
   the rest is uint8 RGB ``[h, w, 3]``. ``channels=1``: colour is turned grey here by the runtime's
   rule (:func:`~edgemeta.contract.preprocess.colour_to_grey`), so the result is always ``[h, w]``.
-- JPEGs are decoded at reduced size (``draft``): the smallest DCT scale whose result is still at
-  least ``target`` on both sides, so its centre crop (or the whole image) still covers the target.
+- For colour bundles (``channels=3``), JPEGs are decoded at reduced size (``draft``): the smallest
+  DCT scale whose result is still at least ``target`` on both sides, so its centre crop still covers
+  the target. The pixels then differ slightly from a full decode of the same file (DCT scaling is
+  not the ``box_int`` rule): an app that needs bit-identical answers across runtimes passes pixels.
+  Grey bundles decode JPEGs in full, as version-1 bundles always did (their ``nearest`` resize
+  samples the full image).
+- HEIC/HEIF and AVIF files (iPhone photos) are named as such, with what to do, instead of skipped.
 - The pixel limit (``MAX_PIXELS``) is checked from the header, before any pixel is decoded.
 
 Every failure is an :class:`~edgemeta.errors.InputError` naming the file (or ``image bytes #i``);
@@ -38,6 +43,10 @@ from edgemeta.contract.preprocess import MAX_PIXELS, colour_to_grey
 from edgemeta.errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".pgm", ".ppm", ".webp")
+# Listed in folders too, so that they end in a clear error instead of being left out without a word.
+UNREADABLE_PHOTO_SUFFIXES = (".heic", ".heif", ".avif")
+LISTED_SUFFIXES = IMAGE_SUFFIXES + UNREADABLE_PHOTO_SUFFIXES
+_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis"}
 # Pillow plugins tried on a file: the formats of IMAGE_SUFFIXES (JPEG opens phones' multi-picture JPEGs
 # as MPO too). Others (EPS runs Ghostscript, for one) are never tried.
 PILLOW_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "PPM", "WEBP")
@@ -162,7 +171,7 @@ def _decode_stream(fp: Any, name: str, target: tuple[int, int] | None, channels:
         w, h = im.size
         if w * h > MAX_PIXELS:
             raise _pixel_limit(name, w, h)
-        if target is not None and im.format in ("JPEG", "MPO"):
+        if target is not None and channels == 3 and im.format in ("JPEG", "MPO"):
             im.draft("RGB", _draft_size(im, target))
         im.load()
         ImageOps.exif_transpose(im, in_place=True)
@@ -186,6 +195,19 @@ def _open_file(path: Path, name: str) -> Any:
     if st.st_size == 0:
         raise InputError(f"{name} is empty (0 bytes); {EXPECTED}")
     return open(path, "rb")
+
+
+def _is_heif(source: ImageSource) -> bool:
+    """Whether the file starts as an ISO-BMFF image does: ``....ftyp`` + a HEIF/AVIF brand."""
+    try:
+        if isinstance(source, (bytes, bytearray)):
+            head = bytes(source[:12])
+        else:
+            with open(source, "rb") as f:
+                head = f.read(12)
+    except OSError:
+        return False
+    return len(head) == 12 and head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS
 
 
 def decode_image(source: ImageSource, target: tuple[int, int] | None, channels: int,
@@ -224,6 +246,10 @@ def decode_image(source: ImageSource, target: tuple[int, int] | None, channels: 
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise _bomb(name, exc) from None
     except Image.UnidentifiedImageError:
+        if _is_heif(source):
+            raise InputError(f"{name} is a HEIC/HEIF or AVIF image (an iPhone photo), which this runtime cannot "
+                             f"decode; convert it to JPEG or PNG first (iPhone: Settings > Camera > Formats > "
+                             f"Most Compatible); {EXPECTED}") from None
         raise InputError(f"{name} is not an image Pillow can read; {EXPECTED}") from None
     except PermissionError:
         raise InputError(f"{name}: permission denied; {EXPECTED}") from None
