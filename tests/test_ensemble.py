@@ -7,7 +7,6 @@ import pytest
 
 from edgemeta.data import EpisodeSampler
 from edgemeta.runtime import FewShotClassifier, HeadEnsemble, InputError, NotFittedError
-from edgemeta.runtime.classifier import softmax
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import argparse
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 CASES = ("rgb", "rgba", "float-rgba")
 

@@ -42,11 +42,9 @@ from __future__ import annotations
 
 import argparse
 import base64
-import datetime as _dt
 import json
 import math
 import os
-import platform
 import shutil
 import struct
 import sys
@@ -492,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="also bundles of every other adaptation method and a .zip bundle (several MB)")
     args = ap.parse_args(argv)
 
-    from edgemeta.contract.bundle import read_bundle, zip_bundle
+    from edgemeta.contract.bundle import zip_bundle
     from edgemeta.runtime import Bundle, FewShotClassifier
 
     t0 = time.perf_counter()

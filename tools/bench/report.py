@@ -314,7 +314,7 @@ def write_report(r: Runner, meta: dict[str, Any], out: Path) -> None:
 
     # ---------------- goals
     e25, t25 = g(em, "embed_ms_per_image", "25", "ms"), g(te, "forms", "folded", "embed_ms_per_image", "25", "ms")
-    e1, t1 = g(em, "embed_ms_per_image", "1", "ms"), g(te, "forms", "folded", "embed_ms_per_image", "1", "ms")
+    e1 = g(em, "embed_ms_per_image", "1", "ms")
     tb25 = g(te, "forms", "with_bn", "embed_ms_per_image", "25", "ms")
     ea = g(em, "adapt_5w5s_ms", "with_embedding", "ms")
     ta = g(te, "forms", "folded", "adapt_5w5s_ms", "ms")
@@ -570,8 +570,8 @@ def write_report(r: Runner, meta: dict[str, Any], out: Path) -> None:
                 "convolution kernels (fused or compiled training step).")
             A("")
             if cfg:
-                A(f"edgemeta's trainer was measured as this checkout has it (git state and source digest in *Machine*; "
-                  f"others are working on `edgemeta/` and its speed moved during this work). Its run configuration: " + ", ".join(
+                A("edgemeta's trainer was measured as this checkout has it (git state and source digest in *Machine*; "
+                  "others are working on `edgemeta/` and its speed moved during this work). Its run configuration: " + ", ".join(
                       f"`{k}={cfg[k]}`" for k in ("ways", "shots", "queries", "lr", "episodes_per_step", "augment",
                                                   "amp", "channels_last", "device") if k in cfg) + ".")
                 A("")
@@ -606,7 +606,7 @@ def write_report(r: Runner, meta: dict[str, Any], out: Path) -> None:
     A("## 5. The physical limit")
     A("")
     if flops:
-        A(f"conv4 on one 28x28 image, counted from `backbone.onnx` (MACs = output H x W x C_out x C_in x 3 x 3; FLOPs = 2 x MACs):")
+        A("conv4 on one 28x28 image, counted from `backbone.onnx` (MACs = output H x W x C_out x C_in x 3 x 3; FLOPs = 2 x MACs):")
         A("")
         A("| conv | input | output | MACs |")
         A("| --- | --- | --- | --- |")

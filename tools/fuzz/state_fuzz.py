@@ -36,7 +36,7 @@ import warnings
 import zipfile
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
