@@ -378,12 +378,12 @@ def _state_key(key_env: Optional[str]) -> Optional[bytes]:
 
 def _image_files(paths: list[Path]) -> list[Path]:
     """The files to classify: each file as given, each folder's image files (sorted, not recursive)."""
-    from edgemeta.contract.image_files import IMAGE_SUFFIXES, LISTED_SUFFIXES
+    from edgemeta.contract.image_files import IMAGE_SUFFIXES, image_files_in
 
     out: list[Path] = []
     for p in paths:
         if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in LISTED_SUFFIXES)
+            found = image_files_in(p)
             if not found:
                 raise InputError(f"{p} is a folder with no image files ({', '.join(IMAGE_SUFFIXES)})")
             out += found

@@ -57,6 +57,11 @@ _SLICE = 1 << 20                 # pixels composited at a time (bounds the int32
 ImageSource = str | os.PathLike | bytes | bytearray
 
 
+def image_files_in(folder: Path) -> list[Path]:
+    """The files of ``folder`` (not recursive) with a suffix of ``LISTED_SUFFIXES`` (any case), sorted."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in LISTED_SUFFIXES and p.is_file())
+
+
 def is_image_source(x: Any) -> bool:
     """True for what :func:`decode_image` reads: a path (``str`` / ``os.PathLike``) or encoded bytes."""
     return isinstance(x, (str, os.PathLike, bytes, bytearray))
