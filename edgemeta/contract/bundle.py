@@ -2,7 +2,8 @@
 
 A bundle is a directory (or a ``.zip`` of one) holding ``manifest.json`` plus the files the
 manifest lists with their sha256 and size. ``docs/bundle-format.md`` is the specification;
-this module is its only implementation.
+this module is its only implementation (field rules: :mod:`~edgemeta.contract.manifest_schema`;
+JSON reading: :mod:`~edgemeta.contract.strict_json`).
 """
 
 from __future__ import annotations

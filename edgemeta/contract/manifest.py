@@ -12,7 +12,7 @@ import platform
 from typing import Any, Mapping, Sequence
 
 from edgemeta import __version__
-from edgemeta.contract.bundle import GRAPH_FILES
+from edgemeta.contract.manifest_schema import GRAPH_FILES
 from edgemeta.contract.preprocess import colour_spec, default_spec
 from edgemeta.errors import ExportError
 
