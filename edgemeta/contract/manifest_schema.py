@@ -69,10 +69,6 @@ def _short(v: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-class AnyJSON(Rule):
-    expected = "any JSON value"
-
-
 @dataclass
 class Const(Rule):
     value: Any

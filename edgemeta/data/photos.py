@@ -19,8 +19,6 @@ from edgemeta.data.classes import ClassImages
 from edgemeta.data.files import list_class_folders
 from edgemeta.errors import InputError
 
-SPLIT_FOLDERS = ("train", "val", "test")
-
 
 def load_photo_folder(root: str | Path, size: tuple[int, int]) -> ClassImages:
     """``root/<class>/*`` -> :class:`ClassImages` with uint8 pixels ``[M, 3, H, W]`` (class = folder name)."""

@@ -29,12 +29,9 @@ from edgemeta.train.augment import photo_augment, random_affine
 from edgemeta.train.checkpoint import load_json, load_weights, save_json, save_weights
 from edgemeta.train.distributed import (Dist, average_buffers, average_gradients, barrier, broadcast_flag,
                                         init_from_env)
-from edgemeta.train.method_specs import METHOD_SPECS, train_defaults
+from edgemeta.train.method_specs import train_defaults
 from edgemeta.train.model import FewShotModel
 from edgemeta.train.resume import has_checkpoint, load_checkpoint, save_checkpoint
-
-# Per-method TrainConfig fields a user gets without flags (``edgemeta train --method M``), from the registry.
-METHOD_DEFAULTS: dict[str, dict[str, Any]] = {name: train_defaults(name) for name in METHOD_SPECS}
 
 
 @dataclass
