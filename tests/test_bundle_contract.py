@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgemeta.contract.bundle import (FORMAT_NAME, FORMAT_VERSION, GRAPH_FILES, MANIFEST, BundleError,
-                                      manifest_digest, read_bundle, sha256_bytes, verify, write_bundle,
-                                      zip_bundle)
+from edgemeta.contract.bundle import (FORMAT_NAME, FORMAT_VERSION, GRAPH_FILES, MANIFEST, manifest_digest,
+                                      read_bundle, sha256_bytes, verify, write_bundle, zip_bundle)
+from edgemeta.errors import BundleError
 from edgemeta.runtime import Bundle, FewShotClassifier
 
 

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgemeta.contract.preprocess import InputError, default_spec
+from edgemeta.contract.preprocess import default_spec
 from edgemeta.data.files import load_class_npz, load_dataset, load_image_folder, split_classes
 from edgemeta.data.omniglot import load_omniglot
 from edgemeta.data.sources import training_sets
+from edgemeta.errors import InputError
 
 SPEC = default_spec((28, 28))
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from edgemeta.data.episodes import EpisodeSampler
-from edgemeta.train.export import EMBEDDING_TOL, ExportError, check_parity, graphs_from_model
+from edgemeta.errors import ExportError
+from edgemeta.train.export import EMBEDDING_TOL, check_parity, graphs_from_model
 from edgemeta.train.methods import METHODS
 from edgemeta.train.model import FewShotModel
 

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgemeta.contract.preprocess import (MAX_PIXELS, InputError, colour_to_grey, dark_on_bright, default_spec,
-                                          iter_preprocess, nearest_indices, preprocess)
+from edgemeta.contract.preprocess import (MAX_PIXELS, colour_to_grey, dark_on_bright, default_spec, iter_preprocess,
+                                          nearest_indices, preprocess)
+from edgemeta.errors import InputError
 
 SPEC = default_spec((28, 28), "nearest")
 

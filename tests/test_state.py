@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgemeta.errors import StateError
 from edgemeta.runtime import FewShotClassifier
-from edgemeta.runtime.state import MAGIC, StateError, decode_state, encode_state
+from edgemeta.runtime.state import MAGIC, decode_state, encode_state
 
 pytest.importorskip("cryptography")
 

@@ -15,8 +15,8 @@ import pytest
 
 from edgemeta.cli_errors import describe_os_error
 from edgemeta.contract.atomic_files import NAME_MAX, TEMPORARY_EXTRA_BYTES, atomic_write_bytes, file_in_the_way
+from edgemeta.errors import StateError
 from edgemeta.runtime import FewShotClassifier
-from edgemeta.runtime.state import StateError
 
 TMP_TAG = ".edgemeta-tmp-"
 A_TEMPORARY = re.compile(r"\.edgemeta-tmp-[0-9a-f]{16}")     # a real temporary's name
