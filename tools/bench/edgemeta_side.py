@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -33,7 +34,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import BUNDLE, as_float, current_rss_mb, emit, load_episodes, mean_ci95, peak_rss_mb, pin_one_core, timeit  # noqa: E402
 
 
-def load_bundle(precision: str):
+if TYPE_CHECKING:
+    from edgemeta.runtime import Bundle
+
+
+def load_bundle(precision: str) -> Bundle:
+    """The shipped bundle with one intra-op thread at ``precision`` (fp32 also from a runtime without it)."""
     from edgemeta.runtime import Bundle
 
     try:
