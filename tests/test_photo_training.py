@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from edgemeta.data.classes import ClassImages, unit_float
-from edgemeta.contract.preprocess import preprocess_colour_uint8
+from edgemeta.contract.preprocess import preprocess_colour_uint8, unit_float
+from edgemeta.data.classes import ClassImages
 from edgemeta.errors import InputError
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "mini-imagenet" / "sample"

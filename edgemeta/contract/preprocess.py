@@ -343,8 +343,9 @@ def _check_values(g: np.ndarray, what: str, first: int | None = None) -> None:
                          f"to [0, 1] (or uint8 0..255, or bool)")
 
 
-def _unit_float(x: np.ndarray) -> np.ndarray:
-    """bool / uint8 / float -> float32 in [0, 1] (for the few sampled pixels)."""
+def unit_float(x: np.ndarray) -> np.ndarray:
+    """Pixels of any shape -> float32 in [0, 1], same shape: uint8 ``v`` -> ``float32(v) / float32(255)``
+    (the colour rule's value, bit for bit), bool -> 0.0 / 1.0, float as float32 (always a new array)."""
     if x.dtype == np.uint8:
         return x.astype(np.float32) / np.float32(255.0)
     return x.astype(np.float32)
@@ -409,7 +410,7 @@ def _convert(g: np.ndarray, colour: bool, spec: Mapping[str, Any], size: tuple[i
     n, h, w = g.shape
     if (h, w) == size or spec["resize"] == "nearest":
         sampled = g if (h, w) == size else g[:, nearest_indices(h, size[0])[:, None], nearest_indices(w, size[1])]
-        x = _unit_float(sampled)
+        x = unit_float(sampled)
     else:
         x = np.stack([_resize_pillow(im, size, spec["resize"]) for im in g])
     if flip.any():                                     # x is always a fresh array here

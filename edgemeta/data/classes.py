@@ -6,18 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgemeta.contract.preprocess import unit_float
 from edgemeta.errors import InputError
 
 _ONE_F32_BITS = np.float32(1.0).view(np.uint32)
-_255 = np.float32(255.0)
-
-
-def unit_float(pixels: np.ndarray) -> np.ndarray:
-    """Stored pixels -> float32 backbone input: uint8 ``v`` -> ``float32(v) / float32(255)`` (the device
-    runtime's colour value, bit for bit), bool -> 0.0 / 1.0, float32 as is (a copy)."""
-    if pixels.dtype == np.uint8:
-        return pixels.astype(np.float32) / _255
-    return pixels.astype(np.float32)
 
 
 def compact_pixels(x: np.ndarray) -> np.ndarray:
