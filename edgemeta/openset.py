@@ -11,7 +11,8 @@ import numpy as np
 
 
 def auroc(known: np.ndarray, unknown: np.ndarray) -> float:
-    """Probability that a known query scores above an unknown one (ties count half)."""
+    """Probability that a known query scores above an unknown one (ties count half); ``known [n1]``
+    and ``unknown [n0]`` are 1-D score arrays."""
     allv = np.concatenate([known, unknown])
     order = allv.argsort(kind="mergesort")
     ranks = np.empty(len(allv))

@@ -56,6 +56,7 @@ def check_labels(labels: Any, n_images: int) -> np.ndarray:
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of ``logits [N, K]`` -> probabilities ``[N, K]`` (max subtracted first)."""
     z = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
