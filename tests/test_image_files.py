@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgemeta.contract.preprocess import MAX_PIXELS
+from edgemeta.contract.input_checks import MAX_PIXELS
 from edgemeta.data.files import load_image_folder, read_image_file
 from edgemeta.contract.preprocess import default_spec
 from edgemeta.errors import InputError

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgemeta.contract.preprocess import (MAX_PIXELS, colour_to_grey, dark_on_bright, default_spec, iter_preprocess,
+from edgemeta.contract.input_checks import MAX_PIXELS
+from edgemeta.contract.preprocess import (colour_to_grey, dark_on_bright, default_spec, iter_preprocess,
                                           nearest_indices, preprocess)
 from edgemeta.errors import InputError
 

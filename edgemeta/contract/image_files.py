@@ -39,7 +39,8 @@ from typing import Any
 
 import numpy as np
 
-from edgemeta.contract.preprocess import MAX_PIXELS, colour_to_grey
+from edgemeta.contract.input_checks import MAX_PIXELS
+from edgemeta.contract.preprocess import colour_to_grey
 from edgemeta.errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".pgm", ".ppm", ".webp")

@@ -23,7 +23,8 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from edgemeta.contract.preprocess import CheckedImages, check_images, check_ink, check_spec, iter_preprocess
+from edgemeta.contract.input_checks import CheckedImages, check_images
+from edgemeta.contract.preprocess import check_ink, check_spec, iter_preprocess
 from edgemeta.errors import InputError, NotFittedError, StateError
 from edgemeta.runtime.loaded_bundle import Bundle
 from edgemeta.runtime.state import StateData, read_state, write_state
