@@ -22,15 +22,13 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from edgemeta.contract.atomic_files import atomic_write_bytes
-from edgemeta.contract.manifest_schema import (FORMAT_NAME, FORMAT_VERSION, GRAPH_FILES, MAX_BUNDLE_BYTES,
-                                               READABLE_VERSIONS,
-                                               plain_file_name, validate_manifest)
+from edgemeta.contract.bundle_zip import checked_entries, read_zip_entry
+from edgemeta.contract.manifest_schema import (FORMAT_NAME, FORMAT_VERSION, GRAPH_FILES, MANIFEST, MAX_BUNDLE_BYTES,
+                                               READABLE_VERSIONS, validate_manifest)
 from edgemeta.contract.strict_json import MAX_BYTES as MAX_MANIFEST_BYTES
 from edgemeta.contract.strict_json import loads_strict
 from edgemeta.errors import BundleError
 
-MANIFEST = "manifest.json"
-MAX_ZIP_ENTRIES = 256
 REQUIRED_KEYS = (
     "format", "format_version", "method", "input", "preprocess", "embedding",
     "head", "graphs", "files", "provenance", "validation", "integrity",
@@ -180,74 +178,15 @@ def _read_folder(path: Path, source: str) -> tuple[dict[str, Any], dict[str, byt
     return manifest, files
 
 
-def _zip_entry_ranges_disjoint(fh: Any, infos: list[zipfile.ZipInfo], end: int, source: str) -> None:
-    """Refuse entries whose local header + data ranges overlap (one stream shared by many entries)
-    or run past the central directory at offset ``end``."""
-    spans = []
-    for info in infos:
-        fh.seek(info.header_offset)
-        head = fh.read(30)
-        if len(head) != 30 or head[:4] != b"PK\x03\x04":
-            raise _refuse(source, f"zip entry {info.filename!r} has no local header where the directory says; "
-                                  f"the zip is damaged")
-        name_len, extra_len = struct.unpack("<HH", head[26:30])
-        stop = info.header_offset + 30 + name_len + extra_len + info.compress_size + (12 if info.flag_bits & 8 else 0)
-        spans.append((info.header_offset, stop, info.filename))
-    spans.sort()
-    for (_, stop, name), (start, _, nxt) in zip(spans, spans[1:]):
-        if start < stop:
-            raise _refuse(source, f"zip entries {name!r} and {nxt!r} overlap; expected each entry stored once "
-                                  f"(an overlapping-entry zip bomb looks like this)")
-    if spans and max(s[1] for s in spans) > end:
-        raise _refuse(source, "a zip entry runs past the zip's central directory; the zip is damaged")
-
-
-def _zip_root(infos: list[zipfile.ZipInfo], source: str) -> str:
-    """The folder prefix of ``manifest.json`` in a zip: ``""`` (flat) or ``"<folder>/"`` (one level)."""
-    found = [i.filename for i in infos if i.filename.rsplit("/", 1)[-1] == MANIFEST and not i.is_dir()]
-    if not found:
-        raise _refuse(source, f"no {MANIFEST}; is this an edgemeta bundle?")
-    if len(found) > 1:
-        raise _refuse(source, f"the zip holds several manifests {found[:4]}; expected one bundle per zip")
-    root = found[0][: -len(MANIFEST)]
-    if root and not plain_file_name(root[:-1]):
-        raise _refuse(source, f"{found[0]!r}: expected {MANIFEST} at the top of the zip or in one folder "
-                              f"(nested folders are not supported)")
-    return root
-
-
-def _read_zip_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, source: str) -> bytes:
-    """One entry's bytes, refused before inflating if it declares more than ``limit`` bytes."""
-    if info.flag_bits & 1:
-        raise _refuse(source, f"zip entry {info.filename!r} is encrypted; expected a plain zip")
-    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-        raise _refuse(source, f"zip entry {info.filename!r} uses compression method {info.compress_type}; "
-                              f"expected stored or deflated")
-    if info.file_size > limit:
-        raise _refuse(source, f"zip entry {info.filename!r} declares {info.file_size} bytes, more than the "
-                              f"{limit} expected; refused without inflating it")
-    with zf.open(info) as entry:
-        return entry.read(limit + 1)
-
-
 def _read_zip(fh: Any, source: str) -> tuple[dict[str, Any], dict[str, bytes]]:
     """``manifest.json`` and the entries it lists from a zip, each inflated only up to its listed size.
 
-    Refuses more than ``MAX_ZIP_ENTRIES`` entries, duplicate names and overlapping entries first;
-    unlisted entries are never inflated.
+    The central directory is checked first (:func:`edgemeta.contract.bundle_zip.checked_entries`:
+    entry count, duplicate names, overlapping entries, one manifest); unlisted entries are never inflated.
     """
     with zipfile.ZipFile(fh) as zf:
-        infos = zf.infolist()
-        if len(infos) > MAX_ZIP_ENTRIES:
-            raise _refuse(source, f"the zip has {len(infos)} entries; a bundle has at most {MAX_ZIP_ENTRIES}")
-        names = [i.filename for i in infos]
-        if len(set(names)) != len(names):
-            dup = sorted({n for n in names if names.count(n) > 1})
-            raise _refuse(source, f"the zip holds entries named {dup} more than once; expected each name once")
-        _zip_entry_ranges_disjoint(fh, infos, getattr(zf, "start_dir", os.fstat(fh.fileno()).st_size), source)
-        root = _zip_root(infos, source)
-        by_name = {i.filename: i for i in infos}
-        manifest = parse_manifest(_read_zip_entry(zf, by_name[root + MANIFEST], MAX_MANIFEST_BYTES, source), source)
+        root, by_name = checked_entries(zf, fh, source)
+        manifest = parse_manifest(read_zip_entry(zf, by_name[root + MANIFEST], MAX_MANIFEST_BYTES, source), source)
         files: dict[str, bytes] = {}
         for name, meta in manifest["files"].items():
             info = by_name.get(root + name)
@@ -256,7 +195,7 @@ def _read_zip(fh: Any, source: str) -> tuple[dict[str, Any], dict[str, bytes]]:
             if info.file_size != meta["bytes"]:
                 raise _refuse(source, f"{name} is {info.file_size} bytes, the manifest says {meta['bytes']} "
                                       f"(truncated or replaced); refused without inflating it")
-            files[name] = check_file(name, meta, _read_zip_entry(zf, info, meta["bytes"], source), source)
+            files[name] = check_file(name, meta, read_zip_entry(zf, info, meta["bytes"], source), source)
     return manifest, files
 
 

@@ -27,6 +27,7 @@ READABLE_VERSIONS = (1, 2)         # what the reader accepts
 RESIZE_FILTERS = ("nearest", "box", "bilinear", "hamming", "bicubic", "lanczos")
 HEAD_OUTPUTS = {"proto": ["prototypes"], "metasgd": ["weight", "bias"], "ridge": ["weight", "bias"],
                 "finetune": ["weight", "bias"]}
+MANIFEST = "manifest.json"          # the file that lists and checksums every other
 GRAPH_FILES = {"backbone": "backbone.onnx", "adapt": "adapt.onnx", "classify": "classify.onnx"}
 INT8_GRAPH = "backbone.int8.onnx"
 MAX_FILES = 16
