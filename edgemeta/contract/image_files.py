@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from edgemeta.contract.input_checks import MAX_PIXELS
-from edgemeta.contract.preprocess import colour_to_grey
+from edgemeta.contract.preprocess import colour_to_grey, over_white
 from edgemeta.errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".pgm", ".ppm", ".webp")
@@ -68,7 +68,7 @@ def is_image_source(x: Any) -> bool:
     return isinstance(x, (str, os.PathLike, bytes, bytearray))
 
 
-def over_white(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+def composite_over_white(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """uint8 ``colour [h, w(, k)]`` with uint8 ``alpha [h, w]`` composited over white, in integers:
     ``(c*a + 255*(255-a) + 127) // 255`` per channel. Returns uint8 of ``colour``'s shape."""
     out = np.empty(colour.shape, np.uint8)
@@ -76,9 +76,8 @@ def over_white(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     flat_a = alpha.reshape(-1)
     flat_o = out.reshape(alpha.size, -1)
     for i in range(0, alpha.size, _SLICE):
-        c = flat_c[i:i + _SLICE].astype(np.int32)
-        a = flat_a[i:i + _SLICE, None].astype(np.int32)
-        flat_o[i:i + _SLICE] = (c * a + 255 * (255 - a) + 127) // 255
+        flat_o[i:i + _SLICE] = over_white(flat_c[i:i + _SLICE].astype(np.int32),
+                                          flat_a[i:i + _SLICE, None].astype(np.int32))
     return out
 
 
@@ -136,11 +135,11 @@ def _band_array(im: Any, channels: int) -> np.ndarray:
         im = im.convert("RGB")                    # CMYK, YCbCr, LAB, HSV, RGBX, ...
     a = pixels(im)
     if im.mode == "LA":
-        return over_white(a[..., 0], a[..., 1])
+        return composite_over_white(a[..., 0], a[..., 1])
     if channels == 1 and a.ndim == 3:
         return colour_to_grey(a)                  # composites RGBA over white by the same rule first
     if im.mode == "RGBA":
-        return over_white(a[..., :3], a[..., 3])
+        return composite_over_white(a[..., :3], a[..., 3])
     return a
 
 

@@ -113,6 +113,13 @@ def dark_on_bright(g: np.ndarray) -> np.ndarray:
     return g.mean(axis=(1, 2), dtype=np.float64) > 0.5
 
 
+def over_white(c: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """Integer channels ``c [..., k]`` with alpha ``a [..., 1]`` (both 0..255, int32) composited over
+    white: ``(c*a + 255*(255-a) + 127) // 255``. The one place this rule is computed (grey and colour
+    conversion, and image files, use it)."""
+    return (c * a + 255 * (255 - a) + 127) // 255
+
+
 def colour_to_grey(c: np.ndarray) -> np.ndarray:
     """RGB / RGBA ``[..., 3|4]`` -> grey ``[...]`` (uint8 stays uint8, float becomes float32).
 
@@ -131,8 +138,7 @@ def colour_to_grey(c: np.ndarray) -> np.ndarray:
             px = flat[i:i + step].astype(np.int32)
             rgb = px[:, :3]
             if ch == 4:
-                a = px[:, 3:4]
-                rgb = (rgb * a + 255 * (255 - a) + 127) // 255
+                rgb = over_white(rgb, px[:, 3:4])
             out[i:i + step] = (19595 * rgb[:, 0] + 38470 * rgb[:, 1] + 7471 * rgb[:, 2] + 32768) >> 16
         else:
             px = flat[i:i + step].astype(np.float32)
@@ -161,8 +167,7 @@ def to_uint8(x: np.ndarray, colour: bool) -> np.ndarray:
     if x.dtype == np.uint8:
         if x.shape[-1] == 3:
             return x
-        rgb, a = x[..., :3].astype(np.int32), x[..., 3:4].astype(np.int32)
-        return ((rgb * a + 255 * (255 - a) + 127) // 255).astype(np.uint8)
+        return over_white(x[..., :3].astype(np.int32), x[..., 3:4].astype(np.int32)).astype(np.uint8)
     rgb = x[..., :3].astype(np.float64)
     if x.shape[-1] == 4:
         a = x[..., 3:4].astype(np.float64)

@@ -68,6 +68,16 @@ def _py(label: Any) -> Any:
     return int(label) if isinstance(label, (int, np.integer)) else str(label)
 
 
+def _stack_rows(n: int, width: int, chunks: Iterator[np.ndarray]) -> np.ndarray:
+    """Chunks ``[n_i, width]`` (summing to ``n`` rows) into one preallocated float32 ``[n, width]``."""
+    out = np.empty((n, width), np.float32)
+    at = 0
+    for z in chunks:
+        out[at:at + len(z)] = z
+        at += len(z)
+    return out
+
+
 def _is_empty(images: Any) -> bool:
     if isinstance(images, np.ndarray):
         return images.ndim > 0 and len(images) == 0
@@ -201,12 +211,7 @@ class FewShotClassifier:
     def embed(self, images: Images, what: str = "images") -> np.ndarray:
         """Raw images -> embeddings ``[N, D]`` through the bundle's preprocessing and backbone."""
         n, chunks = self.iter_embeddings(images, what)
-        out = np.empty((n, self.bundle.embedding_dim), np.float32)
-        at = 0
-        for z in chunks:
-            out[at:at + len(z)] = z
-            at += len(z)
-        return out
+        return _stack_rows(n, self.bundle.embedding_dim, chunks)
 
     def _support(self, images: Images, labels: Any) -> tuple[np.ndarray, np.ndarray]:
         if _is_empty(images):
@@ -320,12 +325,7 @@ class FewShotClassifier:
         """Logits ``[N, C]``, computed chunk by chunk outside the lock from one consistent head."""
         head = self._snapshot()
         n, chunks = self.iter_embeddings(images)
-        out = np.empty((n, len(head.classes)), np.float32)
-        at = 0
-        for z in chunks:
-            out[at:at + len(z)] = self.bundle.classify(z, head.params)
-            at += len(z)
-        return out, head
+        return _stack_rows(n, len(head.classes), (self.bundle.classify(z, head.params) for z in chunks)), head
 
     def decision_function(self, images: Images) -> np.ndarray:
         """Logits ``[N, C]`` (column j = ``classes_[j]``)."""
