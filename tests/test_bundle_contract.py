@@ -111,14 +111,14 @@ def test_reformatted_but_unchanged_manifest_still_verifies(bundle_copy):
     assert Bundle.load(bundle_copy).identity == m["integrity"]["manifest_sha256"]
 
 
-@pytest.mark.parametrize("version", [3, 0, "1", "2", None, 2.0, True])
+@pytest.mark.parametrize("version", [4, 0, "1", "2", None, 2.0, True])
 def test_other_format_version_is_refused(bundle_copy, version):
     m = load_manifest(bundle_copy)
     m["format_version"] = version
     save_manifest(bundle_copy, m, reseal=True)       # only the version check can catch this
     assert m["integrity"]["manifest_sha256"] == manifest_digest(load_manifest(bundle_copy))
     with pytest.raises(BundleError, match=rf"bundle format version {re.escape(repr(version))} is not supported by "
-                                          rf"this edgemeta \(it reads versions 1 and 2\); re-export"):
+                                          rf"this edgemeta \(it reads versions 1, 2 and 3\); re-export"):
         Bundle.load(bundle_copy)
 
 

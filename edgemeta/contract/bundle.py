@@ -24,7 +24,7 @@ from typing import Any, Mapping
 from edgemeta.contract.atomic_files import atomic_write_bytes
 from edgemeta.contract.bundle_zip import checked_entries, read_zip_entry
 from edgemeta.contract.manifest_schema import (FORMAT_NAME, FORMAT_VERSION, GRAPH_FILES, MANIFEST, MAX_BUNDLE_BYTES,
-                                               READABLE_VERSIONS, validate_manifest)
+                                               READABLE_VERSIONS, validate_manifest, writer_version)
 from edgemeta.contract.strict_json import MAX_BYTES as MAX_MANIFEST_BYTES
 from edgemeta.contract.strict_json import loads_strict
 from edgemeta.errors import BundleError
@@ -58,8 +58,8 @@ def parse_manifest(raw: bytes, source: str = "bundle") -> dict[str, Any]:
         raise BundleError(f"{source}: format is {manifest.get('format') if isinstance(manifest, dict) else None!r}, "
                           f"expected {FORMAT_NAME!r}")
     version = manifest.get("format_version")
-    if not (type(version) is int and version in READABLE_VERSIONS):     # the integer 1 or 2: not 1.0, not true
-        reads = " and ".join(map(str, READABLE_VERSIONS))
+    if not (type(version) is int and version in READABLE_VERSIONS):     # the integer 1, 2 or 3: not 1.0, not true
+        reads = ", ".join(map(str, READABLE_VERSIONS[:-1])) + f" and {READABLE_VERSIONS[-1]}"
         raise BundleError(
             f"{source}: bundle format version {version!r} is not supported by this edgemeta "
             f"(it reads versions {reads}); re-export the bundle with this edgemeta version")
@@ -226,12 +226,13 @@ def read_bundle(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, byte
 
 
 def seal_manifest(manifest: Mapping[str, Any], files: Mapping[str, bytes]) -> dict[str, Any]:
-    """A copy of ``manifest`` completed for ``files``: format, version (always :data:`FORMAT_VERSION`,
-    the version this edgemeta writes), every file's sha256 and size, and the integrity digest (what
+    """A copy of ``manifest`` completed for ``files``: format, version (the lowest that expresses it,
+    :func:`~edgemeta.contract.manifest_schema.writer_version`: :data:`FORMAT_VERSION` unless a version-3
+    section is present), every file's sha256 and size, and the integrity digest (what
     :func:`write_bundle` writes; also for a bundle held in memory)."""
     sealed = dict(manifest)
     sealed["format"] = FORMAT_NAME
-    sealed["format_version"] = FORMAT_VERSION
+    sealed["format_version"] = writer_version(manifest)
     sealed["files"] = {name: {"sha256": sha256_bytes(data), "bytes": len(data)} for name, data in sorted(files.items())}
     sealed["integrity"] = {}
     sealed["integrity"] = {"manifest_sha256": manifest_digest(sealed)}

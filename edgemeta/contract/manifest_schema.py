@@ -1,4 +1,4 @@
-"""The one written schema of ``manifest.json`` (format versions 1 and 2), and its checker (stdlib only).
+"""The one written schema of ``manifest.json`` (format versions 1, 2 and 3), and its checker (stdlib only).
 
 ``docs/bundle-format.md`` states the same rules in prose; a test checks that every field named here
 is named there. :func:`validate_manifest` runs after the integrity digest has matched, so it guards
@@ -11,6 +11,11 @@ reads is typed, ranged and, where the runtime supports only some values, restric
 Version 2 added colour bundles (``preprocess.channels`` 3, :data:`COLOUR_PREPROCESS`); a version-2
 single-channel bundle has exactly the version-1 ``preprocess`` (:data:`GREY_PREPROCESS`), and a
 version-1 manifest naming any other channel count is refused.
+
+Version 3 adds optional capability sections (:data:`V3_SECTIONS`: top-level manifest key -> its
+rule). The writer writes the lowest version that expresses a bundle (:func:`writer_version`: 3 only
+when a version-3 section is present, else 2), so bundles without one keep loading in runtimes that
+read versions 1 and 2; a version-1 or version-2 manifest holding a version-3 section is refused.
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ from typing import Any, Callable, Mapping
 from edgemeta.errors import BundleError
 
 FORMAT_NAME = "edgemeta-bundle"
-FORMAT_VERSION = 2                 # what the writer writes
-READABLE_VERSIONS = (1, 2)         # what the reader accepts
+FORMAT_VERSION = 2                 # what the writer writes for a bundle without a version-3 section
+SECTION_VERSION = 3                # what it writes when the manifest holds one (V3_SECTIONS)
+READABLE_VERSIONS = (1, 2, 3)      # what the reader accepts
 RESIZE_FILTERS = ("nearest", "box", "bilinear", "hamming", "bicubic", "lanczos")
 HEAD_OUTPUTS = {"proto": ["prototypes"], "metasgd": ["weight", "bias"], "ridge": ["weight", "bias"],
                 "finetune": ["weight", "bias"]}
@@ -289,6 +295,41 @@ SCHEMA = Obj(
 )
 
 
+@dataclass(frozen=True)
+class Section:
+    """A version-3 capability section: ``rule`` checks its fields, ``relate`` (optional) its relation to
+    the rest of the manifest (``relate(manifest, source)`` raises BundleError)."""
+    rule: Rule
+    relate: Callable[[Mapping[str, Any], str], None] | None = None
+
+
+def _relate_refine(m: Mapping[str, Any], source: str) -> None:
+    if m["method"] != "proto":
+        raise BundleError(f"{source}: manifest section refine needs method 'proto' (it refines prototypes), "
+                          f"got {m['method']!r}")
+    if m["refine"]["outputs"] != m["head"]["outputs"]:
+        raise BundleError(f"{source}: manifest field refine.outputs is {m['refine']['outputs']}; expected "
+                          f"head.outputs {m['head']['outputs']}")
+    if m["refine"]["graph"] not in m["files"]:
+        raise BundleError(f"{source}: manifest must list the refine graph ({m['refine']['graph']}) under files")
+
+
+REFINE_GRAPH = "refine.onnx"
+# Version-3 sections, one entry per capability: top-level manifest key -> Section.
+V3_SECTIONS: dict[str, Section] = {
+    # semi-supervised refinement (docs/semi-supervised.md): labelled support + unlabelled embeddings -> prototypes
+    "refine": Section(Obj(required={"graph": Const(REFINE_GRAPH), "rule": Const("masked_soft_kmeans"),
+                                    "outputs": List(Str(r"[a-z_]{1,32}"), 1, 8), "max_unlabeled": Int(1, 10**6)},
+                          optional={"steps": Int(1, 16), "distractor": Obj(), "calibrated_on": Str(r".{0,512}")}),
+                      _relate_refine),
+}
+
+
+def writer_version(manifest: Mapping[str, Any]) -> int:
+    """The lowest format version that expresses ``manifest``: 3 when it holds a version-3 section, else 2."""
+    return SECTION_VERSION if any(name in manifest for name in V3_SECTIONS) else FORMAT_VERSION
+
+
 def _cross_field_rules(m: Mapping[str, Any], source: str) -> None:
     """The rules that relate two fields (the declarative part checks each field alone)."""
     if m["head"]["method"] != m["method"]:
@@ -318,7 +359,14 @@ def _cross_field_rules(m: Mapping[str, Any], source: str) -> None:
 
 
 def _version_rules(m: Mapping[str, Any], source: str) -> None:
-    """What one format version forbids that the other allows: version 1 knows single-channel bundles only."""
+    """What one format version forbids that a later one allows: version 1 knows single-channel bundles only;
+    versions 1 and 2 know no version-3 section."""
+    version = m.get("format_version")
+    if type(version) is int and version < SECTION_VERSION:
+        for name in V3_SECTIONS:
+            if name in m:
+                raise BundleError(f"{source}: manifest section {name} needs format version {SECTION_VERSION}, but "
+                                  f"format_version is {version} (a version-{version} reader would ignore it)")
     spec = m.get("preprocess")
     if m.get("format_version") == 1 and isinstance(spec, dict) and spec.get("channels", 1) != 1:
         raise BundleError(f"{source}: manifest field preprocess.channels must be 1 in a format-version-1 bundle, "
@@ -334,11 +382,20 @@ def validate_manifest(manifest: Any, source: str = "bundle") -> dict[str, Any]:
         _version_rules(manifest, source)
     SCHEMA.check(manifest, "", source)
     _cross_field_rules(manifest, source)
+    for name, section in V3_SECTIONS.items():
+        if name in manifest:
+            section.rule.check(manifest[name], name, source)
+            if section.relate is not None:
+                section.relate(manifest, source)
     return manifest
 
 
-def schema_paths(rule: Rule = SCHEMA, prefix: str = "") -> list[str]:
-    """Every named field of the schema as a dotted path (``preprocess.ink``, ...): the docs name each."""
+def schema_paths(rule: Rule | None = None, prefix: str = "") -> list[str]:
+    """Every named field of the schema and of the version-3 sections as a dotted path (``preprocess.ink``,
+    ``refine.graph``, ...): the docs name each."""
+    if rule is None:
+        return schema_paths(SCHEMA) + [p for name, sec in V3_SECTIONS.items()
+                                        for p in (name, *schema_paths(sec.rule, name))]
     out: list[str] = []
     if isinstance(rule, ByKey):
         for sub in rule.options.values():

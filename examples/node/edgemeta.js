@@ -370,7 +370,7 @@ const isObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v)
 
 /**
  * Parse and check manifest.json bytes as the Python reader does (contract/bundle.py parse_manifest):
- * strict JSON, format, version (1 or 2), required fields, file entries, integrity digest, graph names,
+ * strict JSON, format, version (1, 2 or 3), required fields, file entries, integrity digest, graph names,
  * then every rule of manifest_schema.js. Returns the manifest as plain values; BundleError naming the rule.
  */
 function parseManifest(raw, source = 'bundle') {

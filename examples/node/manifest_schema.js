@@ -11,7 +11,8 @@
 const { BundleError } = require('./errors');
 
 const FORMAT_NAME = 'edgemeta-bundle';
-const FORMAT_VERSIONS = [1, 2]; // 1: single-channel only; 2: adds colour (RGB) bundles
+const FORMAT_VERSIONS = [1, 2, 3]; // 1: single-channel only; 2: adds colour (RGB) bundles; 3: adds capability sections (V3_SECTIONS)
+const SECTION_VERSION = 3;
 const RESIZE_FILTERS = ['nearest', 'box', 'bilinear', 'hamming', 'bicubic', 'lanczos'];
 const HEAD_OUTPUTS = { proto: ['prototypes'], metasgd: ['weight', 'bias'], ridge: ['weight', 'bias'], finetune: ['weight', 'bias'] };
 const GRAPH_FILES = { backbone: 'backbone.onnx', adapt: 'adapt.onnx', classify: 'classify.onnx' };
@@ -188,6 +189,50 @@ const SCHEMA = new Obj({
   },
 });
 
+/** The refine section needs a proto head, the same outputs, and its graph listed under files. */
+function relateRefine(m, source) {
+  if (m.method !== 'proto') {
+    throw new BundleError(`${source}: manifest section refine needs method 'proto' (it refines prototypes), got ${JSON.stringify(m.method)}`);
+  }
+  if (JSON.stringify(m.refine.outputs) !== JSON.stringify(m.head.outputs)) {
+    throw new BundleError(`${source}: manifest field refine.outputs is ${JSON.stringify(m.refine.outputs)}; expected head.outputs ` +
+      `${JSON.stringify(m.head.outputs)}`);
+  }
+  if (!Object.hasOwn(m.files, m.refine.graph)) {
+    throw new BundleError(`${source}: manifest must list the refine graph (${m.refine.graph}) under files`);
+  }
+}
+
+const REFINE_GRAPH = 'refine.onnx';
+/**
+ * Version-3 sections, one entry per capability (the same table as manifest_schema.py's V3_SECTIONS):
+ * top-level manifest key -> { rule: checks its fields, relate(manifest, source): its relation to the rest, or null }.
+ */
+const V3_SECTIONS = {
+  refine: {
+    rule: new Obj({
+      required: { graph: new Const(REFINE_GRAPH), rule: new Const('masked_soft_kmeans'), outputs: new List(new Str(/^[a-z_]{1,32}$/), 1, 8),
+        max_unlabeled: new Int(1, 10 ** 6) },
+      optional: { steps: new Int(1, 16), distractor: new Obj(), calibrated_on: new Str(/^[\s\S]{0,512}$/u) },
+    }),
+    relate: relateRefine,
+  },
+};
+
+/** The lowest format version that expresses a manifest (plain values): 3 with a version-3 section, else 2. */
+const writerVersion = (m) => (Object.keys(V3_SECTIONS).some((name) => Object.hasOwn(m, name)) ? SECTION_VERSION : 2);
+
+/** A version-1 or -2 manifest holding a version-3 section is refused (an older reader would ignore it). */
+function checkSectionVersions(tree, version, source) {
+  if (version >= SECTION_VERSION) return;
+  for (const name of Object.keys(V3_SECTIONS)) {
+    if (tree.v.has(name)) {
+      throw new BundleError(`${source}: manifest section ${name} needs format version ${SECTION_VERSION}, but format_version is ` +
+        `${version} (a version-${version} reader would ignore it)`);
+    }
+  }
+}
+
 /** One of these JSON integers (not 1.0, not true). */
 function oneOfInts(values) {
   const rule = new Rule();
@@ -196,13 +241,13 @@ function oneOfInts(values) {
   return rule;
 }
 
-/** The format version (1 or 2) of a manifest tree; BundleError naming the versions read otherwise. */
+/** The format version (1, 2 or 3) of a manifest tree; BundleError naming the versions read otherwise. */
 function formatVersion(tree, source) {
   const node = tree.v.get('format_version');
   if (!node || !SCHEMA.required.format_version.ok(node)) {
     const got = node ? short(node) : 'null';
     throw new BundleError(`${source}: bundle format version ${got} is not supported by this reader (it reads versions ` +
-      `${FORMAT_VERSIONS.join(' and ')}); re-export the bundle with a matching edgemeta version`);
+      `${FORMAT_VERSIONS.slice(0, -1).join(', ')} and ${FORMAT_VERSIONS.at(-1)}); re-export the bundle with a matching edgemeta version`);
   }
   return Number(node.v);
 }
@@ -230,6 +275,7 @@ function checkPreprocess(tree, version, source) {
  */
 function validateManifest(tree, manifest, source = 'bundle') {
   const version = formatVersion(tree, source);
+  checkSectionVersions(tree, version, source);
   checkPreprocess(tree, version, source);
   SCHEMA.check(tree, '', source);
   const m = manifest;
@@ -264,9 +310,15 @@ function validateManifest(tree, manifest, source = 'bundle') {
     throw new BundleError(`${source}: manifest field preprocess.ink is set in a colour bundle; expected no ink ` +
       'field (ink applies to single-channel bundles only)');
   }
+  for (const [name, section] of Object.entries(V3_SECTIONS)) {
+    if (!tree.v.has(name)) continue;
+    section.rule.check(tree.v.get(name), name, source);
+    if (section.relate) section.relate(m, source);
+  }
   return version;
 }
 
 module.exports = {
-  FORMAT_NAME, FORMAT_VERSIONS, GRAPH_FILES, HEAD_OUTPUTS, MAX_BUNDLE_BYTES, validateManifest, formatVersion, plainFileName,
+  FORMAT_NAME, FORMAT_VERSIONS, GRAPH_FILES, HEAD_OUTPUTS, MAX_BUNDLE_BYTES, REFINE_GRAPH, SECTION_VERSION, V3_SECTIONS,
+  validateManifest, formatVersion, plainFileName, writerVersion,
 };

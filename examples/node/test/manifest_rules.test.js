@@ -38,7 +38,7 @@ test('accepts the shipped version-1 manifest, a version-2 grey one and a version
 
 const refused = [
   ['format_version 1.0 (a float, not the integer 1)', () => shippedText.replace('"format_version": 1', '"format_version": 1.0'),
-    /format version 1\.0 is not supported by this reader \(it reads versions 1 and 2\)/],
+    /format version 1\.0 is not supported by this reader \(it reads versions 1, 2 and 3\)/],
   ['format_version true', () => shippedText.replace('"format_version": 1', '"format_version": true'), /format version true is not supported/],
   ['a duplicate key', () => shippedText.replace('"method": "proto"', '"method": "proto", "method": "proto"'),
     /not strict JSON: duplicate key "method"/],

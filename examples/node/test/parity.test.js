@@ -236,8 +236,8 @@ const tampers = [
     fs.writeFileSync(p, fs.readFileSync(p).subarray(0, 100));
   }, /adapt\.onnx is 100 bytes, the manifest says 866/],
   ['a missing classify.onnx', (d) => fs.unlinkSync(path.join(d, 'classify.onnx')), /"classify\.onnx" listed in the manifest is missing/],
-  ['format_version 3', (d) => editManifest(d, (t) => t.replace('"format_version": 1', '"format_version": 3')),
-    /format version 3 is not supported by this reader \(it reads versions 1 and 2\)/],
+  ['format_version 4', (d) => editManifest(d, (t) => t.replace('"format_version": 1', '"format_version": 4')),
+    /format version 4 is not supported by this reader \(it reads versions 1, 2 and 3\)/],
   ['another format name', (d) => editManifest(d, (t) => t.replace('"format": "edgemeta-bundle"', '"format": "other"')), /format is "other"/],
   ['a damaged manifest', (d) => editManifest(d, (t) => t.slice(0, 200)), /not valid JSON/],
   ['no manifest', (d) => fs.unlinkSync(path.join(d, 'manifest.json')), /no manifest\.json/],
