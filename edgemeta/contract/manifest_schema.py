@@ -32,7 +32,7 @@ SECTION_VERSION = 3                # what it writes when the manifest holds one 
 READABLE_VERSIONS = (1, 2, 3)      # what the reader accepts
 RESIZE_FILTERS = ("nearest", "box", "bilinear", "hamming", "bicubic", "lanczos")
 HEAD_OUTPUTS = {"proto": ["prototypes"], "metasgd": ["weight", "bias"], "ridge": ["weight", "bias"],
-                "finetune": ["weight", "bias"]}
+                "finetune": ["weight", "bias"], "recurrent": ["weight", "bias"]}
 MANIFEST = "manifest.json"          # the file that lists and checksums every other
 GRAPH_FILES = {"backbone": "backbone.onnx", "adapt": "adapt.onnx", "classify": "classify.onnx"}
 INT8_GRAPH = "backbone.int8.onnx"
@@ -298,9 +298,11 @@ SCHEMA = Obj(
 @dataclass(frozen=True)
 class Section:
     """A version-3 capability section: ``rule`` checks its fields, ``relate`` (optional) its relation to
-    the rest of the manifest (``relate(manifest, source)`` raises BundleError)."""
+    the rest of the manifest (``relate(manifest, source)`` raises BundleError); ``methods``: the methods
+    whose bundles cannot work without it (a manifest naming one without the section is refused)."""
     rule: Rule
     relate: Callable[[Mapping[str, Any], str], None] | None = None
+    methods: tuple[str, ...] = ()
 
 
 def _relate_refine(m: Mapping[str, Any], source: str) -> None:
@@ -315,6 +317,20 @@ def _relate_refine(m: Mapping[str, Any], source: str) -> None:
 
 
 REFINE_GRAPH = "refine.onnx"
+
+
+def _relate_recurrent(m: Mapping[str, Any], source: str) -> None:
+    if m["method"] != "recurrent":
+        raise BundleError(f"{source}: manifest section recurrent needs method 'recurrent', got {m['method']!r}")
+    if m["recurrent"]["outputs"] != m["head"]["outputs"]:
+        raise BundleError(f"{source}: manifest field recurrent.outputs is {m['recurrent']['outputs']}; expected "
+                          f"head.outputs {m['head']['outputs']}")
+    if m["recurrent"]["graph"] not in m["files"]:
+        raise BundleError(f"{source}: manifest must list the recurrent update graph ({m['recurrent']['graph']}) "
+                          f"under files")
+
+
+RECURRENT_GRAPH = "update.onnx"
 # Version-3 sections, one entry per capability: top-level manifest key -> Section.
 V3_SECTIONS: dict[str, Section] = {
     # semi-supervised refinement (docs/semi-supervised.md): labelled support + unlabelled embeddings -> prototypes
@@ -322,6 +338,10 @@ V3_SECTIONS: dict[str, Section] = {
                                     "outputs": List(Str(r"[a-z_]{1,32}"), 1, 8), "max_unlabeled": Int(1, 10**6)},
                           optional={"steps": Int(1, 16), "distractor": Obj(), "calibrated_on": Str(r".{0,512}")}),
                       _relate_refine),
+    # recurrent class memory (docs/recurrent.md): memory [C, H] + new samples -> memory, head, in constant time a sample
+    "recurrent": Section(Obj(required={"graph": Const(RECURRENT_GRAPH), "rule": Const("gru_class_memory"),
+                                       "hidden": Int(1, 1 << 14), "outputs": List(Str(r"[a-z_]{1,32}"), 1, 8)}),
+                         _relate_recurrent, methods=("recurrent",)),
 }
 
 
@@ -387,6 +407,9 @@ def validate_manifest(manifest: Any, source: str = "bundle") -> dict[str, Any]:
             section.rule.check(manifest[name], name, source)
             if section.relate is not None:
                 section.relate(manifest, source)
+        elif manifest["method"] in section.methods:
+            raise BundleError(f"{source}: method {manifest['method']!r} needs the manifest section {name} (format "
+                              f"version {SECTION_VERSION}); re-export the bundle")
     return manifest
 
 

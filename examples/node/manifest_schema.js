@@ -14,7 +14,9 @@ const FORMAT_NAME = 'edgemeta-bundle';
 const FORMAT_VERSIONS = [1, 2, 3]; // 1: single-channel only; 2: adds colour (RGB) bundles; 3: adds capability sections (V3_SECTIONS)
 const SECTION_VERSION = 3;
 const RESIZE_FILTERS = ['nearest', 'box', 'bilinear', 'hamming', 'bicubic', 'lanczos'];
-const HEAD_OUTPUTS = { proto: ['prototypes'], metasgd: ['weight', 'bias'], ridge: ['weight', 'bias'], finetune: ['weight', 'bias'] };
+const HEAD_OUTPUTS = {
+  proto: ['prototypes'], metasgd: ['weight', 'bias'], ridge: ['weight', 'bias'], finetune: ['weight', 'bias'], recurrent: ['weight', 'bias'],
+};
 const GRAPH_FILES = { backbone: 'backbone.onnx', adapt: 'adapt.onnx', classify: 'classify.onnx' };
 const INT8_GRAPH = 'backbone.int8.onnx';
 const MAX_FILES = 16;
@@ -204,6 +206,22 @@ function relateRefine(m, source) {
 }
 
 const REFINE_GRAPH = 'refine.onnx';
+
+/** The recurrent section needs method recurrent, the same outputs, and its update graph listed under files. */
+function relateRecurrent(m, source) {
+  if (m.method !== 'recurrent') {
+    throw new BundleError(`${source}: manifest section recurrent needs method 'recurrent', got ${JSON.stringify(m.method)}`);
+  }
+  if (JSON.stringify(m.recurrent.outputs) !== JSON.stringify(m.head.outputs)) {
+    throw new BundleError(`${source}: manifest field recurrent.outputs is ${JSON.stringify(m.recurrent.outputs)}; expected ` +
+      `head.outputs ${JSON.stringify(m.head.outputs)}`);
+  }
+  if (!Object.hasOwn(m.files, m.recurrent.graph)) {
+    throw new BundleError(`${source}: manifest must list the recurrent update graph (${m.recurrent.graph}) under files`);
+  }
+}
+
+const RECURRENT_GRAPH = 'update.onnx';
 /**
  * Version-3 sections, one entry per capability (the same table as manifest_schema.py's V3_SECTIONS):
  * top-level manifest key -> { rule: checks its fields, relate(manifest, source): its relation to the rest, or null }.
@@ -216,6 +234,15 @@ const V3_SECTIONS = {
       optional: { steps: new Int(1, 16), distractor: new Obj(), calibrated_on: new Str(/^[\s\S]{0,512}$/u) },
     }),
     relate: relateRefine,
+  },
+  // recurrent class memory (docs/recurrent.md); `methods`: bundles of these methods need the section
+  recurrent: {
+    rule: new Obj({
+      required: { graph: new Const(RECURRENT_GRAPH), rule: new Const('gru_class_memory'), hidden: new Int(1, 1 << 14),
+        outputs: new List(new Str(/^[a-z_]{1,32}$/), 1, 8) },
+    }),
+    relate: relateRecurrent,
+    methods: ['recurrent'],
   },
 };
 
@@ -311,7 +338,13 @@ function validateManifest(tree, manifest, source = 'bundle') {
       'field (ink applies to single-channel bundles only)');
   }
   for (const [name, section] of Object.entries(V3_SECTIONS)) {
-    if (!tree.v.has(name)) continue;
+    if (!tree.v.has(name)) {
+      if ((section.methods || []).includes(m.method)) {
+        throw new BundleError(`${source}: method ${JSON.stringify(m.method)} needs the manifest section ${name} (format version ` +
+          `${SECTION_VERSION}); re-export the bundle`);
+      }
+      continue;
+    }
     section.rule.check(tree.v.get(name), name, source);
     if (section.relate) section.relate(m, source);
   }
@@ -319,6 +352,6 @@ function validateManifest(tree, manifest, source = 'bundle') {
 }
 
 module.exports = {
-  FORMAT_NAME, FORMAT_VERSIONS, GRAPH_FILES, HEAD_OUTPUTS, MAX_BUNDLE_BYTES, REFINE_GRAPH, SECTION_VERSION, V3_SECTIONS,
+  FORMAT_NAME, FORMAT_VERSIONS, GRAPH_FILES, HEAD_OUTPUTS, MAX_BUNDLE_BYTES, RECURRENT_GRAPH, REFINE_GRAPH, SECTION_VERSION, V3_SECTIONS,
   validateManifest, formatVersion, plainFileName, writerVersion,
 };

@@ -14,9 +14,10 @@ from edgemeta.train.methods.base import HeadMethod
 from edgemeta.train.methods.finetune import Finetune
 from edgemeta.train.methods.metasgd import MetaSGD
 from edgemeta.train.methods.proto import Proto
+from edgemeta.train.methods.recurrent import Recurrent
 from edgemeta.train.methods.ridge import Ridge
 
-METHODS: dict[str, type[HeadMethod]] = {cls.name: cls for cls in (Proto, MetaSGD, Ridge, Finetune)}
+METHODS: dict[str, type[HeadMethod]] = {cls.name: cls for cls in (Proto, MetaSGD, Ridge, Finetune, Recurrent)}
 
 
 def build_method(name: str, dim: int, **kwargs: object) -> HeadMethod:
@@ -30,4 +31,4 @@ def build_method(name: str, dim: int, **kwargs: object) -> HeadMethod:
     return cls(**settings)
 
 
-__all__ = ["Finetune", "HeadMethod", "METHODS", "MetaSGD", "Proto", "Ridge", "build_method", "describe"]
+__all__ = ["Finetune", "HeadMethod", "METHODS", "MetaSGD", "Proto", "Recurrent", "Ridge", "build_method", "describe"]

@@ -1,0 +1,107 @@
+"""A recurrent meta-learner: a GRU reads each labelled sample into its class's fixed-size memory,
+and a learned readout writes that class's linear head from the memory.
+
+Per class ``c`` the memory starts from a learned ``h0 [H]`` and takes one GRU step per sample of
+``c``, in the order the samples were given: ``h_c <- GRU(e_i, h_c)``. Classes never see each
+other's samples, so a class's memory (and head row) depends on its own samples only: forgetting a
+class is dropping its row. The readout is row-wise: ``p_c = W_o h_c + b_o`` (a prototype-like
+vector ``[D]``), ``beta_c = v . h_c``; the head is ``weight_c = 2 s p_c``,
+``bias_c = -s ||p_c||^2 + beta_c`` so that ``logits = x . weight^T + bias`` equals
+``-s ||x - p_c||^2 + beta_c`` up to the class-independent ``-s ||x||^2``.
+
+One function, :meth:`Recurrent.update`, is trained (torch) and exported (``adapt.onnx`` from ``h0``,
+``update.onnx`` from a stored memory): the samples are scattered into a padded ``[K, C, D]``
+sequence (``K`` = most samples of any class), one ``nn.GRU`` runs over it, and each class takes
+the hidden state after its own last sample (the initial state when it has none).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgemeta.train.methods.base import HeadMethod
+from edgemeta.train.methods.linear_head import linear_logits
+
+
+class Recurrent(HeadMethod):
+    """GRU class memory ``[C, H]`` -> head ``weight [C, D]``, ``bias [C]``.
+
+    ``hidden``: memory width ``H``. ``max_drop``: in training, each class keeps a random
+    ``1..shots`` of its support samples (so the update is trained at every shot count) and the
+    order of the support is shuffled (so the learned update is near order-invariant).
+    """
+
+    name = "recurrent"
+    param_names = ("weight", "bias")
+
+    def __init__(self, dim: int, hidden: int = 128, init_scale: float = 1.0, random_shots: bool = True):
+        super().__init__()
+        self.dim, self.hidden, self.random_shots = int(dim), int(hidden), bool(random_shots)
+        self.gru = nn.GRU(self.dim, self.hidden)
+        self.h0 = nn.Parameter(torch.zeros(self.hidden))
+        self.readout = nn.Linear(self.hidden, self.dim)
+        self.bias_readout = nn.Linear(self.hidden, 1, bias=False)
+        nn.init.zeros_(self.bias_readout.weight)
+        self.log_scale = nn.Parameter(torch.tensor(float(init_scale)).log())
+
+    # ---------------------------------------------------------------- the rule
+    def initial_memory(self, onehot: torch.Tensor) -> torch.Tensor:
+        """``h0`` for every class column of ``onehot [S, C]`` -> ``[C, H]`` (C kept dynamic)."""
+        return torch.ones_like(onehot.sum(0))[:, None] * self.h0[None, :]
+
+    def update(self, memory: torch.Tensor, support: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+        """``memory [C, H]`` after reading ``support [S, D]`` (row ``i`` into class ``argmax onehot[i]``;
+        an all-zero row is skipped) in row order -> ``[C, H]``."""
+        counts = onehot.sum(0)                                              # [C] samples per class
+        rank = ((torch.cumsum(onehot, 0) - 1.0) * onehot).sum(1)            # [S] position within its class
+        k = torch.clamp(counts.max(), min=1.0).long()                       # longest sequence (>= 1 step)
+        steps = torch.arange(k, device=support.device)                      # [K]
+        n_classes = onehot.shape[1]
+        # seq[t, c] = the t-th sample of class c, zeros after its last; skipped rows land in a spare last row
+        slot = torch.where(onehot.sum(1) > 0, rank * n_classes + onehot.argmax(1).to(rank.dtype),
+                           (k * n_classes).to(rank.dtype)).long()                                   # [S]
+        zero_d = self.readout.bias.detach()[None, :] * 0.0                 # [1, D]: D is fixed, S may be 0
+        zeros = (steps[:, None, None].to(support.dtype) * 0.0) * torch.zeros_like(memory[None, :, :1]) * zero_d
+        flat = torch.cat([zeros.reshape(-1, self.dim), zero_d], 0)                                 # [K*C+1, D]
+        seq = flat.index_put((slot,), support, accumulate=True)[:-1].reshape(zeros.shape)         # [K, C, D]
+        states, _ = self.gru(seq, memory[None])                             # [K, C, H]
+        states = torch.cat([memory[None], states], 0)                       # [K+1, C, H]; row 0 = before any
+        pick = (torch.arange(k + 1, device=support.device)[:, None] == counts.long()[None, :]).to(support.dtype)
+        return (pick[:, :, None] * states).sum(0)                           # [C, H]: state after its last
+
+    def head(self, memory: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Row-wise readout of ``memory [C, H]`` -> ``weight [C, D]``, ``bias [C]``."""
+        p = self.readout(memory)
+        s = self.log_scale.exp()
+        return {"weight": 2.0 * s * p, "bias": -s * (p * p).sum(1) + self.bias_readout(memory)[:, 0]}
+
+    def adapt(self, support: torch.Tensor, onehot: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.head(self.update(self.initial_memory(onehot), support, onehot))
+
+    def classify(self, embeddings: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        return linear_logits(embeddings, params["weight"], params["bias"])
+
+    # ---------------------------------------------------------------- meta-training
+    def episode_logits(self, support: torch.Tensor, onehot: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            support, onehot = self.training_support(support, onehot)
+        return self.classify(query, self.adapt(support, onehot))
+
+    def training_support(self, support: torch.Tensor, onehot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Shuffle the support's order and, with ``random_shots``, keep a random ``1..n_c`` samples of
+        each class (the others' one-hot rows zeroed, so the update skips them)."""
+        order = torch.randperm(len(support), device=support.device)
+        support, onehot = support[order], onehot[order]
+        if self.random_shots:
+            counts = onehot.sum(0)
+            keep = torch.floor(torch.rand_like(counts) * counts) + 1.0      # [C] in 1..n_c
+            rank = ((torch.cumsum(onehot, 0) - 1.0) * onehot).sum(1)        # [S]
+            onehot = onehot * (rank[:, None] < keep[None, :]).to(onehot.dtype)
+        return support, onehot
+
+    def hparams(self) -> dict[str, Any]:
+        return {"memory": "gru", "hidden": self.hidden, "scale": float(self.log_scale.detach().exp()),
+                "readout": "weight = 2 s p, bias = -s |p|^2 + v.h, p = W_o h + b_o"}
