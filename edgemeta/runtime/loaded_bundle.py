@@ -85,6 +85,11 @@ class Bundle:
         self._classify = self._open(files, g["classify"], threads, optimization)
         self._check_io()
         self._smoke_test()
+        self.refiner = None                     # refine.onnx: format-3 bundles with a refine section
+        if "refine" in manifest:
+            from edgemeta.runtime.semisupervised import Refiner    # imports this module
+
+            self.refiner = Refiner(self, files[manifest["refine"]["graph"]], optimization)
 
     def _open(self, files: dict[str, bytes], name: str, threads: int, optimization: str) -> ort.InferenceSession:
         """An onnxruntime session of graph ``name``; onnxruntime's refusal becomes a BundleError naming it."""

@@ -1,0 +1,106 @@
+"""Give a proto bundle semi-supervised refinement: fit the distractor mask, write ``refine.onnx``.
+
+:func:`add_refine` reads a verified bundle, embeds held-out validation classes through its own
+backbone (the runtime's path), fits :class:`~edgemeta.train.soft_kmeans.MaskedSoftKMeans`'s two mask
+scalars on episodes with distractors, exports the module as ``refine.onnx``, refuses if onnxruntime
+and torch disagree, and writes a new bundle: every file of the input byte for byte, plus
+``refine.onnx`` and the manifest's ``refine`` section (so format version 3) with new integrity.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from edgemeta.contract.bundle import read_bundle, write_bundle
+from edgemeta.contract.manifest_schema import REFINE_GRAPH
+from edgemeta.data.classes import ClassImages
+from edgemeta.errors import ExportError
+from edgemeta.runtime.loaded_bundle import Bundle, make_session
+from edgemeta.runtime.semisupervised import REFINE_INPUTS
+from edgemeta.semisupervised_eval import embed_classes, sample_semi_episode
+from edgemeta.train.soft_kmeans import MaskedSoftKMeans, fit_mask
+
+OPSET = 17
+PARITY_TOL = 1e-4          # max |torch - onnxruntime| prototype entry, relative to (1 + max |prototype|)
+DEFAULT_MAX_UNLABELED = 1000
+
+
+def refine_graph(module: MaskedSoftKMeans, d: int) -> bytes:
+    """``refine.onnx``: support ``[S, d]``, one-hot ``[S, C]``, unlabelled ``[U, d]`` -> ``prototypes [C, d]``."""
+    module = module.eval().cpu()
+    args = (torch.randn(6, d), torch.eye(3)[torch.arange(6) % 3], torch.randn(4, d))
+    axes = {"support_embeddings": {0: "S"}, "support_labels_onehot": {0: "S", 1: "C"},
+            "unlabeled_embeddings": {0: "U"}, "prototypes": {0: "C"}}
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, buf, input_names=REFINE_INPUTS, output_names=["prototypes"],
+                          opset_version=OPSET, dynamic_axes=axes, do_constant_folding=True, dynamo=False)
+    return buf.getvalue()
+
+
+def refine_parity(module: MaskedSoftKMeans, graph: bytes, embeddings: np.ndarray, offsets: np.ndarray,
+                  counts: np.ndarray, episodes: int = 12, seed: int = 0) -> dict[str, Any]:
+    """Largest ``|torch - onnxruntime|`` prototype entry over episodes of ``embeddings`` (with and without
+    unlabelled samples and distractors); :class:`ExportError` above :data:`PARITY_TOL`."""
+    session = make_session(graph)
+    rng = np.random.default_rng(seed)
+    worst, scale = 0.0, 0.0
+    settings = ((5, 1, 0, 0), (5, 1, 5, 0), (5, 1, 5, 5), (20, 1, 5, 20), (5, 5, 10, 5), (20, 5, 5, 0))
+    for e in range(episodes):
+        ways, shots, m, dis = settings[e % len(settings)]
+        ep = sample_semi_episode(rng, offsets, counts, ways, shots, 1, m, dis)
+        onehot = np.eye(ways, dtype=np.float32)[np.repeat(np.arange(ways), shots)]
+        s, u = embeddings[ep.support], embeddings[ep.unlabeled]
+        with torch.no_grad():
+            want = module(torch.from_numpy(s), torch.from_numpy(onehot), torch.from_numpy(u)).numpy()
+        got = session.run(["prototypes"], dict(zip(REFINE_INPUTS, (s, onehot, u))))[0]
+        worst, scale = max(worst, float(np.abs(got - want).max())), max(scale, float(np.abs(want).max()))
+    if not worst <= PARITY_TOL * (1.0 + scale):
+        raise ExportError(f"{REFINE_GRAPH} and the torch module disagree by {worst:.3g} (limit "
+                          f"{PARITY_TOL * (1.0 + scale):.3g}); not written")
+    return {"prototypes_max_abs": worst, "episodes_checked": episodes}
+
+
+def add_refine(bundle_path: str | Path, out: str | Path, val: ClassImages, *, max_unlabeled: int = DEFAULT_MAX_UNLABELED,
+               steps: int = 1, fit_steps: int = 300, seed: int = 0, calibrated_on: str = "val classes",
+               log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """Write ``out``: the bundle at ``bundle_path`` plus a fitted, parity-checked ``refine.onnx``.
+
+    ``val``: held-out validation classes of the bundle's meta-training (never test classes); the mask
+    is fitted on their embeddings. Returns the new manifest.
+    """
+    manifest, files = read_bundle(bundle_path)
+    if manifest["method"] != "proto":
+        raise ExportError(f"{bundle_path}: refinement refines prototypes; this bundle's method is "
+                          f"{manifest['method']!r} (a linear head has no prototypes)")
+    if Path(out).resolve() == Path(bundle_path).resolve():
+        raise ExportError(f"add-refine writes a new bundle; {out} is the input bundle itself (choose another OUT, "
+                          f"so the bundle deployed devices load stays as it is)")
+    bundle = Bundle(manifest, dict(files), str(bundle_path))
+    log(f"embedding {val.n_images} images of {val.n_classes} {calibrated_on} through the bundle")
+    emb = embed_classes(bundle, val)
+    torch.manual_seed(seed)
+    module = MaskedSoftKMeans(float(manifest["head"]["scale"]), steps=steps)
+    fit = fit_mask(module, emb, val.offsets, val.counts, steps=fit_steps, seed=seed, log=log)
+    graph = refine_graph(module, bundle.embedding_dim)
+    parity = refine_parity(module.eval(), graph, emb, val.offsets, val.counts, seed=seed + 1)
+    log(f"parity: max |torch - onnxruntime| {parity['prototypes_max_abs']:.2g}")
+    new = {k: v for k, v in manifest.items() if k not in ("format", "format_version", "files", "integrity")}
+    new["refine"] = {"graph": REFINE_GRAPH, "rule": "masked_soft_kmeans", "outputs": list(manifest["head"]["outputs"]),
+                     "max_unlabeled": int(max_unlabeled), "steps": int(steps), "distractor": module.settings(),
+                     "calibrated_on": f"{calibrated_on} ({val.n_classes} classes, never test), {fit['steps']} Adam "
+                                      f"steps on episodes with and without distractors",
+                     "fit": fit, "parity": parity}
+    write_bundle(out, new, {**files, REFINE_GRAPH: graph})
+    loaded = Bundle.load(out)                 # the refine graph's own load checks, on what was written
+    for name, data in files.items():
+        if (Path(out) / name).read_bytes() != data:           # pragma: no cover - write_bundle copies bytes
+            raise ExportError(f"{out}/{name} differs from the input bundle's; expected it byte for byte")
+    return loaded.manifest
