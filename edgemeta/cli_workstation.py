@@ -89,6 +89,11 @@ def train(
         None, metavar="N", help=f"Many-class classification steps before the episodes. Default per rule: "
                                 f"{_per_method('pretrain_steps', 0)}."),
     augment: bool = typer.Option(False, help="Augment training images: glyphs get random shift/rotation/scale; photos get random resized crop, horizontal flip and colour jitter."),
+    unsupervised: bool = typer.Option(False, help="Meta-train without labels: each task's classes are single "
+                                                  "unlabelled training images, their shots and queries strongly "
+                                                  "augmented copies (UMTRA); the data's class labels are ignored. "
+                                                  "Validation classes (labelled) still select the checkpoint. "
+                                                  "See docs/unsupervised.md."),
     lr: float = typer.Option(1e-3, metavar="RATE", help="Adam learning rate."),
     meta_lr: Optional[float] = typer.Option(None, metavar="RATE", help="Adam rate of the episodic phase "
                                                                        "(default: --lr), e.g. lower after pre-training."),
@@ -145,7 +150,8 @@ def train(
     cfg = TrainConfig.for_method(
         method, **{k: v for k, v in given.items() if v is not None}, backbone=backbone, dataset=data, split=split,
         image_size=(image_size, image_size), ways=ways, shots=shots, queries=queries,
-        episodes_per_step=episodes_per_step, meta=meta, augment=augment, lr=lr, lr_halve_every=lr_halve_every,
+        episodes_per_step=episodes_per_step, meta=meta, augment=augment, unsupervised=unsupervised, lr=lr,
+        lr_halve_every=lr_halve_every,
         val_every=val_every, val_episodes=val_episodes, val_ways=val_ways, val_shots=val_shots, patience=patience,
         meta_lr=meta_lr, val_report_shots=tuple(val_report_shots or ()),
         seed=seed, device=device, amp=amp, method_kwargs=_json_object(method_kwargs, "--method-kwargs"),
@@ -153,6 +159,9 @@ def train(
         init_from=str(init_from) if init_from else None)
     train_set, val_set, prov = training_sets(data, split, cfg.image_size, omniglot, val_fraction, seed)
     _check_episode_classes(cfg, train_set, val_set, val_fraction)
+    if cfg.unsupervised:
+        from edgemeta.data.unsupervised_tasks import unsupervised_provenance
+        prov = {**prov, **unsupervised_provenance(train_set.n_images)}
     rec = meta_train(cfg, train_set, val_set, out, provenance=prov, progress=progress)
     b = rec["best"]
     typer.echo(f"best val {b['val_acc']:.2f} ± {b['val_ci95']:.2f} at {b['phase']} step {b['step']}; "
@@ -165,7 +174,7 @@ def _check_episode_classes(cfg: Any, train_set: Any, val_set: Any, val_fraction:
 
     check_episode_classes(train_set, val_set, split_origin(cfg.dataset, train_set, val_set, val_fraction),
                           cfg.ways, cfg.shots, cfg.queries, cfg.val_ways,
-                          max((cfg.val_shots, *cfg.val_report_shots)), cfg.val_queries)
+                          max((cfg.val_shots, *cfg.val_report_shots)), cfg.val_queries, cfg.unsupervised)
 
 
 def _resume(out: Path, omniglot: Optional[Path], val_fraction: float, progress: bool) -> None:

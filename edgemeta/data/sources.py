@@ -91,12 +91,19 @@ def split_origin(dataset: str, train: ClassImages, val: ClassImages, val_fractio
 
 
 def check_episode_classes(train: ClassImages, val: ClassImages, origin: str, ways: int, shots: int, queries: int,
-                          val_ways: int, val_shots: int, val_queries: int) -> None:
+                          val_ways: int, val_shots: int, val_queries: int, unlabelled_train: bool = False) -> None:
     """Refuse, before any training, a split whose meta-training or validation part has too few classes
-    with enough images for its episodes; the message says how the classes were split and what is needed."""
+    with enough images for its episodes; the message says how the classes were split and what is needed.
+    ``unlabelled_train``: meta-training tasks take single images as classes (``--unsupervised``), so that
+    part needs ``ways`` images, whatever its classes."""
     parts = (("meta-training", train, ways, shots, queries, "lower --ways, or add classes"),
              ("validation", val, val_ways, val_shots, val_queries, "lower --val-ways or raise --val-fraction"))
     for part, data, w, s, q, fix in parts:
+        if unlabelled_train and part == "meta-training":
+            if data.n_images < w:
+                raise InputError(f"{origin}; {w}-way unsupervised meta-training tasks need {w} unlabelled images, "
+                                 f"and the meta-training part has {data.n_images}: lower --ways, or add images")
+            continue
         usable = int(np.count_nonzero(data.counts >= s + q))
         if usable < w:
             also = "" if usable == data.n_classes else f" ({data.n_classes - usable} of its classes have fewer images)"

@@ -23,6 +23,7 @@ from torch import nn
 from edgemeta import __version__
 from edgemeta.data.classes import ClassImages
 from edgemeta.data.episodes import EpisodeSampler
+from edgemeta.data.unsupervised_tasks import UnlabelledTaskSampler
 from edgemeta.errors import InputError
 from edgemeta.metrics import mean_ci95
 from edgemeta.train.augment import photo_augment, random_affine
@@ -32,6 +33,7 @@ from edgemeta.train.distributed import (Dist, average_buffers, average_gradients
 from edgemeta.train.method_specs import train_defaults
 from edgemeta.train.model import FewShotModel
 from edgemeta.train.resume import has_checkpoint, load_checkpoint, save_checkpoint
+from edgemeta.train.unsupervised_augment import unsupervised_views
 
 
 @dataclass
@@ -59,6 +61,7 @@ class TrainConfig:
     pretrain_steps: int = 0            # many-class classification steps before episodes
     pretrain_batch: int = 256
     augment: bool = False
+    unsupervised: bool = False         # tasks from unlabelled images (edgemeta.data.unsupervised_tasks)
     amp: bool = False                  # bf16 autocast (CUDA, or CPUs with bf16 units)
     channels_last: bool = True         # NHWC activations: faster convolutions, pooling and BatchNorm on CPU
     val_every: int = 1_000             # episodes (or pre-training steps)
@@ -202,6 +205,9 @@ def setup_run(cfg: TrainConfig, train: ClassImages, out_dir: str | Path, provena
     """Pick the device and processes, seed, build (or warm-start) the model, load a resumed position."""
     if cfg.meta not in ("gradient", "reptile"):
         raise InputError(f"meta must be 'gradient' or 'reptile', got {cfg.meta!r}")
+    if cfg.unsupervised and (cfg.pretrain_steps > 0 or cfg.max_episodes <= 0):
+        raise InputError("unsupervised meta-training builds episodes from unlabelled images; it needs episodes "
+                         "(--episodes > 0) and no many-class pre-training (--pretrain-steps 0), which uses labels")
     out = Path(out_dir)
     device = pick_device(cfg.device)
     d = init_from_env(device.type)
@@ -227,7 +233,9 @@ def setup_run(cfg: TrainConfig, train: ClassImages, out_dir: str | Path, provena
         model = model.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
     augment = photo_augment if cfg.channels == 3 else random_affine
-    aug = (lambda x: augment(to_input(x), gen)) if cfg.augment else to_input
+    if cfg.unsupervised:                      # the views that make one image a class's shots and queries
+        augment = unsupervised_views
+    aug = (lambda x: augment(to_input(x), gen)) if cfg.augment or cfg.unsupervised else to_input
     position: dict[str, Any] = {"phase": None}
     if resume:
         if not has_checkpoint(out):
@@ -401,7 +409,9 @@ class EpisodeSteps:
     def __init__(self, ctx: RunContext, train: ClassImages):
         cfg, d = ctx.cfg, ctx.d
         self.ctx = ctx
-        self.sampler = EpisodeSampler(train, cfg.ways, cfg.shots, cfg.queries, cfg.seed)
+        self.sampler: EpisodeSampler | UnlabelledTaskSampler = (
+            UnlabelledTaskSampler(train.n_images, cfg.ways, cfg.shots, cfg.queries, cfg.seed) if cfg.unsupervised
+            else EpisodeSampler(train, cfg.ways, cfg.shots, cfg.queries, cfg.seed))
         self.B, self.n_support = cfg.episodes_per_step, cfg.ways * cfg.shots
         self.yq = torch.from_numpy(self.sampler.labels()[1]).to(ctx.device)                  # [ways*queries]
         self.onehot = F.one_hot(torch.arange(cfg.ways, device=ctx.device).repeat_interleave(cfg.shots),
