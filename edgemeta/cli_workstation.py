@@ -66,7 +66,13 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
 def train(
     out: Path = typer.Option(..., "--out", metavar="RUN", parser=given_path, help="Run folder (run.json, best.npz and checkpoints are "
                                                                "written here). Refused if it holds a run already."),
-    method: str = typer.Option("proto", metavar="RULE", help=f"Adaptation rule: {', '.join(METHOD_SPECS)}."),
+    method: str = typer.Option("proto", metavar="RULE", help=f"Adaptation rule: {', '.join(METHOD_SPECS)}; with "
+                                                            f"--task sinusoid: alpaca or metasgd."),
+    task: str = typer.Option("classification", metavar="TASK", help="classification (episodes of classes) or "
+                                                                     "sinusoid (regression; then only --out, "
+                                                                     "--method, --episodes = meta-steps of 25 tasks, "
+                                                                     "--lr, --seed, --method-kwargs, --resume, "
+                                                                     "--overwrite apply; see docs/regression.md)."),
     backbone: str = typer.Option("conv4", metavar="NAME", help="Backbone: conv4 (glyphs 28x28, photos 84x84), resnet12 (photos) or mlp."),
     data: str = typer.Option("omniglot", metavar="DATA", help="'omniglot' or a path to a class-grouped .npz or an "
                                                               "image folder (root/<class>/*.png)."),
@@ -133,6 +139,11 @@ def train(
     from edgemeta.data.sources import training_sets
     from edgemeta.train.method_specs import method_spec
 
+    if task != "classification":
+        from edgemeta.train.regression.train_command import train_task
+        train_task(task, out, method, episodes, lr, seed, _json_object(method_kwargs, "--method-kwargs"), resume,
+                   overwrite, typer.echo)
+        return
     if not data:
         raise InputError("--data is empty; expected 'omniglot' or the path of a class-grouped .npz or image folder")
     if resume:

@@ -1,0 +1,46 @@
+"""``edgemeta train --task sinusoid``: the regression branch of the train command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from edgemeta.errors import InputError
+
+TASKS = ("classification", "sinusoid")
+METHODS = ("alpaca", "metasgd")
+RUN_FILES = ("run.json", "best.npz", "best.json", "last.json", "last.npz", "last_optimizer.json")
+
+
+def train_task(task: str, out: Path, method: str, steps: int | None, lr: float, seed: int,
+               method_kwargs: dict[str, Any], resume: bool, overwrite: bool, echo: Callable[[str], None]) -> None:
+    """Meta-train a regression rule on ``task`` into ``out``; ``steps``: meta-steps of 25 tasks each
+    (None: the default, 30,000). Refuses an ``out`` holding a run unless ``resume`` or ``overwrite``."""
+    if task not in TASKS[1:]:
+        raise InputError(f"--task {task!r} is not known; expected one of {list(TASKS)}")
+    if resume and overwrite:
+        raise InputError("--resume continues the run in --out and --overwrite replaces it; pass one of them")
+    from edgemeta.train.regression.meta_train import RegressionConfig, train_regression   # torch from here on
+
+    if resume:
+        if not (out / "run.json").is_file():
+            raise InputError(f"--resume: {out} has no run.json; start the run without --resume")
+        best = train_regression(out, resume=True, log=echo)
+    else:
+        if method not in METHODS:
+            raise InputError(f"--method {method!r} is not a regression rule; expected one of {list(METHODS)}")
+        held = [f for f in RUN_FILES if (out / f).exists()]
+        if held and not overwrite:
+            raise InputError(f"{out} already holds a run ({', '.join(held)}); continue it with --resume, replace "
+                             f"it with --overwrite, or choose another --out")
+        for f in held:
+            (out / f).unlink()
+        cfg = RegressionConfig(method=method, task=task, lr=lr, seed=seed, method_kwargs=dict(method_kwargs))
+        if steps is not None:
+            if steps < 1:
+                raise InputError(f"--episodes must be at least 1, got {steps}")
+            cfg.steps = steps
+            cfg.lr_halve_every = max(1, steps // 3)
+        best = train_regression(out, cfg, log=echo)
+    echo(f"best validation MSE " + " ".join(f"{k} {v:.4f}" for k, v in best["val_mse"].items())
+         + f" at step {best['step']} -> {out}")
