@@ -118,6 +118,15 @@ class FewShotClassifier:
 
     _estimator_type = "classifier"          # scikit-learn < 1.6 reads this; newer ones __sklearn_tags__
 
+    def __new__(cls, bundle: Any = None, *args: Any, **kwargs: Any) -> "FewShotClassifier":
+        """A recurrent bundle (``method`` ``recurrent``) gets an
+        :class:`~edgemeta.runtime.recurrent_memory.OnlineClassifier`: per-class memory, no embeddings."""
+        if cls is FewShotClassifier:
+            from edgemeta.runtime.recurrent_memory import classifier_class    # imports this module
+
+            cls = classifier_class(bundle)
+        return super().__new__(cls)
+
     def __init__(self, bundle: Bundle | str | os.PathLike, ink: str = "auto", threads: int = 1,
                  unknown_label: Any = "unknown", unknown_threshold: float | None = None, precision: str = "auto"):
         self.ink = check_ink(ink)
@@ -379,6 +388,8 @@ class FewShotClassifier:
              **kwargs: Any) -> "FewShotClassifier":
         """Restore a classifier saved with :meth:`save`; refuses a state saved for another bundle."""
         clf = cls(bundle, **kwargs)
+        if type(clf) is not cls:              # a recurrent bundle's OnlineClassifier reads its own state
+            return type(clf).load(clf.bundle, path, key, **kwargs)
         st = read_state(path, key)
         if st.bundle_id != clf.bundle.identity:
             raise StateError(f"{path} was saved for another bundle ({st.bundle_id[:12]}…), not "

@@ -85,6 +85,11 @@ class Bundle:
         self._classify = self._open(files, g["classify"], threads, optimization)
         self._check_io()
         self._smoke_test()
+        self.memory_update = None               # update.onnx: recurrent bundles (format 3, recurrent section)
+        if "recurrent" in manifest:
+            from edgemeta.runtime.recurrent_memory import MemoryUpdate    # imports this module
+
+            self.memory_update = MemoryUpdate(self, files[manifest["recurrent"]["graph"]], optimization)
         self.refiner = None                     # refine.onnx: format-3 bundles with a refine section
         if "refine" in manifest:
             from edgemeta.runtime.semisupervised import Refiner    # imports this module

@@ -62,6 +62,8 @@ class StateData:
     sample_class: np.ndarray        # int64 [M], index into labels
     head: dict[str, np.ndarray]     # adapted head parameters, float32
     meta: dict[str, Any]            # "method" (str), "ink" (one of INKS)
+    memory: np.ndarray | None = None        # recurrent bundles: float32 [C, H], one row per label (no embeddings)
+    memory_shots: np.ndarray | None = None  # int64 [C]: samples read into each row
 
 
 def _loads_strict(data: bytes, what: str) -> Any:
@@ -91,6 +93,9 @@ def _body_v2(state: StateData) -> bytes:
     arrays = [("embeddings", np.ascontiguousarray(state.embeddings, "<f4")),
               ("sample_class", np.ascontiguousarray(state.sample_class, "<i8"))]
     arrays += [(f"head.{k}", np.ascontiguousarray(v, "<f4")) for k, v in sorted(state.head.items())]
+    if state.memory is not None:
+        arrays += [("memory", np.ascontiguousarray(state.memory, "<f4")),
+                   ("memory_shots", np.ascontiguousarray(state.memory_shots, "<i8"))]
     meta = {**{k: state.meta[k] for k in ("method", "ink") if k in state.meta},
             "bundle_id": state.bundle_id, "labels": list(state.labels)}
     index = {"arrays": [{"name": n, "dtype": "float32" if a.dtype == _DTYPES["float32"] else "int64",
@@ -305,7 +310,8 @@ def _state(arrays: dict[str, np.ndarray], meta: Any, source: str) -> StateData:
         raise StateError(f"{source}: sample_class must be int64 [M], one class index per embedding")
     if len(cls) and (cls.min() < 0 or cls.max() >= len(labels)):
         raise StateError(f"{source}: sample_class holds an index outside the {len(labels)} labels")
-    if len(np.unique(cls)) != len(labels):
+    memory, shots = _memory(arrays, len(labels), len(emb), source)
+    if memory is None and len(np.unique(cls)) != len(labels):
         raise StateError(f"{source}: {len(labels) - len(np.unique(cls))} labels have no embedding; expected "
                          f"every class to hold at least one")
     head = {}
@@ -313,7 +319,26 @@ def _state(arrays: dict[str, np.ndarray], meta: Any, source: str) -> StateData:
         if not name.startswith("head.") or value.dtype != np.float32 or not np.isfinite(value).all():
             raise StateError(f"{source}: unexpected array {name!r}; expected finite float32 head.<name> parameters")
         head[name[5:]] = value
-    return StateData(bundle_id, labels, emb, cls, head, {k: meta[k] for k in ("method", "ink") if k in meta})
+    return StateData(bundle_id, labels, emb, cls, head, {k: meta[k] for k in ("method", "ink") if k in meta},
+                     memory, shots)
+
+
+def _memory(arrays: dict[str, np.ndarray], n_labels: int, n_embeddings: int,
+            source: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """A recurrent bundle's ``memory [C, H]`` and ``memory_shots [C]`` (both or neither), taken out of
+    ``arrays``: finite, one row per label, at least one sample each, and no embeddings beside them."""
+    memory, shots = arrays.pop("memory", None), arrays.pop("memory_shots", None)
+    if memory is None and shots is None:
+        return None, None
+    if memory is None or memory.dtype != np.float32 or memory.ndim != 2 or len(memory) != n_labels:
+        raise StateError(f"{source}: memory must be a float32 [C, H] array with one row per label ({n_labels})")
+    if not np.isfinite(memory).all():
+        raise StateError(f"{source}: memory holds NaN or infinity; expected finite numbers")
+    if shots is None or shots.dtype != np.int64 or shots.shape != (n_labels,) or (n_labels and shots.min() < 1):
+        raise StateError(f"{source}: memory_shots must be int64 [C] with at least one sample per class")
+    if n_embeddings:
+        raise StateError(f"{source}: holds both memory and {n_embeddings} embeddings; a memory state holds none")
+    return memory, shots
 
 
 def decode_payload(header: dict[str, Any], payload: bytes, key: bytes | None, source: str) -> StateData:

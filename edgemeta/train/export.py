@@ -32,6 +32,7 @@ from edgemeta.train.memo_bundle import MemoizedBundle
 from edgemeta.train.methods.base import HeadMethod
 from edgemeta.train.model import FewShotModel
 from edgemeta.train.openset_calibration import calibrate_bundle
+from edgemeta.train.recurrent_export import recurrent_extras
 from edgemeta.train.shift_views import SHIFT_VIEWS, ShiftAveraged
 from edgemeta.train.trainer import TrainConfig
 
@@ -246,6 +247,7 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, val: ClassImages,
         if not settings:
             raise ExportError(f"validation needs at least 5 classes, this run's validation set has {val.n_classes}")
         graphs = graphs_from_model(model, (cfg.channels, *cfg.image_size))
+        extra_files, sections = recurrent_extras(model.method)     # update.onnx of a recurrent rule, parity-checked
         outcome["result"] = ", ".join(f"{name} {len(data):,d} B" for name, data in graphs.items())
     with phases.phase("parity check", "torch vs onnxruntime") as outcome:
         parity = check_parity(model, graphs, _parity_episodes(val, settings, parity_episodes))
@@ -263,7 +265,8 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, val: ClassImages,
                     "best": record["best"]},
         parity=parity, onnx_opset=OPSET, torch_version=torch.__version__, shift_views=SHIFT_VIEWS[shift_views],
         channels=cfg.channels)
-    files = dict(graphs)
+    manifest.update(sections)
+    files = {**graphs, **extra_files}
     memos: dict[str, dict[bytes, np.ndarray]] = {}
     # Validation metrics through the device runtime, on held-out validation classes.
     results = {}

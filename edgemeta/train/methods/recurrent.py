@@ -46,6 +46,20 @@ class Recurrent(HeadMethod):
         self.bias_readout = nn.Linear(self.hidden, 1, bias=False)
         nn.init.zeros_(self.bias_readout.weight)
         self.log_scale = nn.Parameter(torch.tensor(float(init_scale)).log())
+        self._init_near_prototypes()
+
+    @torch.no_grad()
+    def _init_near_prototypes(self, gain: float = 0.25) -> None:
+        """Start near Prototypical Networks: the candidate state carries ``gain * e`` in its first
+        ``min(D, H)`` units, the readout divides it back out and ``h0 = 0``, so a class's ``p`` begins as
+        a recency-weighted mean of its embeddings (update gate 0.5) and meta-training refines it."""
+        k = min(self.dim, self.hidden)
+        w_ih = self.gru.weight_ih_l0                                        # [3H, D]: reset, update, candidate
+        w_ih[2 * self.hidden:2 * self.hidden + k].zero_()
+        w_ih[2 * self.hidden:2 * self.hidden + k, :k] += gain * torch.eye(k)
+        self.readout.weight.zero_()
+        self.readout.weight[:k, :k] = torch.eye(k) / gain
+        self.readout.bias.zero_()
 
     # ---------------------------------------------------------------- the rule
     def initial_memory(self, onehot: torch.Tensor) -> torch.Tensor:
