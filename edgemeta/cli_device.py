@@ -70,8 +70,13 @@ def _support_ink(clf: Any, files: list[Path], ink: str) -> str:
 @command()
 def adapt(
     bundle: Path = typer.Argument(..., metavar="BUNDLE", parser=given_path, help=BUNDLE_HELP),
-    support: Path = typer.Option(..., metavar="FOLDER", parser=given_path, help="Folder with one sub-folder of images per class "
-                                                             "(its name is the label)."),
+    support: Optional[Path] = typer.Option(None, metavar="FOLDER", parser=given_path, help="Folder with one sub-folder of "
+                                           "images per class (its name is the label). Optional with --unlabeled."),
+    unlabeled: Optional[Path] = typer.Option(None, "--unlabeled", metavar="FOLDER", parser=given_path,
+                                             help="Folder of images without labels (its image files, sorted; "
+                                                  "sub-folders not read): they refine the prototypes (bundles with "
+                                                  "a refine graph, docs/semi-supervised.md). The state keeps their "
+                                                  "embeddings, the most recent refine.max_unlabeled."),
     state: Path = typer.Option(..., metavar="STATE", parser=given_path, help="Private state file; created, or added to if it exists."),
     ink: str = typer.Option("auto", metavar="INK", help="high (bright strokes), low (dark strokes) or auto "
                                                         "(grey bundles; colour bundles have no ink)."),
@@ -79,7 +84,8 @@ def adapt(
                                                                     "key: the state is encrypted with it at rest "
                                                                     "(AES-256-GCM), and an existing one decrypted."),
 ) -> None:
-    """Learn (more of) the classes in SUPPORT on the device and save the private state."""
+    """Learn (more of) the classes in SUPPORT, and/or refine them with UNLABELED images, on the device;
+    save the private state."""
     from edgemeta.contract.atomic_files import file_in_the_way
     from edgemeta.data.files import list_class_folders
     from edgemeta.runtime.classifier import FewShotClassifier
@@ -88,12 +94,21 @@ def adapt(
     blocker = file_in_the_way(state)
     if blocker is not None:                     # found now, not after every support image is embedded
         raise InputError(f"--state {state}: {blocker} is a file, not a folder; expected a folder to keep the state in")
-    classes = list_class_folders(support)
+    from edgemeta.runtime.semisupervised import unlabeled_files
+
+    if support is None and unlabeled is None:
+        raise InputError("give --support FOLDER (a sub-folder of images per class), --unlabeled FOLDER (images "
+                         "without labels), or both")
+    classes = list_class_folders(support) if support is not None else []
     files = [f for _, found in classes for f in found]
     labels = [name for name, found in classes for _ in found]
+    extra = unlabeled_files(unlabeled) if unlabeled is not None else None
     clf = FewShotClassifier.load_or_new(bundle, state, key)
-    clf.ink = _support_ink(clf, files, ink)
-    clf.partial_fit(files, labels)              # decoded by the runtime, chunk by chunk
+    clf.ink = _support_ink(clf, files or extra, ink)
+    if files:
+        clf.partial_fit(files, labels, unlabeled=extra)   # decoded by the runtime, chunk by chunk
+    else:
+        clf.add_unlabeled(extra)
     clf.save(state, key)
     counts = clf.class_counts()
     typer.echo(f"{state}: {len(counts)} classes " + ", ".join(f"{k} ({v})" for k, v in counts.items()))

@@ -251,6 +251,38 @@ def export(
                f"parity max |Δembedding| {parity:.2g}")
 
 
+@command("add-refine")
+def add_refine(
+    bundle: Path = typer.Argument(..., metavar="BUNDLE", help="A proto bundle (folder or .zip)."),
+    out: Path = typer.Argument(..., metavar="OUT", help="Bundle folder to write (not BUNDLE itself)."),
+    omniglot: Optional[Path] = typer.Option(None, metavar="FOLDER", help="Omniglot folder (the bundle's validation "
+                                                                         "classes fit the distractor mask)."),
+    max_unlabeled: int = typer.Option(1000, metavar="N", help="Unlabelled embeddings a device keeps (the most "
+                                                              "recent); written as refine.max_unlabeled."),
+    fit_steps: int = typer.Option(300, metavar="N", help="Adam steps fitting the mask on validation episodes."),
+    seed: int = typer.Option(0, metavar="N", help="Seed of the fitting episodes."),
+) -> None:
+    """Add semi-supervised refinement to a proto bundle: OUT holds every file of BUNDLE byte for byte, plus
+    refine.onnx (masked soft k-means, fitted and parity-checked) and the manifest's refine section (format
+    version 3). See docs/semi-supervised.md. Needs the workstation extra (torch)."""
+    from edgemeta.contract.bundle import read_bundle
+    from edgemeta.data.sources import training_sets
+    from edgemeta.train.refine_export import add_refine as write_refine
+
+    m, _ = read_bundle(bundle)
+    prov = m["provenance"]
+    if prov.get("dataset") != "omniglot":
+        raise InputError(f"add-refine fits its mask on the bundle's Omniglot validation classes; this bundle was "
+                         f"meta-trained on {prov.get('dataset')!r}")
+    size = (int(m["preprocess"]["size"][0]), int(m["preprocess"]["size"][1]))
+    _, val, _ = training_sets("omniglot", prov.get("split", "vinyals"), size, omniglot)
+    new = write_refine(bundle, out, val, max_unlabeled=max_unlabeled, fit_steps=fit_steps, seed=seed,
+                       calibrated_on=f"omniglot/{prov.get('split', 'vinyals')}/val classes", log=_echo_err)
+    d = new["refine"]["distractor"]
+    typer.echo(f"wrote {out}: format version {new['format_version']}, refine.onnx (mask beta {d['beta']:.3f}, "
+               f"gamma {d['gamma']:.2f}; parity max |Δ| {new['refine']['parity']['prototypes_max_abs']:.2g})")
+
+
 # ------------------------------------------------------------------------------- eval, inspect, bench
 @command("eval")
 def evaluate(
@@ -278,6 +310,13 @@ def evaluate(
                                                                      "support images (a row per class) and each "
                                                                      "query with its predicted label, green if right, "
                                                                      "red if wrong (needs matplotlib)."),
+    unlabeled: Optional[int] = typer.Option(None, "--unlabeled", metavar="M", help="Semi-supervised episodes: M more "
+                                            "images of each class without labels; reports labelled-only and refined "
+                                            "accuracy in the same episodes (bundles with a refine graph; "
+                                            "docs/semi-supervised.md)."),
+    distractors: int = typer.Option(0, "--distractors", metavar="D", help="With --unlabeled: D more classes of none "
+                                                                          "of the episode's labels, M unlabelled "
+                                                                          "images each."),
 ) -> None:
     """Episodic accuracy through the device runtime on classes never seen in meta-training."""
     from edgemeta.data.sources import evaluation_set
@@ -291,6 +330,12 @@ def evaluate(
     b = Bundle.load(bundle, threads=threads, precision=precision)
     test, name = evaluation_set(b.manifest["provenance"], b.preprocess_spec, data, omniglot, split,
                                 rotations=rotations)
+    if unlabeled is not None or distractors:
+        from edgemeta.semisupervised_eval import report_semi
+
+        typer.echo(report_semi(b, test, name, str(bundle), ways, shots, queries, unlabeled or 0, distractors,
+                               episodes, seed, as_json, figure))
+        return
     res = evaluate_episodes(b, test, ways, shots, queries, episodes, seed)
     res.update({"split": name, "bundle": str(bundle), "method": b.method})
     if figure is not None:

@@ -10,6 +10,7 @@ bundle's preprocessing and backbone (as ``FewShotClassifier`` embeds it); each e
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -104,3 +105,19 @@ def evaluate_semi(bundle: Bundle, data: ClassImages, ways: int, shots: int, quer
             "refined_accuracy": round(ra, 3), "refined_ci95": round(rc, 3),
             "gain": round(ga, 3), "gain_ci95": round(gc, 3),
             "embed_seconds": round(t_embed, 2), "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def report_semi(bundle: Bundle, data: ClassImages, split: str, source: str, ways: int, shots: int, queries: int,
+                unlabeled: int, distractors: int, episodes: int, seed: int, as_json: bool,
+                figure: Any = None) -> str:
+    """``edgemeta eval --unlabeled M --distractors D``: one JSON object, or one line of text."""
+    if figure is not None:
+        raise InputError("--figure draws labelled episodes; leave it out with --unlabeled")
+    res = evaluate_semi(bundle, data, ways, shots, queries, unlabeled, distractors, episodes, seed)
+    res.update({"split": split, "bundle": source, "method": bundle.method})
+    if as_json:
+        return json.dumps(res)
+    return (f"{bundle.method} on {split}: {ways}-way {shots}-shot {queries}-query, {unlabeled} unlabeled per class, "
+            f"{distractors} distractor classes, {episodes} episodes, {res['precision']}: labelled only "
+            f"{res['labelled_accuracy']:.2f} ± {res['labelled_ci95']:.2f} %, refined {res['refined_accuracy']:.2f} ± "
+            f"{res['refined_ci95']:.2f} % (gain {res['gain']:+.2f} ± {res['gain_ci95']:.2f}; {res['seconds']:.1f}s)")

@@ -26,6 +26,7 @@ import numpy as np
 from edgemeta.contract.input_checks import CheckedImages, check_images
 from edgemeta.contract.preprocess import check_ink, check_spec, iter_preprocess
 from edgemeta.errors import InputError, NotFittedError, StateError
+from edgemeta.runtime import semisupervised as semi
 from edgemeta.runtime.loaded_bundle import Bundle
 from edgemeta.runtime.state import StateData, read_state, write_state
 
@@ -99,6 +100,8 @@ class FewShotClassifier:
     - ``fit(images, labels)``: learn these classes (replacing earlier ones).
     - ``partial_fit(images, labels)``: add shots to known classes or new classes.
     - ``forget(label)``: remove a class and every embedding of it.
+    - ``fit(images, labels, unlabeled=U)`` / ``partial_fit(..., unlabeled=U)`` / ``add_unlabeled(U)``:
+      unlabelled samples refine the prototypes (bundles with a refine graph; docs/semi-supervised.md).
     - ``predict`` / ``predict_proba`` / ``decision_function`` / ``score``; ``classes_`` lists the
       labels in column order (sorted, like scikit-learn).
     - ``predict(images, reject_unknown=True)`` answers ``unknown_label`` for queries far from every
@@ -149,6 +152,7 @@ class FewShotClassifier:
     def _clear(self) -> None:
         self._emb = np.zeros((0, self.bundle.embedding_dim), np.float32)   # [M, D]
         self._lab: list[Any] = []                                           # [M] labels
+        self._pool = semi.empty_pool(self.bundle)                           # [U, D] unlabelled embeddings
         self._head: _Head | None = None
 
     # ------------------------------------------------------------------ scikit-learn protocol
@@ -229,57 +233,95 @@ class FewShotClassifier:
         y = check_labels(labels, len(checked))             # before any pixel work
         return self.embed(checked), y
 
-    def fit(self, images: Images, labels: Any) -> "FewShotClassifier":
-        """Learn the classes in ``labels`` from ``images`` (``[S, H, W]``); replaces earlier classes."""
+    def fit(self, images: Images, labels: Any, unlabeled: Images | None = None) -> "FewShotClassifier":
+        """Learn the classes in ``labels`` from ``images`` (``[S, H, W]``); replaces earlier classes and
+        the unlabelled pool. ``unlabeled``: images without labels that refine the prototypes."""
         emb, y = self._support(images, labels)
         self._check_classes(set(map(_py, y)))
+        new = self._unlabeled(unlabeled)
         with self._lock:
-            self._set(emb, [_py(v) for v in y])
+            self._set(emb, [_py(v) for v in y], self._grown_pool(new, semi.empty_pool(self.bundle)))
         return self
 
-    def partial_fit(self, images: Images, labels: Any) -> "FewShotClassifier":
-        """Add samples of known or new classes; equals ``fit`` on everything seen so far.
+    def partial_fit(self, images: Images, labels: Any, unlabeled: Images | None = None) -> "FewShotClassifier":
+        """Add samples of known or new classes (and ``unlabeled`` images to the pool); equals ``fit`` on
+        everything seen so far.
 
         Classes may arrive one at a time: until two classes are held there is no head to predict with.
         """
         emb, y = self._support(images, labels)
+        new = self._unlabeled(unlabeled)
         with self._lock:
             labs = self._lab + [_py(v) for v in y]
             self._check_classes(set(labs), allow_fewer=True)
-            self._store(np.concatenate([self._emb, emb]), labs)
+            self._store(np.concatenate([self._emb, emb]), labs, self._grown_pool(new))
         return self
 
-    def fit_embeddings(self, support: np.ndarray, labels: Any) -> "FewShotClassifier":
-        """``fit`` on precomputed support embeddings ``[S, D]``."""
+    def add_unlabeled(self, images: Images) -> "FewShotClassifier":
+        """Add images without labels to the pool (the most recent ``refine.max_unlabeled`` are kept) and
+        refine the head with them; equals ``partial_fit`` with ``unlabeled=images`` and no labelled sample."""
+        if _is_empty(images):
+            raise InputError("no unlabeled images given; expected at least one")
+        new = self._unlabeled(images)
+        with self._lock:
+            self._store(self._emb, self._lab, self._grown_pool(new))
+        return self
+
+    def _unlabeled(self, images: Images | None) -> np.ndarray:
+        """Embeddings ``[U, D]`` of ``unlabeled`` images (``[0, D]`` for None); refused by bundles without a
+        refine graph."""
+        if images is None:
+            return semi.empty_pool(self.bundle)
+        semi.require_refiner(self.bundle)
+        if _is_empty(images):
+            return semi.empty_pool(self.bundle)
+        return self.embed(self._check(images, "unlabeled images"), "unlabeled images")
+
+    def _grown_pool(self, new: np.ndarray, base: np.ndarray | None = None) -> np.ndarray:
+        """``base`` (default: the held pool) plus ``new``, the most recent ``refine.max_unlabeled`` kept
+        (caller locks)."""
+        base = self._pool if base is None else base
+        return semi.bounded(base, new, semi.require_refiner(self.bundle).max_unlabeled) if len(new) else base
+
+    def fit_embeddings(self, support: np.ndarray, labels: Any, unlabeled: np.ndarray | None = None) -> "FewShotClassifier":
+        """``fit`` on precomputed support embeddings ``[S, D]`` (and unlabelled embeddings ``[U, D]``)."""
         support = np.asarray(support)
         if support.ndim != 2 or support.shape[1] != self.bundle.embedding_dim:
             raise InputError(f"support embeddings have shape {support.shape}; expected [S, "
                              f"{self.bundle.embedding_dim}]")
         y = check_labels(labels, len(support))
         self._check_classes(set(map(_py, y)))
+        new = semi.checked_embeddings(unlabeled, self.bundle)
         with self._lock:
-            self._set(np.ascontiguousarray(support, dtype=np.float32), [_py(v) for v in y])
+            self._set(np.ascontiguousarray(support, dtype=np.float32), [_py(v) for v in y],
+                      self._grown_pool(new, semi.empty_pool(self.bundle)))
         return self
 
     def forget(self, label: Any) -> "FewShotClassifier":
-        """Remove class ``label`` and every stored embedding of it (save again to erase it on disk)."""
+        """Remove class ``label`` and every stored embedding of it (save again to erase it on disk); the
+        unlabelled embeddings the current head assigns to it leave the pool too."""
         with self._lock:
             if label not in self._lab:
                 known = sorted(set(self._lab), key=lambda v: (isinstance(v, str), v))
                 raise InputError(f"cannot forget {label!r}: not a registered class; registered: {known}")
+            head = self._head
+            column = [_py(v) for v in head.classes].index(label) if head else 0
+            pool = semi.pool_after_forget(self.bundle, self._pool, head.params if head else None, column)
             keep = [i for i, v in enumerate(self._lab) if v != label]
-            self._store(self._emb[keep], [self._lab[i] for i in keep])
+            self._store(self._emb[keep], [self._lab[i] for i in keep], pool)
         return self
 
     def _min_ways(self) -> int:
         return int(self.bundle.manifest.get("limits", {}).get("min_ways", 2))
 
-    def _store(self, emb: np.ndarray, labs: list[Any]) -> None:
-        """Hold these samples; adapt a head if there are enough classes, else hold none (caller locks)."""
+    def _store(self, emb: np.ndarray, labs: list[Any], pool: np.ndarray | None = None) -> None:
+        """Hold these samples (and ``pool``, default: the held one); adapt a head if there are enough
+        classes, else hold none (caller locks)."""
+        pool = self._pool if pool is None else pool
         if len(set(labs)) >= self._min_ways():
-            self._set(emb, labs)
+            self._set(emb, labs, pool)
         else:
-            self._emb, self._lab, self._head = emb, labs, None
+            self._emb, self._lab, self._pool, self._head = emb, labs, pool, None
 
     def _check_classes(self, classes: set[Any], allow_fewer: bool = False) -> None:
         limits = self.bundle.manifest.get("limits", {})
@@ -292,12 +334,13 @@ class FewShotClassifier:
         if any(isinstance(c, str) for c in classes) and any(not isinstance(c, str) for c in classes):
             raise InputError("labels mix types with the classes already registered; expected all ints or all strings")
 
-    def _set(self, emb: np.ndarray, labs: list[Any]) -> None:
-        """Re-adapt on all held embeddings (caller holds the lock)."""
+    def _set(self, emb: np.ndarray, labs: list[Any], pool: np.ndarray | None = None) -> None:
+        """Re-adapt on all held embeddings, refined by ``pool`` (default: the held one; caller locks)."""
+        pool = self._pool if pool is None else pool
         classes, inverse = np.unique(np.asarray(labs), return_inverse=True)
         onehot = np.eye(len(classes), dtype=np.float32)[inverse]
-        params = self.bundle.adapt(emb, onehot)
-        self._emb, self._lab = emb, labs
+        params = semi.head_params(self.bundle, emb, onehot, pool)
+        self._emb, self._lab, self._pool = emb, labs, pool
         self._head = _Head(classes, params, int(np.bincount(inverse).min()))
 
     # ------------------------------------------------------------------ inference
@@ -378,7 +421,7 @@ class FewShotClassifier:
             head = self._head
             state = StateData(self.bundle.identity, [_py(v) for v in head.classes] if head else sorted(set(self._lab), key=str),
                               self._emb.copy(), np.zeros(0, np.int64), dict(head.params) if head else {},
-                              {"method": self.bundle.method, "ink": self.ink})
+                              {"method": self.bundle.method, "ink": self.ink}, unlabeled=self._pool.copy())
             order = {v: i for i, v in enumerate(state.labels)}
             state.sample_class = np.array([order[v] for v in self._lab], np.int64)
         write_state(path, state, key)
@@ -406,6 +449,7 @@ class FewShotClassifier:
         if "ink" in st.meta and "ink" not in kwargs:
             clf.ink = st.meta["ink"]
         labs = [st.labels[i] for i in st.sample_class]
+        clf._pool = semi.checked_pool(st.unlabeled, clf.bundle, str(path))
         with clf._lock:
             clf._store(st.embeddings.astype(np.float32), labs)
         return clf

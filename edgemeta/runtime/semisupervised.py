@@ -13,6 +13,7 @@ pool's rules; :class:`~edgemeta.runtime.classifier.FewShotClassifier` calls them
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
@@ -143,3 +144,29 @@ def checked_pool(unlabeled: Any, bundle: "Bundle", source: str) -> np.ndarray:
         raise StateError(f"{source}: unlabeled embeddings have shape {list(unlabeled.shape)}; expected at most "
                          f"[{refiner.max_unlabeled}, {bundle.embedding_dim}]")
     return np.ascontiguousarray(unlabeled, np.float32)
+
+
+def checked_embeddings(unlabeled: Any, bundle: "Bundle") -> np.ndarray:
+    """Precomputed unlabelled embeddings as float32 ``[U, D]`` (``[0, D]`` for None); :class:`InputError`
+    naming the expected shape, or why the bundle cannot use them."""
+    if unlabeled is None:
+        return empty_pool(bundle)
+    require_refiner(bundle)
+    a = np.asarray(unlabeled)
+    if a.ndim != 2 or a.shape[1] != bundle.embedding_dim or a.dtype.kind not in "fiu" or not np.isfinite(a).all():
+        raise InputError(f"unlabeled embeddings have shape {list(a.shape)} and dtype {a.dtype}; expected finite "
+                         f"numbers of shape [U, {bundle.embedding_dim}]")
+    return np.ascontiguousarray(a, np.float32)
+
+
+def unlabeled_files(folder: Path) -> list[Path]:
+    """The image files of a folder of unlabelled samples (sorted, not recursive); :class:`InputError` when it
+    is not a folder or holds none."""
+    from edgemeta.contract.image_files import IMAGE_SUFFIXES, image_files_in
+
+    if not folder.is_dir():
+        raise InputError(f"--unlabeled {folder} is not a folder; expected a folder of image files without labels")
+    found = image_files_in(folder)
+    if not found:
+        raise InputError(f"--unlabeled {folder} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+    return found

@@ -64,6 +64,7 @@ class StateData:
     meta: dict[str, Any]            # "method" (str), "ink" (one of INKS)
     memory: np.ndarray | None = None        # recurrent bundles: float32 [C, H], one row per label (no embeddings)
     memory_shots: np.ndarray | None = None  # int64 [C]: samples read into each row
+    unlabeled: np.ndarray | None = None     # float32 [U, D]: the unlabelled pool (refine bundles)
 
 
 def _loads_strict(data: bytes, what: str) -> Any:
@@ -93,6 +94,8 @@ def _body_v2(state: StateData) -> bytes:
     arrays = [("embeddings", np.ascontiguousarray(state.embeddings, "<f4")),
               ("sample_class", np.ascontiguousarray(state.sample_class, "<i8"))]
     arrays += [(f"head.{k}", np.ascontiguousarray(v, "<f4")) for k, v in sorted(state.head.items())]
+    if state.unlabeled is not None and len(state.unlabeled):      # written only when there is a pool
+        arrays.append(("unlabeled", np.ascontiguousarray(state.unlabeled, "<f4")))
     if state.memory is not None:
         arrays += [("memory", np.ascontiguousarray(state.memory, "<f4")),
                    ("memory_shots", np.ascontiguousarray(state.memory_shots, "<i8"))]
@@ -345,7 +348,23 @@ def decode_payload(header: dict[str, Any], payload: bytes, key: bytes | None, so
     """Verify and parse the payload of a checked header; raises :class:`StateError` naming the check."""
     body = _open_payload(header, payload, key, source)
     arrays, meta = (_arrays_v2 if header["version"] == 2 else _arrays_v1)(body, source)
-    return _state(arrays, meta, source)
+    unlabeled = arrays.pop("unlabeled", None)
+    state = _state(arrays, meta, source)
+    state.unlabeled = _unlabeled_pool(unlabeled, state.embeddings.shape[1], source)
+    return state
+
+
+def _unlabeled_pool(pool: np.ndarray | None, dim: int, source: str) -> np.ndarray | None:
+    """The ``unlabeled`` array (semi-supervised refinement's pool): float32 ``[U, D]``, finite, the
+    embeddings' width."""
+    if pool is None:
+        return None
+    if pool.dtype != np.float32 or pool.ndim != 2 or pool.shape[1] != dim:
+        raise StateError(f"{source}: unlabeled must be a float32 [U, {dim}] array (the embeddings' width), got "
+                         f"{pool.dtype} {list(pool.shape)}")
+    if not np.isfinite(pool).all():
+        raise StateError(f"{source}: unlabeled holds NaN or infinity; expected finite numbers")
+    return pool
 
 
 def decode_state(data: bytes, key: bytes | None = None, source: str = "state") -> StateData:
