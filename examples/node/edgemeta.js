@@ -968,6 +968,8 @@ class Bundle {
       (f) => ort.InferenceSession.create(new Uint8Array(files.get(f)), opts)));
     const bundle = new Bundle(manifest, String(bundlePath), backbone, adapt, classify);
     bundle.precision = useInt8 ? 'int8' : 'fp32';
+    // recurrent bundles (format 3): update.onnx, the per-class memory update (recurrent.js)
+    bundle.memoryUpdate = manifest.recurrent ? await require('./recurrent').openMemoryUpdate(bundle, files.get(manifest.recurrent.graph), opts) : null;
     return bundle;
   }
 
@@ -1097,7 +1099,8 @@ class FewShotClassifier {
    * (a max-logit threshold overriding the manifest's open_set calibration).
    */
   static async load(bundlePath, { threads = 1, precision = 'auto', ...options } = {}) {
-    return new FewShotClassifier(await Bundle.load(bundlePath, { threads, precision }), options);
+    const bundle = await Bundle.load(bundlePath, { threads, precision });
+    return bundle.memoryUpdate ? new (onlineClassifier())(bundle, options) : new FewShotClassifier(bundle, options);
   }
 
   constructor(bundle, { ink = 'auto', unknownLabel = 'unknown', unknownThreshold = null } = {}) {
@@ -1294,7 +1297,15 @@ class FewShotClassifier {
   }
 }
 
+let OnlineClassifier = null;
+/** The classifier of recurrent bundles (recurrent.js: per-class memory, no embeddings); FewShotClassifier.load picks it. */
+function onlineClassifier() {
+  OnlineClassifier ??= require('./recurrent').makeOnlineClassifier(FewShotClassifier, uniqueSorted, labelKind);
+  return OnlineClassifier;
+}
+
 module.exports = {
+  onlineClassifier,
   FORMAT_NAME, FORMAT_VERSIONS, BundleError, InputError, Bundle, FewShotClassifier,
   readBundle, readBundleFiles, verify, MAX_BUNDLE_BYTES, MAX_ZIP_ENTRIES, parseManifest, manifestDigest, canonicalManifest, parsePyJson, pyFloatRepr,
   pyJsonString, compareCodePoints, preprocess, preprocessColour, centreCrop, boxBins, nearestIndices, uniqueSorted, sessionOptions, MIN_SIDE, MAX_ASPECT,
