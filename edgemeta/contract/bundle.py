@@ -23,8 +23,8 @@ from typing import Any, Mapping
 
 from edgemeta.contract.atomic_files import atomic_write_bytes
 from edgemeta.contract.bundle_zip import checked_entries, read_zip_entry
-from edgemeta.contract.manifest_schema import (FORMAT_NAME, FORMAT_VERSION, GRAPH_FILES, MANIFEST, MAX_BUNDLE_BYTES,
-                                               READABLE_VERSIONS, validate_manifest, writer_version)
+from edgemeta.contract.manifest_schema import (FORMAT_NAME, FORMAT_VERSION, GRAPH_FILES, MANIFEST, MAX_BUNDLE_BYTES,  # noqa: F401 - re-exported
+                                               READABLE_VERSIONS, graph_files, validate_manifest, writer_version)
 from edgemeta.contract.strict_json import MAX_BYTES as MAX_MANIFEST_BYTES
 from edgemeta.contract.strict_json import loads_strict
 from edgemeta.errors import BundleError
@@ -75,7 +75,7 @@ def parse_manifest(raw: bytes, source: str = "bundle") -> dict[str, Any]:
     if manifest["integrity"].get("manifest_sha256") != manifest_digest(manifest):
         raise BundleError(f"{source}: manifest.json was altered after export (its integrity digest "
                           f"does not match); use the bundle as exported")
-    for role, name in GRAPH_FILES.items():
+    for role, name in graph_files(manifest).items():
         if manifest["graphs"].get(role) != name or name not in manifest["files"]:
             raise BundleError(f"{source}: manifest must list graph {role!r} as {name!r}")
     manifest = validate_manifest(manifest, source)

@@ -303,6 +303,10 @@ class Section:
     rule: Rule
     relate: Callable[[Mapping[str, Any], str], None] | None = None
     methods: tuple[str, ...] = ()
+    # base fields whose rule the section replaces (e.g. vector inputs replace input and preprocess); the
+    # image cross-field rules are skipped for a replaced input, the head-output table for a replaced head
+    replaces: Mapping[str, Rule] = field(default_factory=dict)
+    graphs: Mapping[str, str] | None = None      # the fixed graph files when they are not GRAPH_FILES
 
 
 def _relate_refine(m: Mapping[str, Any], source: str) -> None:
@@ -331,6 +335,42 @@ def _relate_recurrent(m: Mapping[str, Any], source: str) -> None:
 
 
 RECURRENT_GRAPH = "update.onnx"
+MAX_VECTOR_DIM = 1 << 16     # vector_input.dim
+MAX_TARGETS = 1024           # regression.outputs
+REGRESSION_GRAPH_FILES = {"backbone": "backbone.onnx", "adapt": "adapt.onnx", "predict": "predict.onnx"}
+REGRESSION_HEAD_OUTPUTS = {"alpaca": ["weight", "covariance", "noise_variance"], "metasgd": ["weight"]}
+REGRESSION_UNCERTAINTY = {"alpaca": "predictive_variance", "metasgd": "none"}
+VECTOR_INPUT = Obj(required={"shape": List(Nullable(Int(-1, MAX_VECTOR_DIM)), 2, 2)},
+                   optional={"name": Const("inputs"), "dtype": Const("float32"), "kind": Const("vectors")})
+VECTOR_PREPROCESS = Obj(required={"kind": Const("vectors")})
+REGRESSION_METRICS = Obj(required={"mse": Num(0, 1e300), "ci95": Num(0, 1e300), "tasks": Int(0, 10**9)},
+                         optional={"support": Int(0, 10**9), "queries": Int(0, 10**9)})
+
+
+def _relate_vector_input(m: Mapping[str, Any], source: str) -> None:
+    shape, dim = m["input"]["shape"], m["vector_input"]["dim"]
+    if shape[0] not in (None, -1) or type(shape[0]) is bool or shape[1] != dim:
+        raise BundleError(f"{source}: manifest input.shape {shape} must be [null or -1, vector_input.dim] = "
+                          f"[-1, {dim}]")
+    names = m["vector_input"].get("feature_names")
+    if names is not None and len(names) != dim:
+        raise BundleError(f"{source}: manifest field vector_input.feature_names has {len(names)} names; expected "
+                          f"vector_input.dim = {dim}")
+
+
+def _relate_regression(m: Mapping[str, Any], source: str) -> None:
+    method, reg = m["method"], m["regression"]
+    want = REGRESSION_HEAD_OUTPUTS[method]
+    if m["head"]["outputs"] != want:
+        raise BundleError(f"{source}: manifest field head.outputs is {m['head']['outputs']} but regression method "
+                          f"{method!r} has the head parameters {want}")
+    if reg["uncertainty"] != REGRESSION_UNCERTAINTY[method]:
+        raise BundleError(f"{source}: manifest field regression.uncertainty is {reg['uncertainty']!r}; method "
+                          f"{method!r} gives {REGRESSION_UNCERTAINTY[method]!r}")
+    names = reg.get("target_names")
+    if names is not None and len(names) != reg["outputs"]:
+        raise BundleError(f"{source}: manifest field regression.target_names has {len(names)} names; expected "
+                          f"regression.outputs = {reg['outputs']}")
 # Version-3 sections, one entry per capability: top-level manifest key -> Section.
 V3_SECTIONS: dict[str, Section] = {
     # semi-supervised refinement (docs/semi-supervised.md): labelled support + unlabelled embeddings -> prototypes
@@ -342,7 +382,36 @@ V3_SECTIONS: dict[str, Section] = {
     "recurrent": Section(Obj(required={"graph": Const(RECURRENT_GRAPH), "rule": Const("gru_class_memory"),
                                        "hidden": Int(1, 1 << 14), "outputs": List(Str(r"[a-z_]{1,32}"), 1, 8)}),
                          _relate_recurrent, methods=("recurrent",)),
+    # vector inputs [N, D] (docs/regression.md): the normalisation lives inside backbone.onnx
+    "vector_input": Section(Obj(required={"dim": Int(1, MAX_VECTOR_DIM), "normalization": Const("in_graph")},
+                                optional={"feature_names": List(Str(r".{1,64}"), 1, MAX_VECTOR_DIM)}),
+                            _relate_vector_input, replaces={"input": VECTOR_INPUT, "preprocess": VECTOR_PREPROCESS}),
+    # regression heads adapted from sufficient statistics (docs/regression.md): predict.onnx instead of classify.onnx
+    "regression": Section(Obj(required={"outputs": Int(1, MAX_TARGETS),
+                                        "uncertainty": OneOf(("predictive_variance", "none")),
+                                        "statistics": Const("feature_gram,feature_targets")},
+                              optional={"target_names": List(Str(r".{1,64}"), 1, MAX_TARGETS)}),
+                          _relate_regression, methods=("alpaca",),
+                          replaces={"method": OneOf(tuple(REGRESSION_HEAD_OUTPUTS)),
+                                    "head": Obj(required={"method": OneOf(tuple(REGRESSION_HEAD_OUTPUTS)),
+                                                          "outputs": List(Str(r"[a-z_]{1,32}"), 1, 8)}),
+                                    "graphs": Obj(required={r: Const(n) for r, n in REGRESSION_GRAPH_FILES.items()}),
+                                    "validation": Obj(values=Either((Str(), REGRESSION_METRICS), (str, dict)))},
+                          graphs=REGRESSION_GRAPH_FILES),
 }
+
+
+def replaced_rules(m: Mapping[str, Any]) -> dict[str, Rule]:
+    """Base fields whose rule a present version-3 section replaces -> that rule."""
+    return {k: r for name, sec in V3_SECTIONS.items() if name in m for k, r in sec.replaces.items()}
+
+
+def graph_files(m: Mapping[str, Any]) -> Mapping[str, str]:
+    """The fixed graph files (role -> name) of a manifest: :data:`GRAPH_FILES` unless a section says otherwise."""
+    for name, sec in V3_SECTIONS.items():
+        if name in m and sec.graphs is not None:
+            return sec.graphs
+    return GRAPH_FILES
 
 
 def writer_version(manifest: Mapping[str, Any]) -> int:
@@ -352,11 +421,12 @@ def writer_version(manifest: Mapping[str, Any]) -> int:
 
 def _cross_field_rules(m: Mapping[str, Any], source: str) -> None:
     """The rules that relate two fields (the declarative part checks each field alone)."""
+    replaced = replaced_rules(m)
     if m["head"]["method"] != m["method"]:
         raise BundleError(f"{source}: manifest field head.method is {m['head']['method']!r} but method is "
                           f"{m['method']!r}; expected the same")
-    want = HEAD_OUTPUTS[m["method"]]
-    if m["head"]["outputs"] != want:
+    want = HEAD_OUTPUTS.get(m["method"])
+    if "head" not in replaced and m["head"]["outputs"] != want:
         raise BundleError(f"{source}: manifest field head.outputs is {m['head']['outputs']} but method "
                           f"{m['method']!r} has the head parameters {want}")
     for role, name in m["graphs"].items():
@@ -366,6 +436,8 @@ def _cross_field_rules(m: Mapping[str, Any], source: str) -> None:
     if limits.get("min_ways", 2) > limits.get("max_ways", MAX_WAYS):
         raise BundleError(f"{source}: manifest limits.min_ways {limits['min_ways']} exceeds limits.max_ways "
                           f"{limits['max_ways']}")
+    if "input" in replaced:              # a section's relate checks the input it describes
+        return
     shape, spec = m["input"]["shape"], m["preprocess"]
     batch = (None,) if m["format_version"] == 1 else (None, -1)
     channels = spec.get("channels", 1)
@@ -400,7 +472,9 @@ def validate_manifest(manifest: Any, source: str = "bundle") -> dict[str, Any]:
     """
     if isinstance(manifest, dict):
         _version_rules(manifest, source)
-    SCHEMA.check(manifest, "", source)
+    replaced = replaced_rules(manifest) if isinstance(manifest, dict) else {}
+    schema = SCHEMA if not replaced else Obj(required={**SCHEMA.required, **replaced}, optional=SCHEMA.optional)
+    schema.check(manifest, "", source)
     _cross_field_rules(manifest, source)
     for name, section in V3_SECTIONS.items():
         if name in manifest:
