@@ -339,3 +339,31 @@ def test_colour_recurrent_bundle_learns_photos_online(tmp_path):
     parts = FewShotClassifier(b).partial_fit(photos[:5], labels[:5]).partial_fit(photos[5:], labels[5:])
     np.testing.assert_array_equal(parts.decision_function(photos[:3]), whole.decision_function(photos[:3]))
     assert whole.predict(photos).shape == (12,)
+
+
+def test_online_learning_never_imports_torch(rec_dir, tmp_path):
+    """Loading a recurrent bundle, partial_fit, save and load run on numpy + onnxruntime alone."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(f"""
+        import sys
+        import numpy as np
+        from edgemeta.runtime import FewShotClassifier
+        g = np.random.default_rng(0)
+        x = (g.random((6, 28, 28)) < 0.2).astype(np.float32)
+        clf = FewShotClassifier({str(rec_dir)!r}).partial_fit(x[:3], [0, 1, 0]).partial_fit(x[3:], [1, 0, 1])
+        clf.save({str(tmp_path / "s.state")!r})
+        back = FewShotClassifier.load({str(rec_dir)!r}, {str(tmp_path / "s.state")!r})
+        assert type(back).__name__ == "OnlineClassifier" and back.class_counts() == {{0: 3, 1: 3}}
+        print(sorted(m for m in ("torch", "onnx", "tqdm") if m in sys.modules))
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_unlabeled_samples_are_refused_by_a_recurrent_bundle(rec):
+    with pytest.raises(InputError, match="labelled samples only"):
+        FewShotClassifier(rec).fit(glyphs(4, 1), [0, 1, 0, 1], unlabeled=glyphs(2, 2))

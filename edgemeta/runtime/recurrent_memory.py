@@ -166,21 +166,24 @@ class OnlineClassifier(FewShotClassifier):
             self._check_classes(set(base.labels) | set(labels), allow_fewer=allow_fewer)
             self._commit(base.added(self._update, emb, labels))
 
-    def fit(self, images: Images, labels: Any) -> "OnlineClassifier":
+    def fit(self, images: Images, labels: Any, unlabeled: Any = None) -> "OnlineClassifier":
         """Learn the classes in ``labels`` from ``images`` in the order given; replaces earlier classes."""
+        _no_unlabeled(unlabeled)
         emb, y = self._support(images, labels)
         self._learn(emb, y, ClassMemory.empty(self._update), allow_fewer=False)
         return self
 
-    def partial_fit(self, images: Images, labels: Any) -> "OnlineClassifier":
+    def partial_fit(self, images: Images, labels: Any, unlabeled: Any = None) -> "OnlineClassifier":
         """Read more samples (known or new classes) into the memory, in the order given: equals ``fit``
         on everything seen so far in that order; costs time in the new samples only."""
+        _no_unlabeled(unlabeled)
         emb, y = self._support(images, labels)
         self._learn(emb, y, None, allow_fewer=True)
         return self
 
-    def fit_embeddings(self, support: np.ndarray, labels: Any) -> "OnlineClassifier":
+    def fit_embeddings(self, support: np.ndarray, labels: Any, unlabeled: Any = None) -> "OnlineClassifier":
         """``fit`` on precomputed support embeddings ``[S, D]``."""
+        _no_unlabeled(unlabeled)
         support = np.asarray(support)
         if support.ndim != 2 or support.shape[1] != self.bundle.embedding_dim:
             raise InputError(f"support embeddings have shape {support.shape}; expected [S, "
@@ -249,6 +252,12 @@ class OnlineClassifier(FewShotClassifier):
         with clf._lock:
             clf._commit(ClassMemory._from_rows(rows, u))
         return clf
+
+
+def _no_unlabeled(unlabeled: Any) -> None:
+    if unlabeled is not None:
+        raise InputError("unlabeled samples refine prototypes of bundles with a refine graph; a recurrent bundle "
+                         "learns from labelled samples only")
 
 
 def memory_update(bundle: Bundle) -> MemoryUpdate:
