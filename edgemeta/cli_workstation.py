@@ -100,6 +100,11 @@ def train(
                                                   "augmented copies (UMTRA); the data's class labels are ignored. "
                                                   "Validation classes (labelled) still select the checkpoint. "
                                                   "See docs/unsupervised.md."),
+    cluster_from: Optional[Path] = typer.Option(
+        None, metavar="RUN", parser=given_path, help="With --unsupervised: episodes from pseudo-classes, k-means "
+                                                      "clusters (--clusters) of the training images' embeddings under "
+                                                      "this earlier unsupervised run's weights (CACTUs)."),
+    clusters: int = typer.Option(0, metavar="K", help="Pseudo-classes for --cluster-from."),
     lr: float = typer.Option(1e-3, metavar="RATE", help="Adam learning rate."),
     meta_lr: Optional[float] = typer.Option(None, metavar="RATE", help="Adam rate of the episodic phase "
                                                                        "(default: --lr), e.g. lower after pre-training."),
@@ -162,6 +167,7 @@ def train(
         method, **{k: v for k, v in given.items() if v is not None}, backbone=backbone, dataset=data, split=split,
         image_size=(image_size, image_size), ways=ways, shots=shots, queries=queries,
         episodes_per_step=episodes_per_step, meta=meta, augment=augment, unsupervised=unsupervised, lr=lr,
+        cluster_from=str(cluster_from) if cluster_from else None, clusters=clusters,
         lr_halve_every=lr_halve_every,
         val_every=val_every, val_episodes=val_episodes, val_ways=val_ways, val_shots=val_shots, patience=patience,
         meta_lr=meta_lr, val_report_shots=tuple(val_report_shots or ()),
@@ -172,7 +178,7 @@ def train(
     _check_episode_classes(cfg, train_set, val_set, val_fraction)
     if cfg.unsupervised:
         from edgemeta.data.unsupervised_tasks import unsupervised_provenance
-        prov = {**prov, **unsupervised_provenance(train_set.n_images)}
+        prov = {**prov, **unsupervised_provenance(train_set.n_images, cfg.cluster_from, cfg.clusters)}
     rec = meta_train(cfg, train_set, val_set, out, provenance=prov, progress=progress)
     b = rec["best"]
     typer.echo(f"best val {b['val_acc']:.2f} ± {b['val_ci95']:.2f} at {b['phase']} step {b['step']}; "

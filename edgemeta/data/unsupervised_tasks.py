@@ -15,16 +15,21 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgemeta.data.classes import ClassImages
 from edgemeta.data.episodes import EpisodeIndices
 from edgemeta.errors import InputError
 
-def unsupervised_provenance(n_images: int) -> dict[str, str]:
+def unsupervised_provenance(n_images: int, cluster_from: str | None = None, clusters: int = 0) -> dict[str, str]:
     """What ``run.json`` and the bundle's ``provenance`` record about an unsupervised run."""
+    tasks = (f"UMTRA-style, from {n_images} unlabelled training images: each sampled image is its own class, "
+             f"strongly augmented copies are its shots and queries; the data's class labels are ignored")
+    if cluster_from:
+        tasks = (f"CACTUs-style, from {n_images} unlabelled training images: {clusters} k-means pseudo-classes of "
+                 f"their embeddings under the unsupervised run {cluster_from}, strongly augmented; the data's "
+                 f"class labels are ignored")
     return {
         "labels_used": "none",
-        "meta_training_tasks": f"UMTRA-style, from {n_images} unlabelled training images: each sampled image is "
-                               f"its own class, strongly augmented copies are its shots and queries; the data's "
-                               f"class labels are ignored",
+        "meta_training_tasks": tasks,
         "checkpoint_selection": "labelled validation classes (disjoint from training and test classes)",
     }
 
@@ -61,3 +66,75 @@ class UnlabelledTaskSampler:
         """Support+query rows of ``count`` consecutive tasks: int64 ``[count, ways*(shots+queries)]``."""
         return np.stack([np.concatenate([i.support, i.query])
                          for i in (self.indices(start + e) for e in range(count))])
+
+
+def _kmeans_pp(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """``k`` seed centres ``[k, D]``: each next one a row drawn with probability proportional to its
+    squared distance to the nearest centre so far (a row already chosen, or a duplicate, has 0)."""
+    centres = np.empty((k, x.shape[1]), np.float32)
+    centres[0] = x[rng.integers(x.shape[0])]
+    d2 = ((x - centres[0]) ** 2).sum(1)
+    for j in range(1, k):
+        total = float(d2.sum())
+        i = int(rng.choice(x.shape[0], p=d2 / total)) if total > 0 else int(rng.integers(x.shape[0]))
+        centres[j] = x[i]
+        np.minimum(d2, ((x - centres[j]) ** 2).sum(1), out=d2)
+    return centres
+
+
+def kmeans(x: np.ndarray, k: int, seed: int = 0, iters: int = 25, chunk: int = 4096) -> np.ndarray:
+    """Cluster index int64 ``[M]`` of each row of ``x`` float ``[M, D]`` into ``k`` clusters.
+
+    Lloyd's algorithm on squared Euclidean distance, started by k-means++ seeding (Arthur and
+    Vassilvitskii 2007); a cluster left empty is restarted at the row farthest from its centre.
+    Deterministic given ``seed``. Memory: ``chunk x k`` distances at a time.
+    """
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    m = x.shape[0]
+    if x.ndim != 2 or not 2 <= k <= m:
+        raise InputError(f"k-means needs [M, D] rows and 2 <= k <= M, got shape {x.shape} and k={k}")
+    rng = np.random.default_rng(seed)
+    centres = _kmeans_pp(x, k, rng)
+    sq = (x * x).sum(1)
+    assign = np.full(m, -1, np.int64)
+    dist = np.empty(m, np.float32)
+    for _ in range(iters):
+        c_sq = (centres * centres).sum(1)
+        new = np.empty(m, np.int64)
+        for i in range(0, m, chunk):
+            d = sq[i:i + chunk, None] - 2.0 * (x[i:i + chunk] @ centres.T) + c_sq[None, :]
+            new[i:i + chunk] = d.argmin(1)
+            dist[i:i + chunk] = d[np.arange(len(d)), new[i:i + chunk]]
+        counts = np.bincount(new, minlength=k)
+        empty = np.flatnonzero(counts == 0)
+        if len(empty):
+            far = np.argsort(-dist, kind="stable")[: len(empty)]
+            new[far] = empty
+            counts = np.bincount(new, minlength=k)
+        if np.array_equal(new, assign):
+            break
+        assign = new
+        sums = np.zeros_like(centres)
+        np.add.at(sums, assign, x)
+        centres = sums / counts[:, None].astype(np.float32)
+    return assign
+
+
+def pseudo_classes(pool: ClassImages, clusters: np.ndarray, min_size: int = 2) -> ClassImages:
+    """The pool's images regrouped into one class per cluster (``clusters``: int64 ``[M]``, one
+    cluster index per row), named ``cluster-<index>``; clusters with fewer than ``min_size`` images
+    are left out. Reads only ``pool.pixels`` and ``pool.image_ids``, never its labels."""
+    clusters = np.asarray(clusters)
+    if clusters.shape != (pool.n_images,) or clusters.dtype.kind not in "iu":
+        raise InputError(f"one integer cluster index per image expected ({pool.n_images}), got "
+                         f"{clusters.dtype} {clusters.shape}")
+    order = np.argsort(clusters, kind="stable")
+    ids, counts = np.unique(clusters[order], return_counts=True)
+    keep = counts >= min_size
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rows = np.concatenate([order[s:s + c] for s, c in zip(starts[keep], counts[keep])]) if keep.any() \
+        else np.zeros(0, np.int64)
+    kept = counts[keep].astype(np.int64)
+    offsets = np.concatenate([[0], np.cumsum(kept)[:-1]]).astype(np.int64)
+    return ClassImages(np.ascontiguousarray(pool.pixels[rows]), offsets, kept,
+                       tuple(f"cluster-{i}" for i in ids[keep]), pool.image_ids[rows].copy())

@@ -32,6 +32,7 @@ from edgemeta.train.distributed import (Dist, average_buffers, average_gradients
                                         init_from_env)
 from edgemeta.train.method_specs import train_defaults
 from edgemeta.train.model import FewShotModel
+from edgemeta.train.pseudo_classes import cluster_pool
 from edgemeta.train.resume import has_checkpoint, load_checkpoint, save_checkpoint
 from edgemeta.train.unsupervised_augment import unsupervised_views
 
@@ -62,6 +63,8 @@ class TrainConfig:
     pretrain_batch: int = 256
     augment: bool = False
     unsupervised: bool = False         # tasks from unlabelled images (edgemeta.data.unsupervised_tasks)
+    cluster_from: str | None = None    # unsupervised run whose embedding clusters the pool into pseudo-classes
+    clusters: int = 0                  # k-means clusters (pseudo-classes) with cluster_from
     amp: bool = False                  # bf16 autocast (CUDA, or CPUs with bf16 units)
     channels_last: bool = True         # NHWC activations: faster convolutions, pooling and BatchNorm on CPU
     val_every: int = 1_000             # episodes (or pre-training steps)
@@ -205,6 +208,8 @@ def setup_run(cfg: TrainConfig, train: ClassImages, out_dir: str | Path, provena
     """Pick the device and processes, seed, build (or warm-start) the model, load a resumed position."""
     if cfg.meta not in ("gradient", "reptile"):
         raise InputError(f"meta must be 'gradient' or 'reptile', got {cfg.meta!r}")
+    if cfg.cluster_from and not cfg.unsupervised:
+        raise InputError("pseudo-classes (--cluster-from) are for unsupervised runs; add --unsupervised")
     if cfg.unsupervised and (cfg.pretrain_steps > 0 or cfg.max_episodes <= 0):
         raise InputError("unsupervised meta-training builds episodes from unlabelled images; it needs episodes "
                          "(--episodes > 0) and no many-class pre-training (--pretrain-steps 0), which uses labels")
@@ -410,7 +415,8 @@ class EpisodeSteps:
         cfg, d = ctx.cfg, ctx.d
         self.ctx = ctx
         self.sampler: EpisodeSampler | UnlabelledTaskSampler = (
-            UnlabelledTaskSampler(train.n_images, cfg.ways, cfg.shots, cfg.queries, cfg.seed) if cfg.unsupervised
+            UnlabelledTaskSampler(train.n_images, cfg.ways, cfg.shots, cfg.queries, cfg.seed)
+            if cfg.unsupervised and not cfg.cluster_from
             else EpisodeSampler(train, cfg.ways, cfg.shots, cfg.queries, cfg.seed))
         self.B, self.n_support = cfg.episodes_per_step, cfg.ways * cfg.shots
         self.yq = torch.from_numpy(self.sampler.labels()[1]).to(ctx.device)                  # [ways*queries]
@@ -515,6 +521,8 @@ def meta_train(cfg: TrainConfig, train: ClassImages, val: ClassImages, out_dir: 
     interrupt a run). ``hooks``: callbacks after each step and validation. Returns the run record
     (also ``out_dir/run.json``).
     """
+    if cfg.cluster_from and cfg.unsupervised:         # the unlabelled pool regrouped into pseudo-classes
+        train = cluster_pool(train, cfg.cluster_from, cfg.clusters, cfg.seed)
     if train.pixels.shape[1] != cfg.channels:          # the channel count follows the data
         cfg = dataclasses.replace(cfg, channels=int(train.pixels.shape[1]))
     ctx = setup_run(cfg, train, out_dir, provenance, resume)
