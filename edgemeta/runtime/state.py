@@ -49,7 +49,7 @@ MAX_PAYLOAD_BYTES = 256 << 20        # e.g. 1,000 classes x 40 shots of 1,600-d 
 MAX_NDIM = 4
 INT64 = (-(1 << 63), (1 << 63) - 1)
 _HEADER_KEYS = {"encryption", "format", "payload_bytes", "payload_sha256", "version"}
-_DTYPES = {"float32": np.dtype("<f4"), "int64": np.dtype("<i8")}
+_DTYPES = {"float32": np.dtype("<f4"), "int64": np.dtype("<i8"), "float64": np.dtype("<f8")}
 
 
 @dataclass
@@ -101,8 +101,14 @@ def _body_v2(state: StateData) -> bytes:
                    ("memory_shots", np.ascontiguousarray(state.memory_shots, "<i8"))]
     meta = {**{k: state.meta[k] for k in ("method", "ink") if k in state.meta},
             "bundle_id": state.bundle_id, "labels": list(state.labels)}
-    index = {"arrays": [{"name": n, "dtype": "float32" if a.dtype == _DTYPES["float32"] else "int64",
-                         "shape": list(a.shape)} for n, a in arrays], "meta": meta}
+    return pack_body(arrays, meta)
+
+
+def pack_body(arrays: list[tuple[str, np.ndarray]], meta: dict[str, Any]) -> bytes:
+    """A version-2 body of named little-endian arrays (float32, float64 or int64) and a JSON meta."""
+    names = {v: k for k, v in _DTYPES.items()}
+    index = {"arrays": [{"name": n, "dtype": names[a.dtype], "shape": list(a.shape)} for n, a in arrays],
+             "meta": meta}
     blob = json.dumps(index, sort_keys=True, ensure_ascii=False).encode()
     return struct.pack("<I", len(blob)) + blob + b"".join(a.tobytes() for _, a in arrays)
 
@@ -123,7 +129,11 @@ def _aesgcm(key: bytes):  # noqa: ANN202 - cryptography type
 
 def encode_state(state: StateData, key: bytes | None = None) -> bytes:
     """Serialise ``state`` as a version-2 state file (encrypted with ``key``: 32 bytes, if given)."""
-    payload = _body_v2(state)
+    return seal_body(_body_v2(state), key)
+
+
+def seal_body(payload: bytes, key: bytes | None = None) -> bytes:
+    """A version-2 state file (magic, header, payload) around ``payload`` (encrypted with ``key`` if given)."""
     encryption = "none" if key is None else "aes-256-gcm"
     if key is not None:
         nonce = os.urandom(12)
@@ -378,7 +388,11 @@ def write_state(path: str | os.PathLike, state: StateData, key: bytes | None = N
     never a mix; temporaries left by earlier crashed saves (full copies of an old state, which may
     hold a class the user has since forgotten) are deleted once the new state is in place. Other
     processes may save the same path at the same time: the last rename wins."""
-    data = encode_state(state, key)
+    write_sealed(path, encode_state(state, key))
+
+
+def write_sealed(path: str | os.PathLike, data: bytes) -> None:
+    """Write a sealed state file's bytes atomically (mode 0600), then remove stale temporaries."""
     if len(data) > MAX_PAYLOAD_BYTES + len(MAGIC) + MAX_HEADER_BYTES:   # never save what cannot be read back
         raise StateError(f"the state is {len(data)} bytes, over the {MAX_PAYLOAD_BYTES}-byte limit a state file may "
                          f"hold; forget classes or keep fewer shots per class")
@@ -391,6 +405,21 @@ def write_state(path: str | os.PathLike, state: StateData, key: bytes | None = N
 
 def read_state(path: str | os.PathLike, key: bytes | None = None) -> StateData:
     """Read and verify a state file, reading no more than its header declares."""
+    header, payload = read_sealed(path)
+    return decode_payload(header, payload, key, str(path))
+
+
+def read_body(path: str | os.PathLike, key: bytes | None = None) -> tuple[dict[str, np.ndarray], Any]:
+    """The named arrays and meta of a version-2 state file (header, checksum, decryption and array sizes
+    checked; what the arrays mean is the caller's to check)."""
+    header, payload = read_sealed(path)
+    if header["version"] != 2:
+        raise StateError(f"{path}: state version {header['version']}; expected version 2")
+    return _arrays_v2(_open_payload(header, payload, key, str(path)), str(path))
+
+
+def read_sealed(path: str | os.PathLike) -> tuple[dict[str, Any], bytes]:
+    """A state file's checked header and its payload, reading no more than the header declares."""
     path = Path(path)
     if path.is_dir():
         raise StateError(f"{path} is a folder; expected a state file written by FewShotClassifier.save")
@@ -419,4 +448,4 @@ def read_state(path: str | os.PathLike, key: bytes | None = None) -> StateData:
         raise StateError(f"cannot read the state file {path}: {exc.strerror or exc}") from None
     if len(payload) != header["payload_bytes"]:
         raise StateError(f"{path} is truncated: it shrank while being read")
-    return decode_payload(header, payload, key, str(path))
+    return header, payload
