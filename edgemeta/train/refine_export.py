@@ -29,6 +29,8 @@ from edgemeta.train.soft_kmeans import MaskedSoftKMeans, fit_mask
 OPSET = 17
 PARITY_TOL = 1e-4          # max |torch - onnxruntime| prototype entry, relative to (1 + max |prototype|)
 DEFAULT_MAX_UNLABELED = 1000
+Settings = tuple[tuple[int, int, int, int], ...]          # (ways, shots, M unlabelled per class, D distractors)
+PARITY_SETTINGS: Settings = ((5, 1, 0, 0), (5, 1, 5, 0), (5, 1, 5, 5), (20, 1, 5, 20), (5, 5, 10, 5), (20, 5, 5, 0))
 
 
 def refine_graph(module: MaskedSoftKMeans, d: int) -> bytes:
@@ -46,13 +48,14 @@ def refine_graph(module: MaskedSoftKMeans, d: int) -> bytes:
 
 
 def refine_parity(module: MaskedSoftKMeans, graph: bytes, embeddings: np.ndarray, offsets: np.ndarray,
-                  counts: np.ndarray, episodes: int = 12, seed: int = 0) -> dict[str, Any]:
-    """Largest ``|torch - onnxruntime|`` prototype entry over episodes of ``embeddings`` (with and without
-    unlabelled samples and distractors); :class:`ExportError` above :data:`PARITY_TOL`."""
+                  counts: np.ndarray, episodes: int = 12, seed: int = 0,
+                  settings: Settings = PARITY_SETTINGS) -> dict[str, Any]:
+    """Largest ``|torch - onnxruntime|`` prototype entry over episodes of ``embeddings`` (``settings``:
+    (ways, shots, M, D), with and without unlabelled samples and distractors); :class:`ExportError` above
+    :data:`PARITY_TOL`."""
     session = make_session(graph)
     rng = np.random.default_rng(seed)
     worst, scale = 0.0, 0.0
-    settings = ((5, 1, 0, 0), (5, 1, 5, 0), (5, 1, 5, 5), (20, 1, 5, 20), (5, 5, 10, 5), (20, 5, 5, 0))
     for e in range(episodes):
         ways, shots, m, dis = settings[e % len(settings)]
         ep = sample_semi_episode(rng, offsets, counts, ways, shots, 1, m, dis)
@@ -70,11 +73,13 @@ def refine_parity(module: MaskedSoftKMeans, graph: bytes, embeddings: np.ndarray
 
 def add_refine(bundle_path: str | Path, out: str | Path, val: ClassImages, *, max_unlabeled: int = DEFAULT_MAX_UNLABELED,
                steps: int = 1, fit_steps: int = 300, seed: int = 0, calibrated_on: str = "val classes",
-               log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+               settings: Settings | None = None, log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     """Write ``out``: the bundle at ``bundle_path`` plus a fitted, parity-checked ``refine.onnx``.
 
     ``val``: held-out validation classes of the bundle's meta-training (never test classes); the mask
-    is fitted on their embeddings. Returns the new manifest.
+    is fitted on their embeddings. ``settings``: the fitting episodes' (ways, shots, M, D) (default:
+    :func:`fit_mask`'s, which need 40 classes of 20 images); parity is checked on the same settings and
+    on them without unlabelled samples. Returns the new manifest.
     """
     manifest, files = read_bundle(bundle_path)
     if manifest["method"] != "proto":
@@ -88,9 +93,11 @@ def add_refine(bundle_path: str | Path, out: str | Path, val: ClassImages, *, ma
     emb = embed_classes(bundle, val)
     torch.manual_seed(seed)
     module = MaskedSoftKMeans(float(manifest["head"]["scale"]), steps=steps)
-    fit = fit_mask(module, emb, val.offsets, val.counts, steps=fit_steps, seed=seed, log=log)
+    fit = fit_mask(module, emb, val.offsets, val.counts, steps=fit_steps, seed=seed, log=log,
+                   **({"settings": settings} if settings else {}))
     graph = refine_graph(module, bundle.embedding_dim)
-    parity = refine_parity(module.eval(), graph, emb, val.offsets, val.counts, seed=seed + 1)
+    checked = tuple((w, k, 0, 0) for w, k, _, _ in settings) + settings if settings else PARITY_SETTINGS
+    parity = refine_parity(module.eval(), graph, emb, val.offsets, val.counts, seed=seed + 1, settings=checked)
     log(f"parity: max |torch - onnxruntime| {parity['prototypes_max_abs']:.2g}")
     new = {k: v for k, v in manifest.items() if k not in ("format", "format_version", "files", "integrity")}
     new["refine"] = {"graph": REFINE_GRAPH, "rule": "masked_soft_kmeans", "outputs": list(manifest["head"]["outputs"]),
