@@ -373,7 +373,7 @@ def inspect(bundle: Path = typer.Argument(..., metavar="BUNDLE", help=BUNDLE_HEL
     p = m["provenance"]
     typer.echo(f"{bundle}: {m['format']} v{m['format_version']} (verified: every sha256 matches)")
     typer.echo(f"  method     {m['method']}  head {json.dumps({k: v for k, v in m['head'].items() if k != 'method'})}")
-    typer.echo(f"  input      {m['input']['shape']} {m['input']['dtype']}  preprocess {json.dumps(m['preprocess'])}")
+    typer.echo(f"  input      {m['input']['shape']} {m['input'].get('dtype', 'float32')}  preprocess {json.dumps(m['preprocess'])}")
     typer.echo(f"  embedding  {m['embedding']['dim']}   backbone {p.get('backbone')}")
     typer.echo(f"  trained    {p.get('dataset')} / {p.get('split')}, {p.get('train_episodes')} episodes, "
                f"{p.get('train_seconds')}s on {p.get('train_device')}")
