@@ -970,6 +970,8 @@ class Bundle {
     bundle.precision = useInt8 ? 'int8' : 'fp32';
     // recurrent bundles (format 3): update.onnx, the per-class memory update (recurrent.js)
     bundle.memoryUpdate = manifest.recurrent ? await require('./recurrent').openMemoryUpdate(bundle, files.get(manifest.recurrent.graph), opts) : null;
+    // bundles with a refine section (format 3): refine.onnx, unlabelled samples refine the prototypes (refine.js)
+    bundle.refiner = manifest.refine ? await require('./refine').openRefiner(bundle, files.get(manifest.refine.graph), opts) : null;
     return bundle;
   }
 
@@ -1100,6 +1102,7 @@ class FewShotClassifier {
    */
   static async load(bundlePath, { threads = 1, precision = 'auto', ...options } = {}) {
     const bundle = await Bundle.load(bundlePath, { threads, precision });
+    if (bundle.refiner) return new (semiSupervisedClassifier())(bundle, options);
     return bundle.memoryUpdate ? new (onlineClassifier())(bundle, options) : new FewShotClassifier(bundle, options);
   }
 
@@ -1167,11 +1170,14 @@ class FewShotClassifier {
     const onehot = new Float32Array(S * C);
     const counts = new Array(C).fill(0);
     labels.forEach((y, r) => { onehot[r * C + col.get(y)] = 1; counts[col.get(y)] += 1; });
-    const params = await this.bundle.adapt(support, S, onehot, C);
+    const params = await this._headParams(support, S, onehot, C);
     this._support = support;
     this._labels = labels;
     this._head = { classes, params, shots: Math.min(...counts) };
   }
+
+  /** The head parameters for a support set (refine.js's classifier refines them with its unlabelled pool). */
+  async _headParams(support, S, onehot, C) { return this.bundle.adapt(support, S, onehot, C); }
 
   /** Hold these samples; adapt a head if there are enough classes, else hold none. */
   async _store(support, labels) {
@@ -1183,7 +1189,8 @@ class FewShotClassifier {
   }
 
   /** Learn the classes in `labels` from `images`; replaces everything learned before. */
-  async fit(images, labels) {
+  async fit(images, labels, options = {}) {
+    require('./refine').refuseUnlabeled(this.bundle, options); // { unlabeled }: bundles with a refine graph (refine.js)
     const emb = await this._embedSupport(images, labels);
     this._checkClasses(labels);
     await this._set(emb, [...labels]);
@@ -1205,7 +1212,8 @@ class FewShotClassifier {
    * are kept as embeddings, nothing is re-embedded. Classes may arrive one at a time: until
    * min_ways (2) classes are held there is no head to predict with.
    */
-  async partialFit(images, labels) {
+  async partialFit(images, labels, options = {}) {
+    require('./refine').refuseUnlabeled(this.bundle, options);
     const emb = await this._embedSupport(images, labels);
     const all = [...this._labels, ...labels];
     if (this._labels.length && labelKind(labels) !== labelKind(this._labels)) {
@@ -1298,6 +1306,12 @@ class FewShotClassifier {
 }
 
 let OnlineClassifier = null;
+let SemiSupervisedClassifier = null;
+/** The classifier of bundles with a refine graph (refine.js: FewShotClassifier plus an unlabelled pool); FewShotClassifier.load picks it. */
+function semiSupervisedClassifier() {
+  SemiSupervisedClassifier ??= require('./refine').makeSemiSupervisedClassifier(FewShotClassifier);
+  return SemiSupervisedClassifier;
+}
 /** The classifier of recurrent bundles (recurrent.js: per-class memory, no embeddings); FewShotClassifier.load picks it. */
 function onlineClassifier() {
   OnlineClassifier ??= require('./recurrent').makeOnlineClassifier(FewShotClassifier, uniqueSorted, labelKind);
@@ -1305,7 +1319,7 @@ function onlineClassifier() {
 }
 
 module.exports = {
-  onlineClassifier,
+  onlineClassifier, semiSupervisedClassifier,
   FORMAT_NAME, FORMAT_VERSIONS, BundleError, InputError, Bundle, FewShotClassifier,
   readBundle, readBundleFiles, verify, MAX_BUNDLE_BYTES, MAX_ZIP_ENTRIES, parseManifest, manifestDigest, canonicalManifest, parsePyJson, pyFloatRepr,
   pyJsonString, compareCodePoints, preprocess, preprocessColour, centreCrop, boxBins, nearestIndices, uniqueSorted, sessionOptions, MIN_SIDE, MAX_ASPECT,

@@ -51,3 +51,80 @@ for (const [what, text, message] of refused) {
     assert.throws(() => parse(text()), (err) => err instanceof em.BundleError && message.test(err.message));
   });
 }
+
+// ------------------------------------------------------------------ parity with the Python runtime
+
+const zlib = require('zlib');
+
+const FIXTURE = path.join(__dirname, 'fixtures', 'refine-case.json');
+const LOGIT_TOL = 1e-4; // the tolerance of the other parity tests (parity.test.js)
+const PROTO_TOL = 1e-5;
+const fx = JSON.parse(fs.readFileSync(FIXTURE, 'utf8'));
+const unpackF32 = (b64) => { const b = zlib.inflateSync(Buffer.from(b64, 'base64')); return new Float32Array(b.buffer, b.byteOffset, b.length / 4); };
+const image = (e) => ({ data: unpackF32(e.zlib), height: e.height, width: e.width });
+const support = fx.support.map(image);
+const unlabeled = fx.unlabeled.map(image);
+const query = fx.query.map(image);
+const bundlePath = path.resolve(__dirname, 'fixtures', fx.bundle);
+
+async function load() {
+  return em.FewShotClassifier.load(bundlePath, { precision: fx.precision, ink: fx.ink });
+}
+
+async function assertAnswers(clf, want, what) {
+  assert.deepEqual(clf.classes, want.classes, `${what}: classes`);
+  assert.equal(clf.poolSize, want.pool_rows, `${what}: unlabelled rows held`);
+  const { data, c } = await clf.decisionFunction(query);
+  let worst = 0;
+  want.logits.forEach((row, r) => row.forEach((v, j) => { worst = Math.max(worst, Math.abs(data[r * c + j] - v)); }));
+  assert.ok(worst <= LOGIT_TOL, `${what}: logits differ from Python's by ${worst} (limit ${LOGIT_TOL})`);
+  assert.deepEqual(await clf.predict(query), want.predictions, `${what}: predictions`);
+}
+
+test('refine.onnx on Python\'s embeddings gives Python\'s prototypes', async () => {
+  const clf = await load();
+  const e = fx.embeddings;
+  const s = unpackF32(e.support);
+  const u = unpackF32(e.unlabeled);
+  const D = clf.bundle.embeddingDim;
+  const got = await clf.bundle.refiner.refine(s, s.length / D, unpackF32(e.onehot), e.ways, u, u.length / D);
+  const worst = e.prototypes.reduce((m, v, i) => Math.max(m, Math.abs(got.prototypes.data[i] - v)), 0);
+  assert.ok(worst <= PROTO_TOL, `prototypes differ by ${worst}`);
+});
+
+test('fit with unlabeled images answers as Python does', async () => {
+  const clf = await load();
+  await clf.fit(support, fx.labels, { unlabeled });
+  await assertAnswers(clf, fx.expected.fit, 'fit');
+});
+
+test('partialFit in parts and addUnlabeled answer as Python does (and as one fit)', async () => {
+  const clf = await load();
+  await clf.partialFit(support.slice(0, 4), fx.labels.slice(0, 4), { unlabeled: unlabeled.slice(0, 5) });
+  await clf.partialFit(support.slice(4), fx.labels.slice(4));
+  await clf.addUnlabeled(unlabeled.slice(5));
+  await assertAnswers(clf, fx.expected.parts, 'parts');
+});
+
+test('forget drops the class and the unlabelled rows it claimed, as Python does', async () => {
+  const clf = await load();
+  await clf.fit(support, fx.labels, { unlabeled });
+  await clf.forget('b');
+  await assertAnswers(clf, fx.expected.forget_b, 'forget b');
+  await assert.rejects(clf.forget('zz'), (err) => err instanceof em.InputError && clf.poolSize === fx.expected.forget_b.pool_rows);
+});
+
+test('a bundle without a refine graph refuses unlabeled with Python\'s message', async () => {
+  const shipped = path.resolve(__dirname, '..', '..', '..', 'models', 'omniglot-conv4-proto');
+  const clf = await em.FewShotClassifier.load(shipped, { precision: 'fp32', ink: 'high' });
+  await assert.rejects(clf.fit(support, fx.labels, { unlabeled }),
+    (err) => err instanceof em.InputError && err.message === fx.expected.plain_refuses.replaceAll('PLAIN', shipped));
+  assert.equal(typeof clf.addUnlabeled, 'undefined');
+});
+
+test('the pool keeps the most recent max_unlabeled rows', () => {
+  const { bounded } = require('../refine');
+  const pool = Float32Array.of(1, 1, 2, 2);
+  assert.deepEqual([...bounded(pool, Float32Array.of(3, 3, 4, 4), 2, 3)], [2, 2, 3, 3, 4, 4]);
+  assert.deepEqual([...bounded(new Float32Array(0), Float32Array.of(5, 5), 2, 3)], [5, 5]);
+});
