@@ -67,6 +67,17 @@ def _support_ink(clf: Any, files: list[Path], ink: str) -> str:
     return resolve_ink((decode_image(f, check_spec(spec), 1) for f in files), ink)
 
 
+def _regression_csv(bundle: Path, csv_file: Optional[Path]) -> bool:
+    """Whether a command takes the regression path: a regression bundle (which needs --csv for adapt and
+    predict) or --csv given (which needs a regression bundle)."""
+    from edgemeta.regression_cli import is_regression_bundle
+
+    regression = is_regression_bundle(bundle)
+    if csv_file is not None and not regression:
+        raise InputError(f"--csv is for regression bundles; {bundle} is a classifier (give image folders or files)")
+    return regression
+
+
 @command()
 def adapt(
     bundle: Path = typer.Argument(..., metavar="BUNDLE", parser=given_path, help=BUNDLE_HELP),
@@ -78,6 +89,11 @@ def adapt(
                                                   "a refine graph, docs/semi-supervised.md). The state keeps their "
                                                   "embeddings, the most recent refine.max_unlabeled."),
     state: Path = typer.Option(..., metavar="STATE", parser=given_path, help="Private state file; created, or added to if it exists."),
+    csv_file: Optional[Path] = typer.Option(None, "--csv", metavar="FILE", parser=given_path,
+                                            help="Regression bundles: samples as CSV rows `features..., target(s)` "
+                                                 "(docs/regression.md); prints a JSON summary."),
+    group: Optional[str] = typer.Option(None, metavar="NAME", help="With --csv: the group (source) the samples "
+                                                                   "belong to, for `forget` (default: default)."),
     ink: str = typer.Option("auto", metavar="INK", help="high (bright strokes), low (dark strokes) or auto "
                                                         "(grey bundles; colour bundles have no ink)."),
     key_env: Optional[str] = typer.Option(None, metavar="VAR", help="Environment variable holding a 64-hex-digit "
@@ -94,6 +110,13 @@ def adapt(
     blocker = file_in_the_way(state)
     if blocker is not None:                     # found now, not after every support image is embedded
         raise InputError(f"--state {state}: {blocker} is a file, not a folder; expected a folder to keep the state in")
+    if _regression_csv(bundle, csv_file):
+        if csv_file is None:
+            raise InputError(f"{bundle} is a regression bundle; give its samples with --csv FILE (features..., target)")
+        from edgemeta.regression_cli import adapt_csv
+
+        adapt_csv(bundle, csv_file, state, key, group, typer.echo)
+        return
     from edgemeta.runtime.semisupervised import unlabeled_files
 
     if support is None and unlabeled is None:
@@ -117,9 +140,12 @@ def adapt(
 @command()
 def predict(
     bundle: Path = typer.Argument(..., metavar="BUNDLE", parser=given_path, help=BUNDLE_HELP),
-    images: list[Path] = typer.Argument(..., metavar="IMAGES", parser=given_path, help="Image files, or folders: every image file "
+    images: Optional[list[Path]] = typer.Argument(None, metavar="IMAGES", parser=given_path, help="Image files, or folders: every image file "
                                                                     "in a folder (sorted, sub-folders not read)."),
     state: Path = typer.Option(..., metavar="STATE", parser=given_path, help="Private state file written by `edgemeta adapt`."),
+    csv_file: Optional[Path] = typer.Option(None, "--csv", metavar="FILE", parser=given_path,
+                                            help="Regression bundles: CSV rows of features; prints one JSON object "
+                                                 "per row: row, prediction, std (where the rule gives one)."),
     unknown: bool = typer.Option(True, help="Answer 'unknown' below the bundle's calibrated threshold."),
     key_env: Optional[str] = typer.Option(None, metavar="VAR", help="Environment variable holding the "
                                                                     "64-hex-digit key the state was encrypted with "
@@ -138,6 +164,15 @@ def predict(
     from edgemeta.runtime.classifier import FewShotClassifier, softmax
 
     key = _state_key(key_env)
+    if _regression_csv(bundle, csv_file):
+        if csv_file is None:
+            raise InputError(f"{bundle} is a regression bundle; give the inputs with --csv FILE (features...)")
+        from edgemeta.regression_cli import predict_csv
+
+        predict_csv(bundle, csv_file, state, key, typer.echo)
+        return
+    if not images:
+        raise InputError("give the IMAGES to classify (files or folders)")
     clf = FewShotClassifier.load(bundle, state, key)
     counts = clf.class_counts()
     if len(counts) < 2:
@@ -173,6 +208,11 @@ def forget(
     from edgemeta.runtime.classifier import FewShotClassifier
 
     key = _state_key(key_env)
+    if _regression_csv(bundle, None):
+        from edgemeta.regression_cli import forget_group
+
+        forget_group(bundle, state, label, key, typer.echo)
+        return
     clf = FewShotClassifier.load(bundle, state, key)
     target = next((k for k in clf.class_counts() if str(k) == label), label)
     clf.forget(target)

@@ -323,8 +323,13 @@ def evaluate(
     distractors: int = typer.Option(0, "--distractors", metavar="D", help="With --unlabeled: D more classes of none "
                                                                           "of the episode's labels, M unlabelled "
                                                                           "images each."),
+    support: Optional[list[int]] = typer.Option(None, "--support", metavar="K", help="Regression bundles: support "
+                                                "points per task; repeatable (default 5, 10 and 20). --episodes is "
+                                                "the number of tasks; prints mse and ci95 per K."),
+    query_points: int = typer.Option(100, metavar="Q", help="Regression bundles: query points per task."),
 ) -> None:
-    """Episodic accuracy through the device runtime on classes never seen in meta-training."""
+    """Episodic accuracy through the device runtime on classes never seen in meta-training; for a regression
+    bundle, the query MSE on new sinusoid tasks (docs/regression.md)."""
     from edgemeta.data.sources import evaluation_set
     from edgemeta.evaluation import evaluate_episodes
     from edgemeta.runtime.loaded_bundle import Bundle
@@ -333,6 +338,11 @@ def evaluate(
         from edgemeta.episode_figure import require_matplotlib
 
         require_matplotlib()                    # before any work: the install line at once
+    from edgemeta.regression_cli import is_regression_bundle, report_regression
+
+    if is_regression_bundle(bundle):
+        typer.echo(report_regression(bundle, support, query_points, episodes, seed, threads, as_json))
+        return
     b = Bundle.load(bundle, threads=threads, precision=precision)
     test, name = evaluation_set(b.manifest["provenance"], b.preprocess_spec, data, omniglot, split,
                                 rotations=rotations)

@@ -98,7 +98,7 @@ class Alpaca(RegressionRule):
         cov = (newton_schulz_inverse64(lam) if self.solver == "newton-schulz"
                else torch.cholesky_inverse(torch.linalg.cholesky(lam)))
         weight = cov @ (targets.double() + lam0 @ self.prior_mean.double())
-        noise = self.noise_variance() * torch.ones_like(targets[..., :1, :]).squeeze(-2)
+        noise = self.noise_variance() * torch.ones_like(targets[..., :1, :]).squeeze(-2).float()
         return {"weight": weight.float(), "covariance": cov.float(), "noise_variance": noise}
 
     def predict(self, phi: torch.Tensor, params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -128,10 +128,10 @@ class MetaSGDRegression(RegressionRule):
 
     def adapt(self, gram: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         count = gram[..., -1:, -1:]                                   # [.., 1, 1]: the sample count
-        weight = self.weight0 + torch.zeros_like(targets)
+        weight = self.weight0.to(gram.dtype) + torch.zeros_like(targets)
         for t in range(self.steps):
-            weight = weight - self.lr[t] * (2.0 * (gram @ weight - targets) / count)
-        return {"weight": weight}
+            weight = weight - self.lr[t].to(gram.dtype) * (2.0 * (gram @ weight - targets) / count)
+        return {"weight": weight.float()}
 
     def predict(self, phi: torch.Tensor, params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, None]:
         return phi @ params["weight"], None

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from edgemeta.errors import InputError
 
@@ -20,7 +21,10 @@ def train_task(task: str, out: Path, method: str, steps: int | None, lr: float, 
         raise InputError(f"--task {task!r} is not known; expected one of {list(TASKS)}")
     if resume and overwrite:
         raise InputError("--resume continues the run in --out and --overwrite replaces it; pass one of them")
-    from edgemeta.train.regression.meta_train import RegressionConfig, train_regression   # torch from here on
+    from edgemeta.train.regression.meta_train import (  # torch from here on
+        RegressionConfig,
+        train_regression,
+    )
 
     if resume:
         if not (out / "run.json").is_file():
@@ -42,5 +46,5 @@ def train_task(task: str, out: Path, method: str, steps: int | None, lr: float, 
             cfg.steps = steps
             cfg.lr_halve_every = max(1, steps // 3)
         best = train_regression(out, cfg, log=echo)
-    echo(f"best validation MSE " + " ".join(f"{k} {v:.4f}" for k, v in best["val_mse"].items())
+    echo("best validation MSE " + " ".join(f"{k} {v:.4f}" for k, v in best["val_mse"].items())
          + f" at step {best['step']} -> {out}")
