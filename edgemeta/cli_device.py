@@ -224,7 +224,8 @@ def forget(
 @command()
 def demo(
     bundle: Optional[Path] = typer.Option(None, metavar="BUNDLE", help="Bundle (default: the shipped "
-                                                                       "models/omniglot-conv4-proto)."),
+                                                                       "models/omniglot-conv4-proto-refine, the proto "
+                                                                       "bundle with its refine graph)."),
     shots: int = typer.Option(5, metavar="K", help="Samples per digit the device learns from."),
     draws: int = typer.Option(100, metavar="N", help="Random support draws averaged (95% CI over them)."),
     figure: Path = typer.Option(Path("edgemeta-demo.png"), metavar="FILE", help="PNG to write."),
@@ -234,7 +235,8 @@ def demo(
     as_json: bool = typer.Option(False, "--json", help="Also print the figures as one JSON object."),
     save_samples: Optional[Path] = typer.Option(
         None, metavar="FOLDER", help="Instead: write digits 0-3 as PNG files to try `adapt` and `predict` on "
-                                     "(5 per digit in FOLDER/support/<digit>/, 3 per digit in FOLDER/queries/)."),
+                                     "(5 per digit in FOLDER/support/<digit>/, 3 per digit in FOLDER/queries/, "
+                                     "10 per digit shuffled in FOLDER/unlabeled/ for adapt --unlabeled)."),
 ) -> None:
     """Learn scikit-learn's handwritten digits from 5 samples each on the shipped bundle."""
     from edgemeta.demo import DEFAULT_BUNDLE, run_demo, save_digit_samples
