@@ -233,8 +233,12 @@ def export(
     from edgemeta.contract.bundle import zip_bundle
     from edgemeta.data.sources import training_sets
     from edgemeta.train.export import export_bundle, load_run
+    from edgemeta.train.regression.train_command import export_task, is_regression_run
     from edgemeta.train.trainer import TrainConfig
 
+    if is_regression_run(run):
+        export_task(run, out, typer.echo)
+        return
     start = time.perf_counter()
     _, record = load_run(run)
     cfg = TrainConfig.from_json(record["config"])

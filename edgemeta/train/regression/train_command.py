@@ -48,3 +48,24 @@ def train_task(task: str, out: Path, method: str, steps: int | None, lr: float, 
         best = train_regression(out, cfg, log=echo)
     echo("best validation MSE " + " ".join(f"{k} {v:.4f}" for k, v in best["val_mse"].items())
          + f" at step {best['step']} -> {out}")
+
+
+def is_regression_run(run: Path) -> bool:
+    """Whether ``run`` holds a regression run (its ``run.json`` says ``kind: regression``)."""
+    import json
+
+    try:
+        return json.loads((run / "run.json").read_text()).get("kind") == "regression"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def export_task(run: Path, out: Path, echo: Callable[[str], None]) -> None:
+    """``edgemeta export`` of a regression run: parity gate, validation MSE, bundle written to ``out``."""
+    from edgemeta.train.regression.export import export_regression
+
+    m = export_regression(run, out)
+    v = m["validation"]
+    echo(f"exported {run} -> {out} ({m['method']}, format version {m.get('format_version', 3)}): validation MSE "
+         + " ".join(f"K={k[1:]} {v[k]['mse']:.4f} ± {v[k]['ci95']:.4f}" for k in v if k.startswith("k"))
+         + f"; parity max relative |Δ| {m['parity']['prediction_max_rel']:.2g}")
