@@ -33,10 +33,11 @@ def _read_text(path: Path) -> str:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
         raise InputError(f"cannot read the CSV file {path}: {exc.strerror}; expected a readable file") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise InputError(f"{path} is not a regular file; expected a CSV file")
     with os.fdopen(fd, "rb") as fh:
-        st = os.fstat(fh.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise InputError(f"{path} is not a regular file; expected a CSV file")
         if st.st_size > MAX_BYTES:
             raise InputError(f"{path} is {st.st_size} bytes; a CSV file may hold at most {MAX_BYTES} bytes "
                              f"(split it and adapt in parts)")

@@ -1,0 +1,230 @@
+"""FewShotRegressor on the shipped sinusoid bundles, through the device runtime (no torch): learning,
+incremental learning and exact forgetting by group, uncertainty, the private state (plain and
+encrypted, no raw samples, constant size), and every hostile input or state refused with its error."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgemeta.errors import BundleError, InputError, NotFittedError, StateError
+from edgemeta.runtime.regression_bundle import RegressionBundle
+from edgemeta.runtime.regressor import FewShotRegressor
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+METHODS = [m for m in ("alpaca", "metasgd") if (MODELS / f"sinusoid-{m}" / "manifest.json").exists()]
+pytestmark = pytest.mark.skipif(not METHODS, reason="no shipped sinusoid bundle in models/")
+
+
+@pytest.fixture(scope="module", params=METHODS)
+def bundle(request) -> RegressionBundle:
+    return RegressionBundle.load(MODELS / f"sinusoid-{request.param}")
+
+
+def task(seed: int, n: int, amp: float = 2.0, phase: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    x = np.random.default_rng(seed).uniform(-5, 5, size=(n, 1))
+    return x.astype(np.float32), amp * np.sin(x[:, 0] - phase)
+
+
+def test_fit_predicts_a_new_sinusoid_from_ten_points(bundle):
+    xs, ys = task(0, 10)
+    xq, yq = task(1, 200)
+    reg = FewShotRegressor(bundle).fit(xs, ys)
+    pred = reg.predict(xq)
+    assert pred.shape == (200,) and pred.dtype == np.float32
+    assert np.mean((pred - yq) ** 2) < 0.05            # the rules reach ~0.005 at K = 10 on average
+    assert reg.score(xq, yq) > 0.97
+    assert reg.n_samples_ == 10 and reg.groups_ == ["default"]
+
+
+def test_partial_fit_in_parts_equals_fit_on_everything(bundle):
+    xs, ys = task(2, 12)
+    xq, _ = task(3, 50)
+    whole = FewShotRegressor(bundle).fit(xs, ys, groups=["a"] * 6 + ["b"] * 6).predict(xq)
+    parts = FewShotRegressor(bundle)
+    for i in range(0, 12, 3):
+        parts.partial_fit(xs[i:i + 3], ys[i:i + 3], groups="a" if i < 6 else "b")
+    np.testing.assert_allclose(parts.predict(xq), whole, rtol=1e-5, atol=1e-5)
+    assert parts.n_samples_ == 12 and parts.groups_ == ["a", "b"]
+
+
+def test_forget_group_equals_fit_without_it(bundle):
+    xs, ys = task(4, 8)
+    xo, yo = task(5, 5, amp=4.0, phase=0.2)          # another source, another function
+    xq, _ = task(6, 40)
+    reg = FewShotRegressor(bundle).fit(np.concatenate([xs, xo]), np.concatenate([ys, yo]),
+                                       groups=[1] * 8 + [2] * 5)
+    before = reg.predict(xq)
+    reg.forget(2)
+    alone = FewShotRegressor(bundle).fit(xs, ys, groups=1).predict(xq)
+    np.testing.assert_allclose(reg.predict(xq), alone, rtol=1e-5, atol=1e-5)
+    assert np.abs(before - alone).max() > 0.1        # the forgotten source had changed the answer
+    with pytest.raises(InputError, match="not held"):
+        reg.forget(2)
+    reg.forget(1)
+    with pytest.raises(NotFittedError):
+        reg.predict(xq)
+
+
+def test_uncertainty_where_the_rule_gives_one(bundle):
+    xs, ys = task(7, 5)
+    reg = FewShotRegressor(bundle).fit(xs, ys)
+    xq = np.array([[float(xs[0, 0])], [7.5]], np.float32)       # at a support point / outside [-5, 5]
+    if not bundle.gives_variance:
+        with pytest.raises(InputError, match="no uncertainty"):
+            reg.predict(xq, return_std=True)
+        return
+    mean, std = reg.predict(xq, return_std=True)
+    np.testing.assert_array_equal(mean, reg.predict(xq))
+    assert std.shape == (2,) and (std > 0).all() and std[1] > 3 * std[0]
+    many = FewShotRegressor(bundle).fit(*task(8, 40))
+    xg = np.linspace(-5, 5, 50, dtype=np.float32)[:, None]
+    assert many.predict(xg, return_std=True)[1].mean() < reg.predict(xg, return_std=True)[1].mean()
+
+
+def test_save_load_round_trip_plain_and_encrypted(bundle, tmp_path):
+    pytest.importorskip("cryptography")
+    xs, ys = task(9, 10)
+    xq, _ = task(10, 30)
+    reg = FewShotRegressor(bundle).fit(xs, ys, groups=["p"] * 4 + ["q"] * 6)
+    key = os.urandom(32)
+    for k in (None, key):
+        path = tmp_path / f"s{k is None}.state"
+        reg.save(path, key=k)
+        back = FewShotRegressor.load(bundle, path, key=k)
+        np.testing.assert_array_equal(back.predict(xq), reg.predict(xq))
+        assert back.groups_ == ["p", "q"] and back.n_samples_ == 10
+        back.forget("q")
+        np.testing.assert_allclose(back.predict(xq), FewShotRegressor(bundle).fit(xs[:4], ys[:4], groups="p").predict(xq),
+                                   rtol=1e-5, atol=1e-5)
+    with pytest.raises(StateError, match="wrong key"):
+        FewShotRegressor.load(bundle, tmp_path / "sFalse.state", key=os.urandom(32))
+    with pytest.raises(StateError, match="encrypted"):
+        FewShotRegressor.load(bundle, tmp_path / "sFalse.state")
+
+
+def test_state_holds_sums_not_samples_and_its_size_does_not_grow(bundle, tmp_path):
+    xs, ys = task(11, 3)
+    big_x, big_y = task(12, 300)
+    a, b = tmp_path / "a.state", tmp_path / "b.state"
+    FewShotRegressor(bundle).fit(xs, ys).save(a)
+    FewShotRegressor(bundle).fit(np.concatenate([xs, big_x]), np.concatenate([ys, big_y])).save(b)
+    assert a.stat().st_size == b.stat().st_size
+    data = b.read_bytes()
+    for v in (*big_x[:20, 0], *big_y[:20]):
+        for raw in (np.float32(v).tobytes(), np.float64(v).tobytes()):
+            assert raw not in data
+
+
+def _corrupt(src: Path, dst: Path, how: str) -> Path:
+    data = bytearray(src.read_bytes())
+    if how == "truncated":
+        data = data[:-7]
+    elif how == "flipped":
+        data[-20] ^= 0x40
+    elif how == "padded":
+        data += b"\0" * 9
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+@pytest.mark.parametrize("how", ["truncated", "flipped", "padded"])
+def test_damaged_state_is_refused(bundle, tmp_path, how):
+    path = tmp_path / "ok.state"
+    FewShotRegressor(bundle).fit(*task(13, 6)).save(path)
+    with pytest.raises(StateError):
+        FewShotRegressor.load(bundle, _corrupt(path, tmp_path / "bad.state", how))
+
+
+def test_state_of_another_bundle_or_a_classifier_is_refused(tmp_path):
+    if len(METHODS) < 2:
+        pytest.skip("needs both shipped sinusoid bundles")
+    a, b = (RegressionBundle.load(MODELS / f"sinusoid-{m}") for m in METHODS)
+    FewShotRegressor(a).fit(*task(14, 6)).save(tmp_path / "a.state")
+    with pytest.raises(StateError, match="another bundle"):
+        FewShotRegressor.load(b, tmp_path / "a.state")
+
+
+def test_classifier_state_is_not_a_regression_state(bundle, tmp_path):
+    from edgemeta.runtime.classifier import FewShotClassifier
+
+    clf = FewShotClassifier(MODELS / "omniglot-conv4-proto")
+    clf.fit(np.random.default_rng(0).random((4, 28, 28)).astype(np.float32), [0, 0, 1, 1])
+    clf.save(tmp_path / "c.state")
+    with pytest.raises(StateError, match="not a regression state"):
+        FewShotRegressor.load(bundle, tmp_path / "c.state")
+
+
+def test_hostile_state_arrays_are_refused(bundle, tmp_path):
+    from edgemeta.runtime.regression_state import RegressionState, write_regression_state
+
+    P, O = bundle.embedding_dim, bundle.outputs
+    good = RegressionState(bundle.identity, bundle.method, ["g"], np.eye(P)[None] * 2, np.zeros((1, P, O)),
+                           np.array([2]), {})
+    cases = {
+        "nan": dict(targets=np.full((1, P, O), np.nan)),
+        "count": dict(samples=np.array([3])),
+        "asymmetric": dict(gram=(np.eye(P) * 2 + np.triu(np.ones((P, P)), 1))[None]),
+        "shape": dict(gram=np.eye(P + 1)[None] * 2),
+        "groups": dict(groups=["g", "g"], gram=np.stack([np.eye(P) * 2] * 2), targets=np.zeros((2, P, O)),
+                       samples=np.array([2, 2])),
+        "bundle": dict(bundle_id="0" * 64),
+    }
+    for name, change in cases.items():
+        st = RegressionState(**{**good.__dict__, **change})
+        path = tmp_path / f"{name}.state"
+        write_regression_state(path, st)
+        with pytest.raises(StateError):
+            FewShotRegressor.load(bundle, path)
+    write_regression_state(tmp_path / "good.state", good)
+    assert FewShotRegressor.load(bundle, tmp_path / "good.state").n_samples_ == 2
+
+
+BAD_X = [None, "1,2", 3.0, {"x": 1}, [[1.0], [2.0, 3.0]], np.array([1.0, 2.0]), np.zeros((2, 2), np.float32),
+         np.array([[True], [False]]), np.array([["a"], ["b"]]), np.array([[np.nan], [1.0]]),
+         np.array([[np.inf], [1.0]]), np.array([[1e39], [1.0]]), np.zeros((0, 1)), np.zeros((2, 1, 1))]
+
+
+@pytest.mark.parametrize("x", BAD_X, ids=range(len(BAD_X)))
+def test_hostile_inputs_raise_input_error(bundle, x):
+    with pytest.raises(InputError):
+        FewShotRegressor(bundle).fit(x, np.zeros(2))
+
+
+BAD_Y = [None, "ab", np.array([1.0, np.nan]), np.array([1.0, np.inf]), np.zeros(3), np.zeros((2, 2)),
+         np.array(["a", "b"]), [1.0, [2.0]], np.array([1e200, 1.0])]
+
+
+@pytest.mark.parametrize("y", BAD_Y, ids=range(len(BAD_Y)))
+def test_hostile_targets_raise_input_error(bundle, y):
+    with pytest.raises(InputError):
+        FewShotRegressor(bundle).fit(np.zeros((2, 1), np.float32), y)
+
+
+@pytest.mark.parametrize("groups", [[1, "a"], [None, None], [1.5, 2.5], [True, False], ["a"], 3.5])
+def test_bad_groups_raise_input_error(bundle, groups):
+    with pytest.raises(InputError):
+        FewShotRegressor(bundle).fit(np.zeros((2, 1), np.float32), np.zeros(2), groups=groups)
+
+
+def test_mixing_int_and_str_groups_across_calls_is_refused(bundle):
+    reg = FewShotRegressor(bundle).fit(*task(15, 4), groups=1)
+    with pytest.raises(InputError, match="mix"):
+        reg.partial_fit(*task(16, 4), groups="a")
+    assert reg.groups_ == [1] and reg.n_samples_ == 4          # nothing was added
+
+
+def test_predict_before_fit_and_on_no_rows(bundle):
+    reg = FewShotRegressor(bundle)
+    with pytest.raises(NotFittedError):
+        reg.predict(np.zeros((1, 1), np.float32))
+    reg.fit(*task(17, 4))
+    assert reg.predict(np.zeros((0, 1), np.float32)).shape == (0,)
+
+
+def test_classifier_bundle_is_not_a_regression_bundle():
+    with pytest.raises(BundleError, match="not a vector-input regression bundle"):
+        RegressionBundle.load(MODELS / "omniglot-conv4-proto")
