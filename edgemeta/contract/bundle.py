@@ -12,17 +12,12 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import stat
 import struct
-import tempfile
-import zipfile
 import zlib
 from pathlib import Path
 from typing import Any, Mapping
 
-from edgemeta.contract.atomic_files import atomic_write_bytes
-from edgemeta.contract.bundle_zip import checked_entries, read_zip_entry
 from edgemeta.contract.manifest_schema import (FORMAT_NAME, FORMAT_VERSION, GRAPH_FILES, MANIFEST, MAX_BUNDLE_BYTES,  # noqa: F401 - re-exported
                                                READABLE_VERSIONS, graph_files, validate_manifest, writer_version)
 from edgemeta.contract.strict_json import MAX_BYTES as MAX_MANIFEST_BYTES
@@ -184,6 +179,10 @@ def _read_zip(fh: Any, source: str) -> tuple[dict[str, Any], dict[str, bytes]]:
     The central directory is checked first (:func:`edgemeta.contract.bundle_zip.checked_entries`:
     entry count, duplicate names, overlapping entries, one manifest); unlisted entries are never inflated.
     """
+    import zipfile
+
+    from edgemeta.contract.bundle_zip import checked_entries, read_zip_entry
+
     with zipfile.ZipFile(fh) as zf:
         root, by_name = checked_entries(zf, fh, source)
         manifest = parse_manifest(read_zip_entry(zf, by_name[root + MANIFEST], MAX_MANIFEST_BYTES, source), source)
@@ -215,6 +214,8 @@ def read_bundle(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, byte
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except OSError as exc:
         raise BundleError(f"cannot read {path} ({exc.strerror}); expected a bundle directory or .zip") from None
+    import zipfile  # zip bundles only: loading a bundle folder never imports it
+
     with os.fdopen(fd, "rb") as fh:
         if not stat.S_ISREG(os.fstat(fd).st_mode) or not zipfile.is_zipfile(fh):
             raise BundleError(f"{path} is neither a bundle directory nor a .zip bundle")
@@ -247,6 +248,9 @@ def write_bundle(directory: str | os.PathLike, manifest: dict[str, Any],
     reader sees either the previous bundle or the complete new one. Files of the old directory
     that are not part of a bundle (a model card, say) are carried over.
     """
+    import shutil
+    import tempfile
+
     directory = Path(directory)
     manifest = seal_manifest(manifest, files)
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -281,6 +285,10 @@ def write_bundle(directory: str | os.PathLike, manifest: dict[str, Any],
 
 def zip_bundle(directory: str | os.PathLike, out: str | os.PathLike) -> Path:
     """Pack a verified bundle directory into one ``.zip`` file (written atomically)."""
+    import zipfile
+
+    from edgemeta.contract.atomic_files import atomic_write_bytes
+
     manifest, files = read_bundle(directory)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:

@@ -25,10 +25,10 @@ import numpy as np
 
 from edgemeta.contract.input_checks import CheckedImages, check_images
 from edgemeta.contract.preprocess import check_ink, check_spec, iter_preprocess
+from edgemeta.contract.vector_input import check_vectors, vector_chunks
 from edgemeta.errors import InputError, NotFittedError, StateError
 from edgemeta.runtime import semisupervised as semi
 from edgemeta.runtime.loaded_bundle import Bundle
-from edgemeta.runtime.state import StateData, read_state, write_state
 
 Images = np.ndarray | Sequence[np.ndarray] | CheckedImages
 PARAMS = ("bundle", "ink", "threads", "unknown_label", "unknown_threshold", "precision")
@@ -213,11 +213,16 @@ class FewShotClassifier:
         """Shapes and dtypes checked once (a generator is read once), for counting before embedding."""
         if isinstance(images, CheckedImages):
             return images
+        if self.bundle.vector_dim is not None:             # a vector-input bundle: [N, D] numbers
+            return check_vectors(images, self.bundle.vector_dim, what)
         return check_images(images, what, check_spec(self.bundle.preprocess_spec), crop=self.bundle.channels == 3)
 
     def iter_embeddings(self, images: Images, what: str = "images") -> tuple[int, Iterator[np.ndarray]]:
         """``(N, chunks)``: shapes and dtypes are checked now, then each chunk of at most ``CHUNK``
         images is preprocessed and embedded (``float32 [n, D]``) as it is taken."""
+        if self.bundle.vector_dim is not None:
+            n, chunks = vector_chunks(images, self.bundle.vector_dim, what)
+            return n, (self.bundle.embed(x) for x in chunks)
         n, chunks = iter_preprocess(images, self.bundle.preprocess_spec, ink=check_ink(self.ink), what=what)
         return n, (self.bundle.embed(x) for x in chunks)
 
@@ -417,6 +422,8 @@ class FewShotClassifier:
         """Write the private state atomically (embeddings, head, labels, bundle identity; no raw samples).
 
         ``key``: 32 bytes to encrypt it with AES-256-GCM (needs the ``crypto`` extra)."""
+        from edgemeta.runtime.state import StateData, write_state   # state files only: not on the predict path
+
         with self._lock:
             head = self._head
             state = StateData(self.bundle.identity, [_py(v) for v in head.classes] if head else sorted(set(self._lab), key=str),
@@ -433,6 +440,8 @@ class FewShotClassifier:
         clf = cls(bundle, **kwargs)
         if type(clf) is not cls:              # a recurrent bundle's OnlineClassifier reads its own state
             return type(clf).load(clf.bundle, path, key, **kwargs)
+        from edgemeta.runtime.state import read_state
+
         st = read_state(path, key)
         if st.bundle_id != clf.bundle.identity:
             raise StateError(f"{path} was saved for another bundle ({st.bundle_id[:12]}…), not "

@@ -29,7 +29,6 @@ import numpy as np
 from edgemeta.errors import BundleError, InputError, StateError
 from edgemeta.runtime.classifier import FewShotClassifier, Images, _Head, _py, check_labels
 from edgemeta.runtime.loaded_bundle import Bundle, make_session
-from edgemeta.runtime.state import StateData, read_state, write_state
 
 METHOD = "recurrent"
 INPUTS = ["memory", "fresh", "support_embeddings", "support_labels_onehot"]
@@ -215,6 +214,8 @@ class OnlineClassifier(FewShotClassifier):
     def save(self, path: str | os.PathLike, key: bytes | None = None) -> None:
         """Write the private state atomically: memory ``[C, H]``, samples per class, head, labels,
         bundle identity; no embeddings, no raw samples. ``key``: 32 bytes for AES-256-GCM."""
+        from edgemeta.runtime.state import StateData, write_state   # state files only: not on the predict path
+
         with self._lock:
             m = self._memory
         state = StateData(self.bundle.identity, list(m.labels), np.zeros((0, self.bundle.embedding_dim), np.float32),
@@ -226,6 +227,8 @@ class OnlineClassifier(FewShotClassifier):
     def load(cls, bundle: Bundle | str | os.PathLike, path: str | os.PathLike, key: bytes | None = None,
              **kwargs: Any) -> "OnlineClassifier":
         """Restore a classifier saved with :meth:`save`; the head is read out again from the memory."""
+        from edgemeta.runtime.state import read_state
+
         clf = cls(bundle, **kwargs)
         st = read_state(path, key)
         if st.bundle_id != clf.bundle.identity:
