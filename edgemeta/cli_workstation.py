@@ -267,6 +267,9 @@ def add_refine(
     out: Path = typer.Argument(..., metavar="OUT", help="Bundle folder to write (not BUNDLE itself)."),
     omniglot: Optional[Path] = typer.Option(None, metavar="FOLDER", help="Omniglot folder (the bundle's validation "
                                                                          "classes fit the distractor mask)."),
+    val: Optional[Path] = typer.Option(None, "--val", metavar="FOLDER", help="Validation classes to fit the mask on "
+                                       "(one sub-folder of images per class; never test classes). Default: Omniglot's "
+                                       "validation part of the bundle's split, or the val/ folder beside its train/."),
     max_unlabeled: int = typer.Option(1000, metavar="N", help="Unlabelled embeddings a device keeps (the most "
                                                               "recent); written as refine.max_unlabeled."),
     fit_steps: int = typer.Option(300, metavar="N", help="Adam steps fitting the mask on validation episodes."),
@@ -276,18 +279,13 @@ def add_refine(
     refine.onnx (masked soft k-means, fitted and parity-checked) and the manifest's refine section (format
     version 3). See docs/semi-supervised.md. Needs the workstation extra (torch)."""
     from edgemeta.contract.bundle import read_bundle
-    from edgemeta.data.sources import training_sets
     from edgemeta.train.refine_export import add_refine as write_refine
+    from edgemeta.train.refine_export import validation_classes
 
     m, _ = read_bundle(bundle)
-    prov = m["provenance"]
-    if prov.get("dataset") != "omniglot":
-        raise InputError(f"add-refine fits its mask on the bundle's Omniglot validation classes; this bundle was "
-                         f"meta-trained on {prov.get('dataset')!r}")
-    size = (int(m["preprocess"]["size"][0]), int(m["preprocess"]["size"][1]))
-    _, val, _ = training_sets("omniglot", prov.get("split", "vinyals"), size, omniglot)
-    new = write_refine(bundle, out, val, max_unlabeled=max_unlabeled, fit_steps=fit_steps, seed=seed,
-                       calibrated_on=f"omniglot/{prov.get('split', 'vinyals')}/val classes", log=_echo_err)
+    classes, where = validation_classes(m, omniglot, val)
+    new = write_refine(bundle, out, classes, max_unlabeled=max_unlabeled, fit_steps=fit_steps, seed=seed,
+                       calibrated_on=where, log=_echo_err)
     d = new["refine"]["distractor"]
     typer.echo(f"wrote {out}: format version {new['format_version']}, refine.onnx (mask beta {d['beta']:.3f}, "
                f"gamma {d['gamma']:.2f}; parity max |Δ| {new['refine']['parity']['prototypes_max_abs']:.2g})")

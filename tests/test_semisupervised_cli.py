@@ -193,3 +193,29 @@ def test_add_refine_command_on_a_trained_bundle(bundle_dir, tmp_path):
     assert m["refine"]["parity"]["prototypes_max_abs"] < 1e-3
     for name in json.loads((bundle_dir / "manifest.json").read_text())["files"]:
         assert (out / name).read_bytes() == (bundle_dir / name).read_bytes()
+
+
+def test_add_refine_fits_on_a_validation_folder_and_names_what_it_needs(colour_bundle_dir, tmp_path):
+    """A bundle whose provenance names no validation classes: refused with the fix; with --val FOLDER it is
+    fitted there (only the episode settings that folder can hold)."""
+    res = CliRunner().invoke(app, ["add-refine", str(colour_bundle_dir), str(tmp_path / "out")])
+    assert res.exit_code == 2 and "pass --val FOLDER" in res.output
+    rng = np.random.default_rng(6)
+    for c in range(10):
+        (tmp_path / "val" / f"c{c}").mkdir(parents=True)
+        for i in range(11):
+            Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(tmp_path / "val" / f"c{c}" / f"{i}.png")
+    res = CliRunner().invoke(app, ["add-refine", str(colour_bundle_dir), str(tmp_path / "out"), "--val",
+                                   str(tmp_path / "val"), "--fit-steps", "4"])
+    assert res.exit_code == 0, res.output
+    m = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert m["refine"]["fit"]["settings"] == [[5, 1, 5, 0], [5, 1, 5, 5]]
+    assert m["refine"]["calibrated_on"].startswith(f"{tmp_path / 'val'} classes")
+
+
+def test_feasible_settings_refuse_a_validation_set_too_small():
+    from edgemeta.train.refine_export import FIT_SETTINGS, feasible
+
+    assert feasible(FIT_SETTINGS, np.full(16, 600)) == ((5, 1, 5, 0), (5, 1, 5, 5), (5, 5, 10, 5))
+    with pytest.raises(ExportError, match=r"hold none of the fitting episodes"):
+        feasible(FIT_SETTINGS, np.full(4, 20))

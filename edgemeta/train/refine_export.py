@@ -30,7 +30,44 @@ OPSET = 17
 PARITY_TOL = 1e-4          # max |torch - onnxruntime| prototype entry, relative to (1 + max |prototype|)
 DEFAULT_MAX_UNLABELED = 1000
 Settings = tuple[tuple[int, int, int, int], ...]          # (ways, shots, M unlabelled per class, D distractors)
+FIT_SETTINGS: Settings = ((5, 1, 5, 0), (5, 1, 5, 5), (20, 1, 5, 0), (20, 1, 5, 20), (5, 5, 10, 5), (20, 1, 14, 20))
 PARITY_SETTINGS: Settings = ((5, 1, 0, 0), (5, 1, 5, 0), (5, 1, 5, 5), (20, 1, 5, 20), (5, 5, 10, 5), (20, 5, 5, 0))
+
+
+def feasible(settings: Settings, counts: np.ndarray, queries: int = 5) -> Settings:
+    """The (ways, shots, M, D) settings whose episodes ``counts`` (images per class) can hold; an ExportError
+    when none can (a validation set too small to fit the mask on)."""
+    ok = tuple(s for s in settings if int((counts >= s[1] + queries + s[2]).sum()) >= s[0] + s[3])
+    if not ok:
+        raise ExportError(f"the validation classes ({len(counts)} classes, {int(counts.min())}..{int(counts.max())} "
+                          f"images each) hold none of the fitting episodes {list(settings)}; expected at least "
+                          f"10 classes of 11 images")
+    return ok
+
+
+def validation_classes(manifest: dict[str, Any], omniglot_root: str | Path | None = None,
+                       folder: str | Path | None = None) -> tuple[ClassImages, str]:
+    """The held-out validation classes of a bundle's meta-training, to fit its mask on: ``folder``
+    (``<class>/*`` images) if given, else Omniglot's validation part of the bundle's split, else the
+    ``val/`` folder beside the ``train/`` one its provenance names. Never its test classes."""
+    from edgemeta.data.files import load_image_folder
+    from edgemeta.data.omniglot import load_omniglot
+    from edgemeta.data.photos import load_photo_folder
+
+    spec = manifest["preprocess"]
+    size = (int(spec["size"][0]), int(spec["size"][1]))
+    colour = int(spec.get("channels", 1)) == 3
+    prov = manifest.get("provenance", {})
+    if folder is None and prov.get("dataset") == "omniglot":
+        split = prov.get("split", "vinyals")
+        return load_omniglot(split, "val", omniglot_root, size), f"omniglot/{split}/val classes"
+    if folder is None and isinstance(prov.get("dataset"), str) and (Path(prov["dataset"]) / "val").is_dir():
+        folder = Path(prov["dataset"]) / "val"
+    if folder is None:
+        raise ExportError(f"cannot find this bundle's validation classes (provenance dataset "
+                          f"{prov.get('dataset')!r}); pass --val FOLDER with them (one sub-folder of images per class)")
+    data = load_photo_folder(folder, size) if colour else load_image_folder(folder, spec)
+    return data, f"{folder} classes"
 
 
 def refine_graph(module: MaskedSoftKMeans, d: int) -> bytes:
@@ -77,9 +114,9 @@ def add_refine(bundle_path: str | Path, out: str | Path, val: ClassImages, *, ma
     """Write ``out``: the bundle at ``bundle_path`` plus a fitted, parity-checked ``refine.onnx``.
 
     ``val``: held-out validation classes of the bundle's meta-training (never test classes); the mask
-    is fitted on their embeddings. ``settings``: the fitting episodes' (ways, shots, M, D) (default:
-    :func:`fit_mask`'s, which need 40 classes of 20 images); parity is checked on the same settings and
-    on them without unlabelled samples. Returns the new manifest.
+    is fitted on their embeddings. ``settings``: the fitting episodes' (ways, shots, M, D) (default
+    :data:`FIT_SETTINGS`, those that ``val`` can hold); parity is checked on the same settings and on them
+    without unlabelled samples. Returns the new manifest.
     """
     manifest, files = read_bundle(bundle_path)
     if manifest["method"] != "proto":
@@ -93,10 +130,11 @@ def add_refine(bundle_path: str | Path, out: str | Path, val: ClassImages, *, ma
     emb = embed_classes(bundle, val)
     torch.manual_seed(seed)
     module = MaskedSoftKMeans(float(manifest["head"]["scale"]), steps=steps)
-    fit = fit_mask(module, emb, val.offsets, val.counts, steps=fit_steps, seed=seed, log=log,
-                   **({"settings": settings} if settings else {}))
+    settings = feasible(settings or FIT_SETTINGS, val.counts)
+    fit = fit_mask(module, emb, val.offsets, val.counts, steps=fit_steps, seed=seed, log=log, settings=settings)
+    fit["settings"] = [list(s) for s in settings]
     graph = refine_graph(module, bundle.embedding_dim)
-    checked = tuple((w, k, 0, 0) for w, k, _, _ in settings) + settings if settings else PARITY_SETTINGS
+    checked = feasible(tuple((w, k, 0, 0) for w, k, _, _ in settings) + settings, val.counts, 1)
     parity = refine_parity(module.eval(), graph, emb, val.offsets, val.counts, seed=seed + 1, settings=checked)
     log(f"parity: max |torch - onnxruntime| {parity['prototypes_max_abs']:.2g}")
     new = {k: v for k, v in manifest.items() if k not in ("format", "format_version", "files", "integrity")}
