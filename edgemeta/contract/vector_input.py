@@ -65,3 +65,10 @@ def check_vectors(x: Any, dim: int, what: str = "inputs", allow_empty: bool = Fa
         raise InputError(f"{what} row {_first_bad_row(big)} holds a value beyond ±{FLOAT32_MAX:g}; expected "
                          f"numbers that fit float32")
     return np.ascontiguousarray(x, np.float32)
+
+
+def vector_chunks(x: Any, dim: int, what: str = "inputs", chunk: int = 4096) -> tuple[int, Iterator[np.ndarray]]:
+    """``(N, chunks)``: ``x`` checked now (:func:`check_vectors`), then float32 ``[n, dim]`` chunks of at most
+    ``chunk`` rows, in order (what a vector-input classifier feeds its backbone)."""
+    v = check_vectors(x, dim, what)
+    return len(v), (v[i:i + chunk] for i in range(0, len(v), chunk))
