@@ -242,7 +242,7 @@ def test_help_shows_plain_metavars(runner, cmd):
 
 def test_predict_usage_and_json_fields(runner):
     text = help_text(runner, "predict")
-    assert "Usage: edgemeta predict [OPTIONS] BUNDLE IMAGES..." in text
+    assert "Usage: edgemeta predict [OPTIONS] BUNDLE [IMAGES]..." in text   # IMAGES, or --csv for a regression bundle
     for field in ('"image"', '"label"', '"confidence"', '"max_logit"'):
         assert field in text
     assert "folder" in text.lower()                  # folders of images are accepted

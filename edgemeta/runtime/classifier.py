@@ -25,6 +25,7 @@ import numpy as np
 
 from edgemeta.contract.input_checks import CheckedImages, check_images
 from edgemeta.contract.preprocess import check_ink, check_spec, iter_preprocess
+from edgemeta.contract.vector_input import check_vectors, vector_chunks
 from edgemeta.errors import InputError, NotFittedError, StateError
 from edgemeta.runtime import semisupervised as semi
 from edgemeta.runtime.loaded_bundle import Bundle
@@ -212,11 +213,16 @@ class FewShotClassifier:
         """Shapes and dtypes checked once (a generator is read once), for counting before embedding."""
         if isinstance(images, CheckedImages):
             return images
+        if self.bundle.vector_dim is not None:             # a vector-input bundle: [N, D] numbers
+            return check_vectors(images, self.bundle.vector_dim, what)
         return check_images(images, what, check_spec(self.bundle.preprocess_spec), crop=self.bundle.channels == 3)
 
     def iter_embeddings(self, images: Images, what: str = "images") -> tuple[int, Iterator[np.ndarray]]:
         """``(N, chunks)``: shapes and dtypes are checked now, then each chunk of at most ``CHUNK``
         images is preprocessed and embedded (``float32 [n, D]``) as it is taken."""
+        if self.bundle.vector_dim is not None:
+            n, chunks = vector_chunks(images, self.bundle.vector_dim, what)
+            return n, (self.bundle.embed(x) for x in chunks)
         n, chunks = iter_preprocess(images, self.bundle.preprocess_spec, ink=check_ink(self.ink), what=what)
         return n, (self.bundle.embed(x) for x in chunks)
 

@@ -13,6 +13,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 from edgemeta.contract.bundle import read_bundle
 from edgemeta.errors import BundleError
 from edgemeta.contract.preprocess import preprocess, spec_channels
+from edgemeta.contract.vector_input import INPUT_NAME, is_vector_bundle, vector_dim
 
 EMBED_CHUNK = 256          # images per backbone run
 VIEWS_PER_RUN = 32         # a shift-view backbone runs views x images internally; measured: 1.0 ms/image
@@ -62,6 +63,7 @@ class Bundle:
         self.preprocess_spec: dict[str, Any] = manifest["preprocess"]
         self.channels: int = spec_channels(self.preprocess_spec)          # 1 grey, 3 RGB (format version 2)
         self.input_shape: list[Any] = manifest["input"]["shape"]
+        self.vector_dim: int | None = vector_dim(manifest) if is_vector_bundle(manifest) else None
         self.identity: str = manifest["integrity"]["manifest_sha256"]
         shifts = manifest["embedding"].get("shift_views")
         views = len(shifts) if isinstance(shifts, list) else 1
@@ -118,8 +120,9 @@ class Bundle:
     def _check_io(self) -> None:
         """Graph input/output names, dtypes (float32) and ranks against the contract and the manifest."""
         c = self.param_names
+        vectors = self.vector_dim is not None
         expect = [
-            ("backbone", self._backbone.get_inputs(), ["images"], [4]),
+            ("backbone", self._backbone.get_inputs(), [INPUT_NAME] if vectors else ["images"], [2 if vectors else 4]),
             ("backbone", self._backbone.get_outputs(), ["embeddings"], [2]),
             ("adapt", self._adapt.get_inputs(), ["support_embeddings", "support_labels_onehot"], [2, 2]),
             ("adapt", self._adapt.get_outputs(), c, [PARAM_RANKS.get(n, -1) for n in c]),
@@ -137,7 +140,7 @@ class Bundle:
                                       f"and rank {len(shape)}; the contract says {FLOAT} of rank {rank}")
         graph_in = list(self._backbone.get_inputs()[0].shape)[1:]
         spec = self.preprocess_spec
-        declared = [self.input_shape[1:], [spec.get("channels", 1), *spec["size"]]]
+        declared = [[self.vector_dim]] if vectors else [self.input_shape[1:], [spec.get("channels", 1), *spec["size"]]]
         for shape in declared:
             if [int(v) for v in shape] != [int(v) if isinstance(v, int) else -1 for v in graph_in]:
                 raise BundleError(f"{self.source}: the manifest's input {shape} does not match backbone.onnx's "
@@ -151,8 +154,8 @@ class Bundle:
         """Run the three graphs once on a tiny synthetic task (a blank and a full image; 3 support rows of
         2 classes) and check every output's shape and finiteness, so a bundle that loads is one
         fit/predict can use. Measured: under 1 ms for conv4, about 4 ms for a 9-view backbone."""
-        c, h, w = (int(v) for v in self.input_shape[1:])
-        x = np.zeros((2, c, h, w), np.float32)
+        shape = (self.vector_dim,) if self.vector_dim is not None else tuple(int(v) for v in self.input_shape[1:])
+        x = np.zeros((2, *shape), np.float32)
         x[1] = 1.0
         emb = self.embed(x)
         self._expect("backbone", "embeddings", emb, (2, self.embedding_dim))
@@ -187,7 +190,8 @@ class Bundle:
     def embed(self, x: np.ndarray) -> np.ndarray:
         """Preprocessed ``float32 [N, channels, H, W]`` -> embeddings ``float32 [N, D]`` (chunked)."""
         n = self.embed_chunk
-        out = [self._run("backbone", self._backbone, ["embeddings"], {"images": x[i:i + n]})[0]
+        name = "images" if self.vector_dim is None else INPUT_NAME
+        out = [self._run("backbone", self._backbone, ["embeddings"], {name: x[i:i + n]})[0]
                for i in range(0, len(x), n)]
         return out[0] if len(out) == 1 else np.concatenate(out)
 
