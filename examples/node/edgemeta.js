@@ -37,7 +37,7 @@ const fs = require('fs');
 const path = require('path');
 const ort = require('onnxruntime-node');
 
-const { FORMAT_NAME, FORMAT_VERSIONS, GRAPH_FILES, MAX_BUNDLE_BYTES, validateManifest, formatVersion, plainFileName } = require('./manifest_schema');
+const { FORMAT_NAME, FORMAT_VERSIONS, MAX_BUNDLE_BYTES, validateManifest, formatVersion, plainFileName, graphFiles } = require('./manifest_schema');
 const { ZipArchive, MAX_ZIP_ENTRIES } = require('./zip_reader');
 
 const MANIFEST = 'manifest.json';
@@ -409,7 +409,7 @@ function parseManifest(raw, source = 'bundle') {
     throw new BundleError(`${source}: manifest.json was altered after export (its integrity digest does not match); ` +
       'use the bundle as exported');
   }
-  for (const [role, name] of Object.entries(GRAPH_FILES)) {
+  for (const [role, name] of Object.entries(graphFiles(manifest))) {
     if (manifest.graphs[role] !== name || !Object.hasOwn(manifest.files, name)) {
       throw new BundleError(`${source}: manifest must list graph "${role}" as "${name}"`);
     }
@@ -955,6 +955,8 @@ class Bundle {
   static async load(bundlePath, { threads = 1, precision = 'auto' } = {}) {
     const { manifest, files } = readBundle(bundlePath);
     const g = manifest.graphs;
+    if (manifest.regression) throw new BundleError(`${bundlePath} is a regression bundle; load it with regressor.js (RegressionBundle)`);
+    if (manifest.vector_input) throw new BundleError(`${bundlePath} takes vectors [N, D]; this Node example reads image classifier bundles only`);
     if (!['auto', 'fp32', 'int8'].includes(precision)) throw new Error(`precision must be 'auto', 'fp32' or 'int8', got ${JSON.stringify(precision)}`);
     const hasInt8 = typeof g.backbone_int8 === 'string' && files.has(g.backbone_int8);
     if (precision === 'int8' && !hasInt8) throw new BundleError(`${bundlePath} has no int8 backbone; use precision 'fp32'`);
@@ -1313,13 +1315,18 @@ function semiSupervisedClassifier() {
   return SemiSupervisedClassifier;
 }
 /** The classifier of recurrent bundles (recurrent.js: per-class memory, no embeddings); FewShotClassifier.load picks it. */
+/** regressor.js (RegressionBundle, FewShotRegressor), loaded on first use. */
+function regressor() {
+  return require('./regressor');
+}
+
 function onlineClassifier() {
   OnlineClassifier ??= require('./recurrent').makeOnlineClassifier(FewShotClassifier, uniqueSorted, labelKind);
   return OnlineClassifier;
 }
 
 module.exports = {
-  onlineClassifier, semiSupervisedClassifier,
+  onlineClassifier, semiSupervisedClassifier, regressor,
   FORMAT_NAME, FORMAT_VERSIONS, BundleError, InputError, Bundle, FewShotClassifier,
   readBundle, readBundleFiles, verify, MAX_BUNDLE_BYTES, MAX_ZIP_ENTRIES, parseManifest, manifestDigest, canonicalManifest, parsePyJson, pyFloatRepr,
   pyJsonString, compareCodePoints, preprocess, preprocessColour, centreCrop, boxBins, nearestIndices, uniqueSorted, sessionOptions, MIN_SIDE, MAX_ASPECT,

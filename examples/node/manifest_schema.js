@@ -222,6 +222,45 @@ function relateRecurrent(m, source) {
 }
 
 const RECURRENT_GRAPH = 'update.onnx';
+
+// vector inputs and regression bundles (docs/regression.md), the same rules as manifest_schema.py
+const MAX_VECTOR_DIM = 1 << 16;
+const MAX_TARGETS = 1024;
+const REGRESSION_GRAPH_FILES = { backbone: 'backbone.onnx', adapt: 'adapt.onnx', predict: 'predict.onnx' };
+const REGRESSION_HEAD_OUTPUTS = { alpaca: ['weight', 'covariance', 'noise_variance'], metasgd: ['weight'] };
+const REGRESSION_UNCERTAINTY = { alpaca: 'predictive_variance', metasgd: 'none' };
+const NAMES = (max) => new List(new Str(/^[\s\S]{1,64}$/u), 1, max);
+
+/** input.shape [null or -1, D] with D = vector_input.dim; feature names, if any, one per column. */
+function relateVectorInput(m, source) {
+  const { shape } = m.input;
+  const { dim } = m.vector_input;
+  if (![null, -1].includes(shape[0]) || shape[1] !== dim) {
+    throw new BundleError(`${source}: manifest input.shape ${JSON.stringify(shape)} must be [null or -1, vector_input.dim] = [-1, ${dim}]`);
+  }
+  const names = m.vector_input.feature_names;
+  if (names !== undefined && names.length !== dim) {
+    throw new BundleError(`${source}: manifest field vector_input.feature_names has ${names.length} names; expected vector_input.dim = ${dim}`);
+  }
+}
+
+/** The regression method's head outputs and uncertainty; target names, if any, one per output. */
+function relateRegression(m, source) {
+  const want = REGRESSION_HEAD_OUTPUTS[m.method];
+  if (JSON.stringify(m.head.outputs) !== JSON.stringify(want)) {
+    throw new BundleError(`${source}: manifest field head.outputs is ${JSON.stringify(m.head.outputs)} but regression method ` +
+      `${JSON.stringify(m.method)} has the head parameters ${JSON.stringify(want)}`);
+  }
+  if (m.regression.uncertainty !== REGRESSION_UNCERTAINTY[m.method]) {
+    throw new BundleError(`${source}: manifest field regression.uncertainty is ${JSON.stringify(m.regression.uncertainty)}; method ` +
+      `${JSON.stringify(m.method)} gives ${JSON.stringify(REGRESSION_UNCERTAINTY[m.method])}`);
+  }
+  const names = m.regression.target_names;
+  if (names !== undefined && names.length !== m.regression.outputs) {
+    throw new BundleError(`${source}: manifest field regression.target_names has ${names.length} names; expected regression.outputs = ` +
+      `${m.regression.outputs}`);
+  }
+}
 /**
  * Version-3 sections, one entry per capability (the same table as manifest_schema.py's V3_SECTIONS):
  * top-level manifest key -> { rule: checks its fields, relate(manifest, source): its relation to the rest, or null }.
@@ -244,7 +283,44 @@ const V3_SECTIONS = {
     relate: relateRecurrent,
     methods: ['recurrent'],
   },
+  // vector inputs [N, D]: replaces the rules of input and preprocess (normalisation inside backbone.onnx)
+  vector_input: {
+    rule: new Obj({ required: { dim: new Int(1, MAX_VECTOR_DIM), normalization: new Const('in_graph') },
+      optional: { feature_names: NAMES(MAX_VECTOR_DIM) } }),
+    relate: relateVectorInput,
+    replaces: {
+      input: new Obj({ required: { shape: new List(new Nullable(new Int(-1, MAX_VECTOR_DIM)), 2, 2) },
+        optional: { name: new Const('inputs'), dtype: new Const('float32'), kind: new Const('vectors') } }),
+      preprocess: new Obj({ required: { kind: new Const('vectors') } }),
+    },
+  },
+  // real-valued predictions from sufficient statistics: predict.onnx instead of classify.onnx
+  regression: {
+    rule: new Obj({ required: { outputs: new Int(1, MAX_TARGETS), uncertainty: new OneOf(['predictive_variance', 'none']),
+      statistics: new Const('feature_gram,feature_targets') }, optional: { target_names: NAMES(MAX_TARGETS) } }),
+    relate: relateRegression,
+    methods: ['alpaca'],
+    replaces: {
+      method: new OneOf(Object.keys(REGRESSION_HEAD_OUTPUTS)),
+      head: new Obj({ required: { method: new OneOf(Object.keys(REGRESSION_HEAD_OUTPUTS)), outputs: new List(new Str(/^[a-z_]{1,32}$/), 1, 8) } }),
+      graphs: new Obj({ required: Object.fromEntries(Object.entries(REGRESSION_GRAPH_FILES).map(([r, n]) => [r, new Const(n)])) }),
+      validation: new Obj(),
+    },
+    graphs: REGRESSION_GRAPH_FILES,
+  },
 };
+
+/** Base fields whose rule a present version-3 section replaces -> that rule (plain manifest values). */
+const replacedRules = (m) => Object.assign({}, ...Object.entries(V3_SECTIONS)
+  .filter(([name, sec]) => Object.hasOwn(m, name) && sec.replaces).map(([, sec]) => sec.replaces));
+
+/** The fixed graph files (role -> name) of a manifest: GRAPH_FILES unless a section says otherwise. */
+function graphFiles(m) {
+  for (const [name, sec] of Object.entries(V3_SECTIONS)) {
+    if (Object.hasOwn(m, name) && sec.graphs) return sec.graphs;
+  }
+  return GRAPH_FILES;
+}
 
 /** The lowest format version that expresses a manifest (plain values): 3 with a version-3 section, else 2. */
 const writerVersion = (m) => (Object.keys(V3_SECTIONS).some((name) => Object.hasOwn(m, name)) ? SECTION_VERSION : 2);
@@ -303,15 +379,18 @@ function checkPreprocess(tree, version, source) {
 function validateManifest(tree, manifest, source = 'bundle') {
   const version = formatVersion(tree, source);
   checkSectionVersions(tree, version, source);
-  checkPreprocess(tree, version, source);
-  SCHEMA.check(tree, '', source);
+  const replaced = replacedRules(manifest);
+  if (!replaced.preprocess) checkPreprocess(tree, version, source);
+  const schema = Object.keys(replaced).length
+    ? new Obj({ required: { ...SCHEMA.required, ...replaced }, optional: SCHEMA.optional }) : SCHEMA;
+  schema.check(tree, '', source);
   const m = manifest;
   if (m.head.method !== m.method) {
     throw new BundleError(`${source}: manifest field head.method is ${JSON.stringify(m.head.method)} but method is ` +
       `${JSON.stringify(m.method)}; expected the same`);
   }
   const want = HEAD_OUTPUTS[m.method];
-  if (JSON.stringify(m.head.outputs) !== JSON.stringify(want)) {
+  if (!replaced.head && JSON.stringify(m.head.outputs) !== JSON.stringify(want)) {
     throw new BundleError(`${source}: manifest field head.outputs is ${JSON.stringify(m.head.outputs)} but method ` +
       `${JSON.stringify(m.method)} has the head parameters ${JSON.stringify(want)}`);
   }
@@ -324,6 +403,7 @@ function validateManifest(tree, manifest, source = 'bundle') {
   if ((limits.min_ways ?? 2) > (limits.max_ways ?? MAX_WAYS)) {
     throw new BundleError(`${source}: manifest limits.min_ways ${limits.min_ways} exceeds limits.max_ways ${limits.max_ways}`);
   }
+  if (replaced.input) return checkSections(tree, m, source, version); // the section's relate checks the input it describes
   const { shape } = m.input;
   const spec = m.preprocess;
   const channels = spec.channels ?? 1;
@@ -337,6 +417,11 @@ function validateManifest(tree, manifest, source = 'bundle') {
     throw new BundleError(`${source}: manifest field preprocess.ink is set in a colour bundle; expected no ink ` +
       'field (ink applies to single-channel bundles only)');
   }
+  return checkSections(tree, m, source, version);
+}
+
+/** Each present version-3 section's rule and cross-field check; a method that needs a missing section is refused. */
+function checkSections(tree, m, source, version) {
   for (const [name, section] of Object.entries(V3_SECTIONS)) {
     if (!tree.v.has(name)) {
       if ((section.methods || []).includes(m.method)) {
@@ -352,6 +437,6 @@ function validateManifest(tree, manifest, source = 'bundle') {
 }
 
 module.exports = {
-  FORMAT_NAME, FORMAT_VERSIONS, GRAPH_FILES, HEAD_OUTPUTS, MAX_BUNDLE_BYTES, RECURRENT_GRAPH, REFINE_GRAPH, SECTION_VERSION, V3_SECTIONS,
+  FORMAT_NAME, FORMAT_VERSIONS, GRAPH_FILES, REGRESSION_GRAPH_FILES, graphFiles, HEAD_OUTPUTS, MAX_BUNDLE_BYTES, RECURRENT_GRAPH, REFINE_GRAPH, SECTION_VERSION, V3_SECTIONS,
   validateManifest, formatVersion, plainFileName, writerVersion,
 };

@@ -1,0 +1,249 @@
+'use strict';
+/**
+ * Regression bundles in Node (docs/regression.md): the same contract and rules as the Python runtime's
+ * FewShotRegressor (edgemeta/runtime/regressor.py).
+ *
+ * - backbone.onnx: inputs [N, D] float32 -> embeddings [N, P] whose last column is 1 (normalisation inside);
+ * - adapt.onnx: feature_gram [P, P] + feature_targets [P, O] (float64 sums over the support set) -> head;
+ * - predict.onnx: embeddings + head -> predictions [N, O] (+ variances [N, O] for alpaca).
+ *
+ * The regressor keeps, per group of samples, only the sums phi^T phi and phi^T y (Float64Array), so
+ * partialFit adds to them and forget(group) drops a group exactly; groups are summed in sorted order,
+ * as in Python. State files are not read or written here (the Python runtime's save/load).
+ */
+
+const ort = require('onnxruntime-node');
+const { BundleError, InputError } = require('./errors');
+const { readBundle, sessionOptions, compareCodePoints } = require('./edgemeta');
+
+const FLOAT32_MAX = 3.0e38;
+const DEFAULT_GROUP = 'default';
+const EMBED_CHUNK = 4096;
+
+class RegressionBundle {
+  /** Read, verify and open a regression bundle folder or .zip; BundleError on any mismatch. */
+  static async load(bundlePath, { threads = 1 } = {}) {
+    const { manifest, files } = readBundle(bundlePath);
+    if (!manifest.regression || !manifest.vector_input) {
+      throw new BundleError(`${bundlePath} is not a vector-input regression bundle (no regression and vector_input sections)`);
+    }
+    const g = manifest.graphs;
+    const opts = sessionOptions(threads);
+    const [backbone, adapt, predict] = await Promise.all([g.backbone, g.adapt, g.predict].map(
+      (f) => ort.InferenceSession.create(new Uint8Array(files.get(f)), opts)));
+    const bundle = new RegressionBundle(manifest, String(bundlePath), { backbone, adapt, predict });
+    await bundle.smokeTest();
+    return bundle;
+  }
+
+  constructor(manifest, source, sessions) {
+    Object.assign(this, { manifest, source, sessions });
+    this.method = manifest.method;
+    this.paramNames = [...manifest.head.outputs];
+    this.inputDim = manifest.vector_input.dim;
+    this.embeddingDim = manifest.embedding.dim;
+    this.outputs = manifest.regression.outputs;
+    this.givesVariance = manifest.regression.uncertainty === 'predictive_variance';
+    this.identity = manifest.integrity.manifest_sha256;
+    const outs = this.givesVariance ? ['predictions', 'variances'] : ['predictions'];
+    const expect = [
+      [sessions.backbone.inputNames, ['inputs']], [sessions.backbone.outputNames, ['embeddings']],
+      [sessions.adapt.inputNames, ['feature_gram', 'feature_targets']], [sessions.adapt.outputNames, this.paramNames],
+      [sessions.predict.inputNames, ['embeddings', ...this.paramNames]], [sessions.predict.outputNames, outs],
+    ];
+    for (const [got, want] of expect) {
+      if (JSON.stringify(got) !== JSON.stringify(want)) {
+        throw new BundleError(`${source}: graph inputs/outputs ${JSON.stringify(got)} do not follow the contract ${JSON.stringify(want)}`);
+      }
+    }
+  }
+
+  /** Three vectors through every graph: embeddings end in 1, predictions finite. */
+  async smokeTest() {
+    const x = new Float32Array(3 * this.inputDim);
+    x.fill(1, this.inputDim, 2 * this.inputDim);
+    x.fill(-1, 2 * this.inputDim);
+    const emb = await this.embed(x, 3);
+    const P = this.embeddingDim;
+    for (let i = 0; i < 3; i += 1) {
+      if (emb[i * P + P - 1] !== 1) throw new BundleError(`${this.source}: backbone.onnx's embeddings must end in a column of ones`);
+    }
+    const { gram, targets } = sums(emb, 3, P, new Float64Array(3 * this.outputs).fill(1), this.outputs);
+    const out = await this.predict(emb, 3, await this.adapt(gram, targets));
+    if (!out.predictions.every(Number.isFinite)) throw new BundleError(`${this.source}: the graphs give non-finite predictions on a test task`);
+  }
+
+  /** Float32Array [N * D] -> embeddings Float32Array [N * P]. */
+  async embed(x, n) {
+    const D = this.inputDim;
+    const P = this.embeddingDim;
+    const out = new Float32Array(n * P);
+    for (let s = 0; s < n; s += EMBED_CHUNK) {
+      const m = Math.min(EMBED_CHUNK, n - s);
+      const { embeddings } = await this.sessions.backbone.run({ inputs: new ort.Tensor('float32', x.subarray(s * D, (s + m) * D), [m, D]) });
+      out.set(embeddings.data, s * P);
+    }
+    return out;
+  }
+
+  /** float64 sums gram [P * P], targets [P * O] -> head parameters { name: ort.Tensor }. */
+  async adapt(gram, targets) {
+    const P = this.embeddingDim;
+    const res = await this.sessions.adapt.run({
+      feature_gram: new ort.Tensor('float64', gram, [P, P]),
+      feature_targets: new ort.Tensor('float64', targets, [P, this.outputs]),
+    });
+    return Object.fromEntries(this.paramNames.map((name) => [name, res[name]]));
+  }
+
+  /** Embeddings [N * P] + head -> { predictions: Float32Array [N * O], variances: Float32Array or null }. */
+  async predict(emb, n, params) {
+    const res = await this.sessions.predict.run({ embeddings: new ort.Tensor('float32', emb, [n, this.embeddingDim]), ...params });
+    return { predictions: res.predictions.data, variances: this.givesVariance ? res.variances.data : null };
+  }
+}
+
+/** Sums over rows: gram = phi^T phi [P * P], targets = phi^T y [P * O] (Float64Array). */
+function sums(phi, n, P, y, O) {
+  const gram = new Float64Array(P * P);
+  const targets = new Float64Array(P * O);
+  for (let r = 0; r < n; r += 1) {
+    for (let i = 0; i < P; i += 1) {
+      const a = phi[r * P + i];
+      for (let j = 0; j < P; j += 1) gram[i * P + j] += a * phi[r * P + j];
+      for (let o = 0; o < O; o += 1) targets[i * O + o] += a * y[r * O + o];
+    }
+  }
+  return { gram, targets };
+}
+
+/** Rows of numbers [[x1..xD], ...] -> Float32Array [N * D]; InputError naming the row otherwise. */
+function checkVectors(rows, D, what = 'X') {
+  if (!Array.isArray(rows) || rows.length === 0) throw new InputError(`${what} must be a non-empty array of rows of ${D} numbers`);
+  const out = new Float32Array(rows.length * D);
+  rows.forEach((row, r) => {
+    if (!Array.isArray(row) || row.length !== D) throw new InputError(`${what} row ${r} must hold ${D} numbers`);
+    row.forEach((v, c) => {
+      if (typeof v !== 'number' || !Number.isFinite(v) || Math.abs(v) > FLOAT32_MAX) {
+        throw new InputError(`${what} row ${r} holds ${JSON.stringify(v)}; expected finite numbers that fit float32`);
+      }
+      out[r * D + c] = v;
+    });
+  });
+  return out;
+}
+
+/** Targets: [y1, ...] (one output) or [[y1..yO], ...] -> Float64Array [N * O]. */
+function checkTargets(y, n, O) {
+  if (!Array.isArray(y) || y.length !== n) throw new InputError(`targets must be an array of ${n} values`);
+  const out = new Float64Array(n * O);
+  y.forEach((v, r) => {
+    const row = Array.isArray(v) ? v : [v];
+    if (row.length !== O || !row.every((t) => typeof t === 'number' && Number.isFinite(t))) {
+      throw new InputError(`targets row ${r} must be ${O} finite number(s)`);
+    }
+    row.forEach((t, o) => { out[r * O + o] = t; });
+  });
+  return out;
+}
+
+/** Sorted group names: strings by code point, integers by value (Python's sorted()). */
+const sortGroups = (names) => [...names].sort((a, b) => (typeof a === 'number' ? a - b : compareCodePoints(a, b)));
+
+class FewShotRegressor {
+  constructor(bundle) {
+    this.bundle = bundle;
+    this.stats = new Map(); // group -> { gram, targets, count }
+    this.head = null;
+  }
+
+  /** Learn from these samples only (groups: one name, or one per sample; default "default"). */
+  async fit(X, y, groups) {
+    const update = await this.statistics(X, y, groups);
+    this.stats = new Map();
+    await this.merge(update);
+    return this;
+  }
+
+  /** Add samples; equals fit on every sample so far. */
+  async partialFit(X, y, groups) {
+    await this.merge(await this.statistics(X, y, groups));
+    return this;
+  }
+
+  /** Drop every sample of `group`; equals fit on the other groups. */
+  async forget(group) {
+    if (!this.stats.has(group)) throw new InputError(`group ${JSON.stringify(group)} is not held; the held groups are ${JSON.stringify(this.groups)}`);
+    this.stats.delete(group);
+    this.head = this.stats.size ? await this.adaptAll(this.stats) : null;
+    return this;
+  }
+
+  get groups() { return sortGroups(this.stats.keys()); }
+
+  async statistics(X, y, groups) {
+    const b = this.bundle;
+    const x = checkVectors(X, b.inputDim);
+    const n = X.length;
+    const t = checkTargets(y, n, b.outputs);
+    const names = groups === undefined || groups === null ? Array(n).fill(DEFAULT_GROUP)
+      : (Array.isArray(groups) ? groups : Array(n).fill(groups));
+    if (names.length !== n || !names.every((g) => typeof g === 'string' || Number.isInteger(g))) {
+      throw new InputError(`groups must be one name (string or integer) or one per sample (${n})`);
+    }
+    const phi = await b.embed(x, n);
+    const P = b.embeddingDim;
+    const O = b.outputs;
+    const out = new Map();
+    for (const name of new Set(names)) {
+      const rows = names.map((g, i) => (g === name ? i : -1)).filter((i) => i >= 0);
+      const f = new Float32Array(rows.length * P);
+      const yy = new Float64Array(rows.length * O);
+      rows.forEach((r, k) => { f.set(phi.subarray(r * P, (r + 1) * P), k * P); yy.set(t.subarray(r * O, (r + 1) * O), k * O); });
+      out.set(name, { ...sums(f, rows.length, P, yy, O), count: rows.length });
+    }
+    return out;
+  }
+
+  async merge(update) {
+    const kinds = new Set([...this.stats.keys(), ...update.keys()].map((k) => typeof k));
+    if (kinds.size > 1) throw new InputError('groups mix strings and integers; expected one kind of group name');
+    const next = new Map(this.stats);
+    for (const [name, s] of update) {
+      const old = next.get(name);
+      next.set(name, old ? { gram: old.gram.map((v, i) => v + s.gram[i]), targets: old.targets.map((v, i) => v + s.targets[i]),
+        count: old.count + s.count } : s);
+    }
+    this.head = await this.adaptAll(next);
+    this.stats = next;
+  }
+
+  async adaptAll(stats) {
+    const P = this.bundle.embeddingDim;
+    const gram = new Float64Array(P * P);
+    const targets = new Float64Array(P * this.bundle.outputs);
+    for (const name of sortGroups(stats.keys())) {
+      const s = stats.get(name);
+      s.gram.forEach((v, i) => { gram[i] += v; });
+      s.targets.forEach((v, i) => { targets[i] += v; });
+    }
+    return this.bundle.adapt(gram, targets);
+  }
+
+  /**
+   * Predictions for rows X: { predictions: [N] (one output) or [N][O], std: the same shape, or null
+   * where the rule gives no uncertainty (metasgd) }.
+   */
+  async predict(X) {
+    if (!this.head) throw new InputError('this FewShotRegressor holds no samples; call fit(X, y) first');
+    const b = this.bundle;
+    const n = X.length;
+    const emb = await b.embed(checkVectors(X, b.inputDim), n);
+    const { predictions, variances } = await b.predict(emb, n, this.head);
+    const O = b.outputs;
+    const shape = (a, f = (v) => v) => Array.from({ length: n }, (_, i) => (O === 1 ? f(a[i]) : Array.from(a.subarray(i * O, (i + 1) * O), f)));
+    return { predictions: shape(predictions), std: variances ? shape(variances, Math.sqrt) : null };
+  }
+}
+
+module.exports = { RegressionBundle, FewShotRegressor, checkVectors, checkTargets, sums };

@@ -1,0 +1,66 @@
+'use strict';
+/**
+ * Regression bundles in Node: the version-3 vector_input and regression sections are read by the same
+ * rules as Python, and regressor.js replays the Python runtime's fit / partialFit / forget(group) on the
+ * shipped sinusoid bundles (fixtures/regression-case.json, written by tests/test_regressor_node.py).
+ */
+
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const fs = require('fs');
+const path = require('path');
+const em = require('../edgemeta');
+const { RegressionBundle, FewShotRegressor } = require('../regressor');
+
+const REPO = path.resolve(__dirname, '..', '..', '..');
+const CASE = JSON.parse(fs.readFileSync(path.join(__dirname, 'fixtures', 'regression-case.json'), 'utf8'));
+const METASGD = path.join(REPO, 'models', 'sinusoid-metasgd');
+const text = fs.readFileSync(path.join(METASGD, 'manifest.json'), 'utf8');
+const resealed = (t) => t.replace(/"manifest_sha256": "[0-9a-f]+"/, `"manifest_sha256": "${em.manifestDigest(t)}"`);
+const parse = (t) => em.parseManifest(Buffer.from(resealed(t), 'utf8'), 'b');
+
+const close = (got, want, tol, where) => {
+  assert.equal(got.length, want.length, where);
+  got.forEach((v, i) => assert.ok(Math.abs(v - want[i]) <= tol * Math.max(1, Math.abs(want[i])), `${where}[${i}]: ${v} vs ${want[i]}`));
+};
+
+for (const c of CASE.cases) {
+  test(`${c.bundle}: fit, partialFit and forget(group) equal the Python runtime`, async () => {
+    const reg = new FewShotRegressor(await RegressionBundle.load(path.join(REPO, c.bundle)));
+    const query = c.query.map((v) => [v]);
+    for (const [k, s] of c.steps.entries()) {
+      if (s.op === 'forget') await reg.forget(s.group);
+      else await reg[s.op === 'fit' ? 'fit' : 'partialFit'](s.x.map((v) => [v]), s.y, s.group);
+      assert.deepEqual(reg.groups, s.groups);
+      const out = await reg.predict(query);
+      close(out.predictions, s.predictions, CASE.tolerance, `${c.bundle} step ${k} predictions`);
+      if (s.std) close(out.std, s.std, CASE.tolerance, `${c.bundle} step ${k} std`);
+      else assert.equal(out.std, null);
+    }
+  });
+}
+
+test('the shipped regression manifest is read as version 3; sections are checked as in Python', () => {
+  assert.equal(parse(text).format_version, 3);
+  const refused = [
+    [text.replace('"format_version": 3', '"format_version": 2'), /manifest section (vector_input|regression) needs format version 3/],
+    [text.replace('"shape": [\n      -1,\n      1\n    ]', '"shape": [-1, 2]'), /input\.shape/],
+    [text.replace('"uncertainty": "none"', '"uncertainty": "predictive_variance"'), /regression\.uncertainty/],
+    [text.replace('"normalization": "in_graph"', '"normalization": "none"'), /vector_input\.normalization/],
+    [text.replace('"predict": "predict.onnx"', '"predict": "classify.onnx"'), /graphs\.predict|graph "predict"/],
+  ];
+  for (const [t, re] of refused) {
+    assert.notEqual(t, text);
+    assert.throws(() => parse(t), re);
+  }
+});
+
+test('hostile inputs are refused with InputError; a classifier bundle is not a regression bundle', async () => {
+  const reg = new FewShotRegressor(await RegressionBundle.load(METASGD));
+  for (const X of [[], [[1, 2]], [[NaN]], [['a']], [[1e39]], 'x']) {
+    await assert.rejects(reg.fit(X, X.length ? [0] : []), { name: 'InputError' });
+  }
+  await assert.rejects(reg.predict([[0]]), /no samples/);
+  await assert.rejects(RegressionBundle.load(path.join(REPO, 'models', 'omniglot-conv4-proto')), { name: 'BundleError' });
+  await assert.rejects(em.Bundle.load(METASGD), /regression bundle/);
+});
