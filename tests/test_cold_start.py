@@ -1,0 +1,90 @@
+"""Cold start: a fresh process that loads a bundle folder and predicts imports only what that needs;
+what it leaves out still loads on first use (zip bundles, state files, the head ensemble)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPACT = ROOT / "models" / "omniglot-conv4-proto"
+LAZY = ("zipfile", "tempfile", "shutil", "edgemeta.runtime.state", "edgemeta.contract.atomic_files",
+        "edgemeta.contract.bundle_zip", "edgemeta.runtime.ensemble", "torch", "PIL", "typer", "cryptography")
+
+PREDICT = r"""
+import json, sys
+import numpy as np
+from edgemeta.runtime import FewShotClassifier
+clf = FewShotClassifier(sys.argv[1])
+x = (np.arange(6 * 28 * 28, dtype=np.float32).reshape(6, 28, 28) % 7) / 6
+clf.fit(x[:5], ["a", "b", "c", "d", "e"])
+answer = clf.predict(x[5:]).tolist()
+loaded = [m for m in json.loads(sys.argv[2]) if m in sys.modules]
+print(json.dumps({"answer": answer, "loaded": loaded}))
+"""
+
+ON_DEMAND = r"""
+import sys
+import numpy as np
+import edgemeta.runtime as rt
+from edgemeta.contract.bundle import zip_bundle, read_bundle
+clf = rt.FewShotClassifier(sys.argv[1])
+x = (np.arange(6 * 28 * 28, dtype=np.float32).reshape(6, 28, 28) % 5) / 4
+clf.fit(x[:4], [0, 0, 1, 1])
+state, zipped = sys.argv[2] + "/me.state", sys.argv[2] + "/b.zip"
+clf.save(state)
+again = rt.FewShotClassifier.load(sys.argv[1], state)
+assert (again.predict(x[4:]) == clf.predict(x[4:])).all()
+zip_bundle(sys.argv[1], zipped)
+assert read_bundle(zipped)[0] == read_bundle(sys.argv[1])[0]
+assert rt.HeadEnsemble.__name__ == "HeadEnsemble"
+try:
+    rt.NoSuchThing
+except AttributeError as exc:
+    assert "NoSuchThing" in str(exc)
+else:
+    raise AssertionError("edgemeta.runtime.NoSuchThing should not exist")
+print("ok")
+"""
+
+
+def _shipped() -> str:
+    if not (COMPACT / "manifest.json").is_file():  # pragma: no cover - shipped with the checkout
+        pytest.skip(f"shipped bundle not found at {COMPACT}")
+    return str(COMPACT)
+
+
+def test_predicting_from_a_bundle_folder_imports_no_zip_state_or_writer_modules():
+    p = subprocess.run([sys.executable, "-c", PREDICT, _shipped(), json.dumps(LAZY)], capture_output=True,
+                       text=True, cwd=ROOT, timeout=120)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["answer"][0] in list("abcde")
+    assert out["loaded"] == []
+
+
+def test_modules_left_out_of_start_up_load_when_used(tmp_path):
+    p = subprocess.run([sys.executable, "-c", ON_DEMAND, _shipped(), str(tmp_path)], capture_output=True,
+                       text=True, cwd=ROOT, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "ok"
+
+
+def test_cold_start_tool_reports_every_phase():
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import cold_start
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    run = cold_start.one_run(_shipped(), "auto", None, None)
+    assert set(cold_start.PHASES) <= set(run)
+    for phase in cold_start.PHASES:
+        wall, cpu = run[phase]
+        assert wall > 0 and cpu >= 0
+    assert run["total"][0] >= run["import"][0] and run["peak_rss_mb"] > 10
+    assert Path(run["package"]).parent == ROOT / "edgemeta"
+    assert "onnxruntime" in run["modules"] and "zipfile" not in run["modules"]
