@@ -101,3 +101,88 @@ def test_every_version_3_section_field_is_named_in_the_format_page():
     paths = [p for p in schema_paths() if p.split(".")[0] in V3_SECTIONS]
     assert "refine.max_unlabeled" in paths
     assert not [p for p in paths if f"`{p}`" not in doc]
+
+
+# ----------------------------------------------------------------- the refine graph itself, at load
+
+REFINE_BUNDLE = SHIPPED.parent / "omniglot-conv4-proto-refine"
+
+
+def _rewrite(tmp_path: Path, graph: bytes | None = None, edit=None, reseal: bool = True) -> Path:
+    """A copy of the shipped refine bundle with ``refine.onnx`` replaced (manifest resealed like an exporter
+    would, so only the graph checks can refuse it) or its manifest edited."""
+    import json
+    import shutil
+
+    from edgemeta.contract.bundle import sha256_bytes
+
+    out = tmp_path / "b"
+    shutil.copytree(REFINE_BUNDLE, out)
+    m = json.loads((out / MANIFEST).read_text())
+    if graph is not None:
+        (out / "refine.onnx").write_bytes(graph)
+        if reseal:
+            m["files"]["refine.onnx"] = {"sha256": sha256_bytes(graph), "bytes": len(graph)}
+    if edit is not None:
+        edit(m)
+    if reseal:
+        m["integrity"] = {"manifest_sha256": manifest_digest(m)}
+    (out / MANIFEST).write_text(json.dumps(m))
+    return out
+
+
+def _graph(module) -> bytes:
+    from edgemeta.train.refine_export import refine_graph
+
+    return refine_graph(module, 64)
+
+
+def test_the_shipped_refine_bundle_loads_and_its_graph_is_checked(tmp_path):
+    from edgemeta.runtime import Bundle
+
+    assert Bundle.load(REFINE_BUNDLE).refiner is not None
+    data = bytearray((REFINE_BUNDLE / "refine.onnx").read_bytes())
+    data[len(data) // 2] ^= 1
+    with pytest.raises(BundleError, match=r"sha256 of refine.onnx does not match"):
+        Bundle.load(_rewrite(tmp_path, bytes(data), reseal=False))
+
+
+@pytest.mark.parametrize("what, graph, match", [
+    ("garbage", lambda: b"\x08\x07not onnx" * 20, r"onnxruntime cannot load refine.onnx"),
+    ("truncated", lambda: (REFINE_BUNDLE / "refine.onnx").read_bytes()[:500], r"onnxruntime cannot load refine.onnx"),
+    ("adapt.onnx in its place", lambda: (REFINE_BUNDLE / "adapt.onnx").read_bytes(),
+     r"refine.onnx inputs/outputs \['support_embeddings', 'support_labels_onehot'\] do not follow the contract"),
+    ("empty", lambda: b"", r"onnxruntime cannot load refine.onnx"),
+])
+def test_a_hostile_refine_graph_is_a_bundle_error(tmp_path, what, graph, match):
+    from edgemeta.runtime import Bundle
+
+    with pytest.raises(BundleError, match=match):
+        Bundle.load(_rewrite(tmp_path, graph()))
+
+
+def test_a_refine_graph_that_disagrees_with_adapt_is_refused(tmp_path):
+    """A graph of the contract whose prototypes without unlabelled samples are not the class means (another
+    export's graph, or an altered one with its checksums recomputed)."""
+    import torch
+
+    from edgemeta.runtime import Bundle
+    from edgemeta.train.soft_kmeans import MaskedSoftKMeans
+
+    class Scaled(MaskedSoftKMeans):
+        def forward(self, support, onehot, unlabeled):
+            return 1.5 * super().forward(support, onehot, unlabeled)
+
+    with pytest.raises(BundleError, match=r"refine.onnx without unlabelled samples differs from adapt.onnx"):
+        Bundle.load(_rewrite(tmp_path, _graph(Scaled(1.0).eval())))
+    torch.manual_seed(0)
+    assert Bundle.load(_rewrite(tmp_path / "ok", _graph(MaskedSoftKMeans(1.0).eval()))).refiner is not None
+
+
+def test_an_oversized_max_unlabeled_or_wrong_type_is_refused(tmp_path):
+    from edgemeta.runtime import Bundle
+
+    with pytest.raises(BundleError, match=r"refine.max_unlabeled must be an integer in \[1, 1000000\]"):
+        Bundle.load(_rewrite(tmp_path, edit=lambda m: m["refine"].update(max_unlabeled=10**7)))
+    with pytest.raises(BundleError, match=r"refine.graph must be 'refine.onnx'"):
+        Bundle.load(_rewrite(tmp_path / "2", edit=lambda m: m["refine"].update(graph=["refine.onnx"])))
