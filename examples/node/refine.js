@@ -36,7 +36,12 @@ class Refiner {
 async function openRefiner(bundle, graph, options) {
   const { manifest, source } = bundle;
   const section = manifest.refine;
-  const session = await ort.InferenceSession.create(new Uint8Array(graph), options);
+  let session;
+  try {
+    session = await ort.InferenceSession.create(new Uint8Array(graph), options);
+  } catch (err) {
+    throw new BundleError(`${source}: onnxruntime cannot load ${section.graph} (${String(err.message).slice(0, 300)}); expected a valid ONNX graph`);
+  }
   const outputs = [...section.outputs];
   if (JSON.stringify(session.inputNames) !== JSON.stringify(INPUTS) || JSON.stringify(session.outputNames) !== JSON.stringify(outputs)) {
     throw new BundleError(`${source}: ${section.graph} inputs/outputs ${JSON.stringify([...session.inputNames, ...session.outputNames])} ` +

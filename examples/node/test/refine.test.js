@@ -128,3 +128,31 @@ test('the pool keeps the most recent max_unlabeled rows', () => {
   assert.deepEqual([...bounded(pool, Float32Array.of(3, 3, 4, 4), 2, 3)], [2, 2, 3, 3, 4, 4]);
   assert.deepEqual([...bounded(new Float32Array(0), Float32Array.of(5, 5), 2, 3)], [5, 5]);
 });
+
+// ------------------------------------------------------------------ a hostile refine graph at load
+
+const os = require('os');
+const crypto = require('crypto');
+
+/** A copy of the shipped refine bundle whose refine.onnx is `graph`, checksums and digest recomputed. */
+function withRefineGraph(graph) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'refine-'));
+  for (const f of fs.readdirSync(bundlePath)) fs.copyFileSync(path.join(bundlePath, f), path.join(dir, f));
+  fs.writeFileSync(path.join(dir, 'refine.onnx'), graph);
+  const sha = crypto.createHash('sha256').update(graph).digest('hex');
+  let text = fs.readFileSync(path.join(dir, 'manifest.json'), 'utf8')
+    .replace(/("refine\.onnx": \{\s*"bytes": )\d+(,\s*"sha256": ")[0-9a-f]+"/, `$1${graph.length}$2${sha}"`);
+  text = text.replace(/"manifest_sha256": "[0-9a-f]+"/, `"manifest_sha256": "${em.manifestDigest(text)}"`);
+  fs.writeFileSync(path.join(dir, 'manifest.json'), text);
+  return dir;
+}
+
+test('a refine graph of another contract or that is not ONNX is refused at load', async () => {
+  const adapt = fs.readFileSync(path.join(bundlePath, 'adapt.onnx'));
+  await assert.rejects(em.Bundle.load(withRefineGraph(adapt)),
+    (err) => err instanceof em.BundleError && /refine\.onnx inputs\/outputs .* do not follow the contract/.test(err.message));
+  await assert.rejects(em.Bundle.load(withRefineGraph(Buffer.from('not an onnx graph at all'))),
+    (err) => err instanceof em.BundleError && /onnxruntime cannot load refine\.onnx/.test(err.message));
+  const ok = await em.Bundle.load(withRefineGraph(fs.readFileSync(path.join(bundlePath, 'refine.onnx'))));
+  assert.equal(ok.refiner.maxUnlabeled, 1000);
+});
