@@ -261,6 +261,43 @@ def export(
                f"parity max |Δembedding| {parity:.2g}")
 
 
+# -------------------------------------------------------------------------------------------- distill
+@command()
+def distill(
+    teacher: Path = typer.Argument(..., metavar="TEACHER", help="Grey conv4 proto bundle whose embedding the "
+                                                                "student learns (e.g. a shift-view bundle)."),
+    out: Path = typer.Option(..., "--out", metavar="RUN", parser=given_path, help="Run folder (run.json, best.npz, "
+                                                                                  "checkpoints); `edgemeta export` ships it."),
+    episodes: int = typer.Option(2_000, metavar="N", help="Training episodes (one Adam step each)."),
+    ways: int = typer.Option(60, metavar="N", help="Classes per training episode."),
+    lr: float = typer.Option(1e-4, metavar="RATE", help="Adam learning rate."),
+    lr_halve_every: int = typer.Option(1_000, metavar="N", help="Episodes between learning-rate halvings."),
+    distill_weight: float = typer.Option(100.0, metavar="W", help="Weight of the relative embedding error next to "
+                                                                 "the episode cross-entropy."),
+    val_every: int = typer.Option(200, metavar="N", help="Episodes between validations."),
+    val_episodes: int = typer.Option(600, metavar="N", help="20-way 1-shot validation episodes."),
+    patience: int = typer.Option(6, metavar="N", help="Stop after this many validations without improvement."),
+    seed: int = typer.Option(0, metavar="N", help="Seed of the episodes and the augmentation."),
+    omniglot: Optional[Path] = typer.Option(None, metavar="FOLDER", help="Omniglot folder."),
+    resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint (same settings)."),
+) -> None:
+    """Distil a bundle's embedding into a single-view conv4 (one backbone pass per image).
+
+    The student starts from the teacher's own convolutions and learns, on augmented meta-training
+    episodes, to reproduce the teacher's embedding and to classify with its head; the weights best
+    on validation episodes are kept. Then: edgemeta export RUN BUNDLE --int8.
+    """
+    from edgemeta.train.distill import DistillConfig, run_distill
+
+    cfg = DistillConfig(teacher=str(teacher), ways=ways, episodes=episodes, lr=lr, lr_halve_every=lr_halve_every,
+                        distill_weight=distill_weight, val_every=val_every, val_episodes=val_episodes,
+                        patience=patience, seed=seed)
+    rec = run_distill(cfg, out, omniglot, resume)
+    b = rec["best"]
+    typer.echo(f"best val {b['val_acc']:.2f} ± {b['val_ci95']:.2f} at episode {b['step']} (teacher "
+               f"{rec['teacher_val']['val_acc']:.2f}); {rec['episodes']} episodes in {rec['train_seconds']:.0f}s -> {out}")
+
+
 @command("add-refine")
 def add_refine(
     bundle: Path = typer.Argument(..., metavar="BUNDLE", help="A proto bundle (folder or .zip)."),
