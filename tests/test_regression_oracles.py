@@ -18,7 +18,11 @@ torch = pytest.importorskip("torch")
 from edgemeta.train.regression.export import regression_graphs  # noqa: E402
 from edgemeta.train.regression.features import VectorFeatures  # noqa: E402
 from edgemeta.train.regression.meta_train import RegressionModel  # noqa: E402
-from edgemeta.train.regression.rules import make_rule, newton_schulz_inverse64, statistics  # noqa: E402
+from edgemeta.train.regression.rules import (  # noqa: E402
+    make_rule,
+    newton_schulz_inverse64,
+    statistics,
+)
 
 D, O = 3, 2
 

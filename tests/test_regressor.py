@@ -159,7 +159,10 @@ def test_classifier_state_is_not_a_regression_state(bundle, tmp_path):
 
 
 def test_hostile_state_arrays_are_refused(bundle, tmp_path):
-    from edgemeta.runtime.regression_state import RegressionState, write_regression_state
+    from edgemeta.runtime.regression_state import (
+        RegressionState,
+        write_regression_state,
+    )
 
     P, O = bundle.embedding_dim, bundle.outputs
     good = RegressionState(bundle.identity, bundle.method, ["g"], np.eye(P)[None] * 2, np.zeros((1, P, O)),

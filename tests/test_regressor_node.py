@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 NODE_DIR = REPO / "examples" / "node"
@@ -75,10 +74,12 @@ def test_committed_regression_fixture_is_current():
 
 def test_node_regressor_matches_python():
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from test_node_example import _node          # skips where Node.js or its packages are missing
+    from test_node_example import (
+        _node,  # skips where Node.js or its packages are missing
+    )
 
     node = _node()
-    proc = subprocess.run([node, "--test", "test/regressor.test.js"], cwd=NODE_DIR, capture_output=True, text=True,
+    proc = subprocess.run([node, "--test", "test/regressor.test.js"], check=False, cwd=NODE_DIR, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0 and "# fail 0" in proc.stdout, (proc.stdout + proc.stderr)[-6000:]
 

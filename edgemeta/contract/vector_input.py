@@ -7,7 +7,7 @@ runtime feeds the raw values, as float32, after :func:`check_vectors`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
