@@ -43,15 +43,24 @@ class SemiEpisode:
     unlabeled_class: np.ndarray
 
 
-def sample_semi_episode(rng: np.random.Generator, offsets: np.ndarray, counts: np.ndarray, ways: int, shots: int,
-                        queries: int, unlabeled: int, distractors: int) -> SemiEpisode:
-    """Draw an episode from classes at ``offsets`` with ``counts`` rows each (``[n_classes]``); every row once."""
+def check_episodes(counts: np.ndarray, ways: int, shots: int, queries: int, unlabeled: int,
+                   distractors: int) -> np.ndarray:
+    """The classes (indices into ``counts [n_classes]``) with images enough for one episode's class;
+    :class:`InputError` when fewer than ``ways + distractors`` have."""
     need = shots + queries + unlabeled
     eligible = np.flatnonzero(counts >= need)
     if len(eligible) < ways + distractors:
         raise InputError(f"{ways}-way {shots}-shot {queries}-query episodes with {unlabeled} unlabeled per class and "
                          f"{distractors} distractor classes need {ways + distractors} classes of at least {need} images; "
-                         f"this set has {len(eligible)}")
+                         f"this set has {len(eligible)} (lower --queries, --shots or --unlabeled, or add images)")
+    return eligible
+
+
+def sample_semi_episode(rng: np.random.Generator, offsets: np.ndarray, counts: np.ndarray, ways: int, shots: int,
+                        queries: int, unlabeled: int, distractors: int) -> SemiEpisode:
+    """Draw an episode from classes at ``offsets`` with ``counts`` rows each (``[n_classes]``); every row once."""
+    eligible = check_episodes(counts, ways, shots, queries, unlabeled, distractors)
+    need = shots + queries + unlabeled
     picked = rng.choice(eligible, ways + distractors, replace=False)
     rows = [offsets[c] + rng.permutation(counts[c])[:need] for c in picked]
     own = np.stack(rows[:ways]) if ways else np.zeros((0, need), np.int64)
@@ -85,6 +94,7 @@ def evaluate_semi(bundle: Bundle, data: ClassImages, ways: int, shots: int, quer
     if (ways + distractors) * unlabeled > refiner.max_unlabeled:
         raise InputError(f"{(ways + distractors) * unlabeled} unlabeled images per episode exceed this bundle's pool "
                          f"of {refiner.max_unlabeled} (refine.max_unlabeled)")
+    check_episodes(data.counts, ways, shots, queries, unlabeled, distractors)      # before any image is embedded
     t0 = time.perf_counter()
     emb = embed_classes(bundle, data) if embeddings is None else embeddings
     t_embed = time.perf_counter() - t0
