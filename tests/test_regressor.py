@@ -231,3 +231,54 @@ def test_predict_before_fit_and_on_no_rows(bundle):
 def test_classifier_bundle_is_not_a_regression_bundle():
     with pytest.raises(BundleError, match="not a vector-input regression bundle"):
         RegressionBundle.load(MODELS / "omniglot-conv4-proto")
+
+
+def _copy_bundle(tmp_path: Path, swap: dict[str, str] | None = None, flip: str | None = None) -> Path:
+    """A copy of the shipped metasgd bundle with graph files swapped (manifest resealed) or one byte flipped."""
+    import json
+
+    from edgemeta.contract.bundle import seal_manifest
+
+    src = MODELS / "sinusoid-metasgd"
+    out = tmp_path / "b"
+    out.mkdir()
+    m = json.loads((src / "manifest.json").read_text())
+    files = {n: (src / (swap or {}).get(n, n)).read_bytes() for n in m["files"]}
+    if flip:
+        files[flip] = files[flip][:100] + bytes([files[flip][100] ^ 1]) + files[flip][101:]
+        sealed = m
+    else:
+        sealed = seal_manifest({k: v for k, v in m.items() if k not in ("files", "integrity")}, files)
+    for n, data in files.items():
+        (out / n).write_bytes(data)
+    (out / "manifest.json").write_text(json.dumps(sealed))
+    return out
+
+
+@pytest.mark.skipif("metasgd" not in METHODS, reason="needs the shipped metasgd bundle")
+@pytest.mark.parametrize("case, message", [
+    ({"flip": "backbone.onnx"}, "sha256 of backbone.onnx"),
+    ({"swap": {"predict.onnx": "adapt.onnx"}}, "contract"),
+    ({"swap": {"backbone.onnx": "predict.onnx"}}, "contract"),
+])
+def test_tampered_regression_bundle_is_refused(tmp_path, case, message):
+    with pytest.raises(BundleError, match=message):
+        RegressionBundle.load(_copy_bundle(tmp_path, **case))
+
+
+def test_state_arrays_of_the_wrong_dtype_are_refused(bundle, tmp_path):
+    from edgemeta.runtime.regression_state import ARRAYS
+    from edgemeta.runtime.state import pack_body, seal_body
+
+    P, O = bundle.embedding_dim, bundle.outputs
+    meta = {"bundle_id": bundle.identity, "kind": "regression", "method": bundle.method, "groups": ["g"]}
+    arrays = [("group_gram", (np.eye(P) * 2)[None].astype("<f4")), ("group_targets", np.zeros((1, P, O), "<f8")),
+              ("group_samples", np.array([2], "<i8"))]
+    assert [n for n, _ in arrays] == list(ARRAYS)
+    (tmp_path / "f32.state").write_bytes(seal_body(pack_body(arrays, meta)))
+    with pytest.raises(StateError, match="group_gram is float32"):
+        FewShotRegressor.load(bundle, tmp_path / "f32.state")
+    extra = [*arrays[:1], ("group_gram_copy", arrays[0][1])]
+    (tmp_path / "x.state").write_bytes(seal_body(pack_body(extra, meta)))
+    with pytest.raises(StateError, match="unknown arrays"):
+        FewShotRegressor.load(bundle, tmp_path / "x.state")
