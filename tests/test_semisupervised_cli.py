@@ -219,3 +219,17 @@ def test_feasible_settings_refuse_a_validation_set_too_small():
     assert feasible(FIT_SETTINGS, np.full(16, 600)) == ((5, 1, 5, 0), (5, 1, 5, 5), (5, 5, 10, 5))
     with pytest.raises(ExportError, match=r"hold none of the fitting episodes"):
         feasible(FIT_SETTINGS, np.full(4, 20))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not_an_image"])
+def test_a_damaged_unlabelled_file_is_named_and_the_state_left_as_it_was(tmp_path, damage):
+    support, unlabeled, _ = _glyph_folders(tmp_path)
+    state = tmp_path / "me.state"
+    run = CliRunner().invoke
+    assert run(app, ["adapt", str(REFINE), "--support", str(support), "--state", str(state)]).exit_code == 0
+    before = state.read_bytes()
+    bad = unlabeled / "u1.png"
+    bad.write_bytes(bad.read_bytes()[:40] if damage == "truncated" else b"GIF89a but not really" * 3)
+    res = run(app, ["adapt", str(REFINE), "--unlabeled", str(unlabeled), "--state", str(state)])
+    assert res.exit_code == 2 and "u1.png" in res.output, res.output
+    assert state.read_bytes() == before
