@@ -233,3 +233,22 @@ def test_a_damaged_unlabelled_file_is_named_and_the_state_left_as_it_was(tmp_pat
     res = run(app, ["adapt", str(REFINE), "--unlabeled", str(unlabeled), "--state", str(state)])
     assert res.exit_code == 2 and "u1.png" in res.output, res.output
     assert state.read_bytes() == before
+
+
+def test_add_refine_finds_the_val_folder_beside_the_photo_bundles_train_folder(colour_bundle_dir, tmp_path):
+    """A photo bundle's provenance names its dataset folder (train/ val/ test/); its val/ classes fit the mask."""
+    from edgemeta.contract.bundle import read_bundle, write_bundle
+
+    rng = np.random.default_rng(8)
+    for c in range(10):
+        (tmp_path / "photos" / "val" / f"c{c}").mkdir(parents=True)
+        for i in range(11):
+            Image.fromarray(rng.integers(0, 256, (30, 30, 3), dtype=np.uint8)).save(
+                tmp_path / "photos" / "val" / f"c{c}" / f"{i}.jpg")
+    manifest, files = read_bundle(colour_bundle_dir)
+    manifest["provenance"] = {**manifest["provenance"], "dataset": str(tmp_path / "photos")}
+    photo = write_bundle(tmp_path / "photo.bundle", manifest, files)
+    res = CliRunner().invoke(app, ["add-refine", str(photo), str(tmp_path / "out"), "--fit-steps", "3"])
+    assert res.exit_code == 0, res.output
+    m = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert m["refine"]["calibrated_on"].startswith(f"{tmp_path / 'photos' / 'val'} classes (10 classes")
