@@ -282,3 +282,10 @@ def test_state_arrays_of_the_wrong_dtype_are_refused(bundle, tmp_path):
     (tmp_path / "x.state").write_bytes(seal_body(pack_body(extra, meta)))
     with pytest.raises(StateError, match="unknown arrays"):
         FewShotRegressor.load(bundle, tmp_path / "x.state")
+
+
+def test_a_classifier_refuses_a_regression_bundle():
+    from edgemeta.runtime.classifier import FewShotClassifier
+
+    with pytest.raises(BundleError, match="regression bundle"):
+        FewShotClassifier(MODELS / f"sinusoid-{METHODS[0]}")

@@ -55,6 +55,9 @@ class Bundle:
 
     def __init__(self, manifest: dict[str, Any], files: dict[str, bytes], source: str, threads: int = 1,
                  precision: str = "auto", optimization: str = "all"):
+        if "regression" in manifest:
+            raise BundleError(f"{source} is a regression bundle (it predicts real values); use "
+                              f"edgemeta.runtime.regressor.FewShotRegressor, not a classifier")
         self.manifest = manifest
         self.source = source
         self.method: str = manifest["method"]
