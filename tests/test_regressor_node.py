@@ -18,7 +18,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 NODE_DIR = REPO / "examples" / "node"
-FIXTURE = NODE_DIR / "test" / "fixtures" / "regression-case.json"
+FIXTURE = NODE_DIR / "test" / "regression-case.json"     # not in fixtures/: that holds tools/node_fixture.py's output
 BUNDLES = ("sinusoid-alpaca", "sinusoid-metasgd")
 STEPS: list[tuple[str, Any, int]] = [("fit", "phone", 6), ("partial_fit", "watch", 5), ("partial_fit", "phone", 3),
                                      ("forget", "phone", 0)]

@@ -2,7 +2,7 @@
 /**
  * Regression bundles in Node: the version-3 vector_input and regression sections are read by the same
  * rules as Python, and regressor.js replays the Python runtime's fit / partialFit / forget(group) on the
- * shipped sinusoid bundles (fixtures/regression-case.json, written by tests/test_regressor_node.py).
+ * shipped sinusoid bundles (regression-case.json, written by tests/test_regressor_node.py).
  */
 
 const test = require('node:test');
@@ -13,7 +13,7 @@ const em = require('../edgemeta');
 const { RegressionBundle, FewShotRegressor } = require('../regressor');
 
 const REPO = path.resolve(__dirname, '..', '..', '..');
-const CASE = JSON.parse(fs.readFileSync(path.join(__dirname, 'fixtures', 'regression-case.json'), 'utf8'));
+const CASE = JSON.parse(fs.readFileSync(path.join(__dirname, 'regression-case.json'), 'utf8'));
 const METASGD = path.join(REPO, 'models', 'sinusoid-metasgd');
 const text = fs.readFileSync(path.join(METASGD, 'manifest.json'), 'utf8');
 const resealed = (t) => t.replace(/"manifest_sha256": "[0-9a-f]+"/, `"manifest_sha256": "${em.manifestDigest(t)}"`);
