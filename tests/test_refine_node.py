@@ -1,7 +1,7 @@
 """The Node runtime refines like the Python runtime: ``examples/node/refine.js`` against what
 ``FewShotClassifier`` computes on the committed ``models/omniglot-conv4-proto-refine``.
 
-:func:`refine_case` writes ``examples/node/test/fixtures/refine-case.json`` (images, labels, and Python's
+:func:`refine_case` writes ``examples/node/test/refine-fixture/refine-case.json`` (images, labels, and Python's
 answers: refine.onnx on Python's embeddings, logits after fit / partial_fit / add_unlabeled / forget);
 :func:`test_committed_refine_fixture_is_current` regenerates it and compares, so it cannot go stale, and
 ``node --test test/refine.test.js`` checks the Node runtime against it (skipped without Node.js).
@@ -25,7 +25,7 @@ from edgemeta.runtime import Bundle, FewShotClassifier
 
 REPO = Path(__file__).resolve().parents[1]
 NODE_DIR = REPO / "examples" / "node"
-FIXTURE = NODE_DIR / "test" / "fixtures" / "refine-case.json"
+FIXTURE = NODE_DIR / "test" / "refine-fixture" / "refine-case.json"
 BUNDLE = REPO / "models" / "omniglot-conv4-proto-refine"
 PLAIN = REPO / "models" / "omniglot-conv4-proto"
 FLOAT_TOL = 1e-6        # regenerated floats may differ in the last bits on another CPU

@@ -56,7 +56,7 @@ for (const [what, text, message] of refused) {
 
 const zlib = require('zlib');
 
-const FIXTURE = path.join(__dirname, 'fixtures', 'refine-case.json');
+const FIXTURE = path.join(__dirname, 'refine-fixture', 'refine-case.json');
 const LOGIT_TOL = 1e-4; // the tolerance of the other parity tests (parity.test.js)
 const PROTO_TOL = 1e-5;
 const fx = JSON.parse(fs.readFileSync(FIXTURE, 'utf8'));
@@ -65,7 +65,7 @@ const image = (e) => ({ data: unpackF32(e.zlib), height: e.height, width: e.widt
 const support = fx.support.map(image);
 const unlabeled = fx.unlabeled.map(image);
 const query = fx.query.map(image);
-const bundlePath = path.resolve(__dirname, 'fixtures', fx.bundle);
+const bundlePath = path.resolve(__dirname, 'refine-fixture', fx.bundle);
 
 async function load() {
   return em.FewShotClassifier.load(bundlePath, { precision: fx.precision, ink: fx.ink });
