@@ -289,3 +289,56 @@ def test_a_classifier_refuses_a_regression_bundle():
 
     with pytest.raises(BundleError, match="regression bundle"):
         FewShotClassifier(MODELS / f"sinusoid-{METHODS[0]}")
+
+
+def test_scikit_learn_clone_and_cross_validation(bundle):
+    sklearn = pytest.importorskip("sklearn")
+    from sklearn.base import clone, is_regressor
+    from sklearn.model_selection import cross_val_score
+
+    reg = FewShotRegressor(bundle)
+    assert is_regressor(reg) and clone(reg).bundle is bundle
+    x, y = task(18, 30)
+    scores = cross_val_score(reg, x, y, cv=3)            # R^2 of each fold: a 20-point fit of one sinusoid
+    assert scores.shape == (3,) and scores.min() > 0.9, (sklearn.__version__, scores)
+    reg.fit(x, y)
+    assert clone(reg).params_ is None and reg.set_params(threads=1) is reg and reg.n_samples_ == 30
+    with pytest.raises(InputError, match="unknown parameter"):
+        reg.set_params(alpha=1.0)
+
+
+def test_predict_from_threads_while_adding_samples(bundle):
+    import threading
+
+    reg = FewShotRegressor(bundle).fit(*task(19, 10), groups="a")
+    xq, _ = task(20, 50)
+    errors: list[BaseException] = []
+
+    def predict_many() -> None:
+        try:
+            for _ in range(30):
+                assert np.isfinite(reg.predict(xq)).all()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=predict_many) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for i in range(20):
+        reg.partial_fit(*task(100 + i, 2), groups="b")
+    for t in threads:
+        t.join()
+    assert not errors and reg.n_samples_ == 50
+
+
+def test_sinusoid_tasks_follow_the_benchmark_and_streams_differ():
+    from edgemeta.data.sinusoid import TEST_SEED, VAL_SEED, sample_tasks, sinusoid
+
+    b = sample_tasks(np.random.default_rng(0), 2000, 5, 100)
+    assert b.x_support.shape == (2000, 5, 1) and b.y_query.shape == (2000, 100, 1)
+    assert 0.1 <= b.amplitude.min() and b.amplitude.max() <= 5.0 and 0 <= b.phase.min() and b.phase.max() <= np.pi
+    assert -5 <= b.x_query.min() and b.x_query.max() <= 5
+    np.testing.assert_allclose(b.y_query[..., 0], sinusoid(b.x_query[..., 0], b.amplitude[:, None], b.phase[:, None]),
+                               atol=1e-5)          # y from float64 x, compared at its float32 rounding
+    test, val = (sample_tasks(np.random.default_rng([s, 5]), 100, 5, 0) for s in (TEST_SEED, VAL_SEED))
+    assert not set(test.amplitude) & set(val.amplitude) and not set(test.amplitude) & set(b.amplitude)

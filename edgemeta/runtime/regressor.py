@@ -110,8 +110,37 @@ class FewShotRegressor:
         self._head: dict[str, np.ndarray] | None = None
         self._shape = (P, O)
 
+    # ------------------------------------------------------------------ scikit-learn protocol
     def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor's arguments (``bundle`` as the loaded :class:`RegressionBundle`)."""
         return {"bundle": self.bundle, "threads": self.threads}
+
+    def set_params(self, **params: Any) -> "FewShotRegressor":
+        """Change constructor arguments; a new bundle (or ``threads``, which reloads it) drops every held group."""
+        unknown = sorted(set(params) - {"bundle", "threads"})
+        if unknown:
+            raise InputError(f"unknown parameter(s) {unknown}; expected some of ['bundle', 'threads']")
+        threads = params.get("threads", self.threads)
+        if "bundle" in params or threads != self.threads:
+            b = params.get("bundle", self.bundle.source)
+            bundle = b if isinstance(b, RegressionBundle) else RegressionBundle.load(b, threads)
+            with self._lock:
+                self.bundle, self.threads = bundle, threads
+                self._clear()
+        return self
+
+    def __sklearn_clone__(self) -> "FewShotRegressor":
+        """An unfitted regressor with the same parameters, sharing the loaded bundle."""
+        return type(self)(**self.get_params())
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return self._head is not None
+
+    def __sklearn_tags__(self) -> Any:
+        from sklearn.utils import InputTags, RegressorTags, Tags, TargetTags  # only scikit-learn calls this
+
+        return Tags(estimator_type="regressor", target_tags=TargetTags(required=True),
+                    regressor_tags=RegressorTags(), input_tags=InputTags(two_d_array=True), non_deterministic=False)
 
     def __repr__(self) -> str:
         return f"FewShotRegressor({self.bundle.source!r}, method={self.bundle.method!r}, groups={len(self._stats)})"
