@@ -57,6 +57,13 @@ def test_cli_train_refuses_what_it_cannot_do(tmp_path):
     assert r.exit_code == 2 and "already holds a run" in r.output
     r = run(app, ["train", "--task", "sinusoid", "--out", str(tmp_path / "none"), "--resume"])
     assert r.exit_code == 2 and "no run.json" in r.output
+    r = run(app, ["train", "--task", "sinusoid", "--method", "metasgd", "--out", str(tmp_path / "k"),
+                  "--method-kwargs", '{"stepz": 3}'])
+    assert r.exit_code == 2 and "do not fit rule 'metasgd'" in r.output
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "run.json").write_text(json.dumps({"kind": "regression", "config": {}}))
+    r = run(app, ["export", str(tmp_path / "half"), str(tmp_path / "out")])
+    assert r.exit_code == 2 and "has no best.npz" in r.output
 
 
 @pytest.mark.parametrize("method", ["alpaca", "metasgd"])

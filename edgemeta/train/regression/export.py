@@ -175,6 +175,9 @@ def export_regression(run: Path, out: Path, val_tasks: int = 1000) -> dict[str, 
     from edgemeta.regression_eval import evaluate_regression
     from edgemeta.runtime.regression_bundle import RegressionBundle
 
+    if not (run / "best.npz").is_file() or not (run / "best.json").is_file():
+        raise ExportError(f"{run} has no best.npz/best.json: the run has not reached its first validation; "
+                          f"train it further (edgemeta train --task sinusoid --out {run} --resume)")
     cfg, model, best = load_run(run)
     t0 = time.time()
     files = regression_graphs(model)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ def train_task(task: str, out: Path, method: str, steps: int | None, lr: float, 
         raise InputError("--resume continues the run in --out and --overwrite replaces it; pass one of them")
     from edgemeta.train.regression.meta_train import (  # torch from here on
         RegressionConfig,
+        build_model,
         train_regression,
     )
 
@@ -40,6 +42,13 @@ def train_task(task: str, out: Path, method: str, steps: int | None, lr: float, 
         for f in held:
             (out / f).unlink()
         cfg = RegressionConfig(method=method, task=task, lr=lr, seed=seed, method_kwargs=dict(method_kwargs))
+        if not lr > 0:
+            raise InputError(f"--lr must be a positive learning rate, got {lr}")
+        try:
+            build_model(cfg)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"--method-kwargs {json.dumps(method_kwargs)} do not fit rule {method!r} ({exc}); "
+                             f"see docs/regression.md") from None
         if steps is not None:
             if steps < 1:
                 raise InputError(f"--episodes must be at least 1, got {steps}")
@@ -52,8 +61,6 @@ def train_task(task: str, out: Path, method: str, steps: int | None, lr: float, 
 
 def is_regression_run(run: Path) -> bool:
     """Whether ``run`` holds a regression run (its ``run.json`` says ``kind: regression``)."""
-    import json
-
     try:
         return json.loads((run / "run.json").read_text()).get("kind") == "regression"
     except (OSError, ValueError, AttributeError):
