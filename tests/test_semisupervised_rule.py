@@ -107,3 +107,16 @@ def test_fit_mask_lowers_the_episode_loss_on_clustered_classes():
     fit_mask(module, emb, offsets, counts, steps=150, lr=0.05, settings=settings, seed=1)
     assert held_out_loss(module) < start
     assert module.settings()["beta"] < 3.0
+
+
+def test_gradients_reach_the_embeddings_so_a_backbone_can_be_meta_trained_through_it():
+    x, y, u = task(6)
+    s = torch.from_numpy(x).requires_grad_()
+    un = torch.from_numpy(u).requires_grad_()
+    module = MaskedSoftKMeans(scale=0.8, beta=0.6, gamma=12.0)
+    protos = module(s, torch.eye(5)[torch.from_numpy(y)], un)
+    q = torch.from_numpy(x[:5])
+    logits = -module.scale * ((q[:, None, :] - protos[None]) ** 2).sum(-1)
+    torch.nn.functional.cross_entropy(logits, torch.from_numpy(y[:5])).backward()
+    for grad in (s.grad, un.grad, module.beta.grad, module.log_gamma.grad):
+        assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
