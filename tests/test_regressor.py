@@ -342,3 +342,18 @@ def test_sinusoid_tasks_follow_the_benchmark_and_streams_differ():
                                atol=1e-5)          # y from float64 x, compared at its float32 rounding
     test, val = (sample_tasks(np.random.default_rng([s, 5]), 100, 5, 0) for s in (TEST_SEED, VAL_SEED))
     assert not set(test.amplitude) & set(val.amplitude) and not set(test.amplitude) & set(b.amplitude)
+
+
+def test_regression_device_side_never_imports_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np\n"
+            "import edgemeta.regression_cli, edgemeta.regression_eval, edgemeta.contract.regression_csv\n"
+            "from edgemeta.runtime.regressor import FewShotRegressor\n"
+            f"r = FewShotRegressor({str(MODELS / ('sinusoid-' + METHODS[0]))!r})\n"
+            "r.fit(np.zeros((3, 1), np.float32), [0.0, 1.0, 2.0]); r.predict(np.ones((2, 1), np.float32))\n"
+            "print(sorted(m for m in ('torch', 'onnx') if m in sys.modules))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
