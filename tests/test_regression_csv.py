@@ -115,3 +115,19 @@ def test_cli_eval_reports_mse_per_support_size():
     out = json.loads(r.output)
     assert out["support"] == [5, 10] and set(out["mse"]) == {"5", "10"} and out["tasks"] == 20
     assert 0 < out["mse"]["10"] < 0.1 and out["queries"] == 100 and "test task stream" in out["split"]
+
+
+@pytest.mark.skipif(not BUNDLES, reason="no shipped sinusoid bundle in models/")
+def test_cli_regression_state_encrypted_with_key_env(tmp_path, monkeypatch):
+    pytest.importorskip("cryptography")
+    monkeypatch.setenv("EDGEMETA_TEST_KEY", "ab" * 32)
+    s = _write(tmp_path, "".join(f"{v},{np.sin(v)}\n" for v in np.linspace(-4, 4, 9)), "s.csv")
+    q = _write(tmp_path, "0.5\n", "q.csv")
+    state, run = tmp_path / "me.state", CliRunner().invoke
+    r = run(app, ["adapt", str(BUNDLES[0]), "--csv", str(s), "--state", str(state), "--key-env", "EDGEMETA_TEST_KEY"])
+    assert r.exit_code == 0, r.output
+    assert b'"encryption": "aes-256-gcm"' in state.read_bytes()
+    r = run(app, ["predict", str(BUNDLES[0]), "--csv", str(q), "--state", str(state)])
+    assert r.exit_code == 2 and "encrypted" in r.output
+    r = run(app, ["predict", str(BUNDLES[0]), "--csv", str(q), "--state", str(state), "--key-env", "EDGEMETA_TEST_KEY"])
+    assert r.exit_code == 0 and abs(json.loads(r.output)["prediction"] - np.sin(0.5)) < 0.3
