@@ -2,8 +2,11 @@
 
 :func:`fixture` replays fit / partial_fit / forget(group) through the Python FewShotRegressor and
 records the predictions (and std) at fixed queries after each step; ``examples/node/test/regressor.test.js``
-replays the same steps in Node and must match within 1e-4. The committed fixture is regenerated and
-compared here, so it cannot go stale. Rewrite it with ``python tests/test_regressor_node.py``.
+replays the same steps in Node and must match within 1e-4. After the third step each bundle's state is
+saved (``examples/node/test/regression-states``: alpaca plain, metasgd AES-256-GCM with the test key
+below); Node loads it, predicts, forgets a group and must match too. The committed fixture and states are
+regenerated and compared here (states by their decoded arrays: encryption draws a fresh nonce), so they
+cannot go stale. Rewrite them with ``python tests/test_regressor_node.py``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 NODE_DIR = REPO / "examples" / "node"
+STATES = NODE_DIR / "test" / "regression-states"
+TEST_KEY = bytes(range(32))          # a test key, public: it protects nothing
 FIXTURE = NODE_DIR / "test" / "regression-case.json"     # not in fixtures/: that holds tools/node_fixture.py's output
 BUNDLES = ("sinusoid-alpaca", "sinusoid-metasgd")
 STEPS: list[tuple[str, Any, int]] = [("fit", "phone", 6), ("partial_fit", "watch", 5), ("partial_fit", "phone", 3),
@@ -28,8 +33,9 @@ def _floats(a: np.ndarray) -> list[float]:
     return [float(v) for v in np.asarray(a, np.float64).ravel()]
 
 
-def fixture() -> dict[str, Any]:
-    """Each bundle's steps and the Python runtime's answers (float32 values written as float64 numbers)."""
+def fixture(states: Path = STATES) -> dict[str, Any]:
+    """Each bundle's steps and the Python runtime's answers (float32 values written as float64 numbers);
+    the states are saved into ``states``."""
     from edgemeta.runtime.regressor import FewShotRegressor
 
     out: dict[str, Any] = {"tolerance": 1e-4, "cases": []}
@@ -55,13 +61,30 @@ def fixture() -> dict[str, Any]:
             step["predictions"] = _floats(pred)
             step["groups"] = list(reg.groups_)
             steps.append(step)
-        out["cases"].append({"bundle": f"models/{name}", "query": _floats(query), "steps": steps})
+            if len(steps) == 3:
+                key = TEST_KEY if name.endswith("metasgd") else None
+                states.mkdir(parents=True, exist_ok=True)
+                reg.save(states / f"{name}.state", key=key)
+                state = {"file": f"regression-states/{name}.state", "key": key.hex() if key else None, "after_step": 2}
+        out["cases"].append({"bundle": f"models/{name}", "query": _floats(query), "steps": steps, "state": state})
     return out
 
 
-def test_committed_regression_fixture_is_current():
+def test_committed_regression_fixture_is_current(tmp_path):
+    from edgemeta.runtime.regression_bundle import RegressionBundle
+    from edgemeta.runtime.regression_state import read_regression_state
+
     want = json.loads(FIXTURE.read_text())
-    got = fixture()
+    got = fixture(tmp_path)
+    for case in want["cases"]:
+        b = RegressionBundle.load(REPO / case["bundle"])
+        key = bytes.fromhex(case["state"]["key"]) if case["state"]["key"] else None
+        fresh, committed = (read_regression_state(d / Path(case["state"]["file"]).name, b.embedding_dim, b.outputs,
+                                                  b.identity, key) for d in (tmp_path, STATES))
+        assert fresh.groups == committed.groups
+        np.testing.assert_allclose(fresh.gram, committed.gram, rtol=1e-12)
+        np.testing.assert_allclose(fresh.targets, committed.targets, rtol=1e-12, atol=1e-12)
+        assert case["state"] == next(c["state"] for c in got["cases"] if c["bundle"] == case["bundle"])
     assert [c["bundle"] for c in got["cases"]] == [c["bundle"] for c in want["cases"]]
     for a, b in zip(got["cases"], want["cases"]):
         assert a["query"] == b["query"]

@@ -1,5 +1,5 @@
 'use strict';
-/** The errors edgemeta.js throws (the same two kinds as the Python runtime's BundleError / InputError). */
+/** The errors the Node runtime throws (the Python runtime's BundleError / InputError / StateError). */
 
 /** A bundle is missing, malformed, of another format version, or altered. */
 class BundleError extends Error {
@@ -11,4 +11,9 @@ class InputError extends Error {
   constructor(message) { super(message); this.name = 'InputError'; }
 }
 
-module.exports = { BundleError, InputError };
+/** A private state file is missing, damaged, altered, encrypted with another key or of another bundle. */
+class StateError extends Error {
+  constructor(message) { super(message); this.name = 'StateError'; }
+}
+
+module.exports = { BundleError, InputError, StateError };

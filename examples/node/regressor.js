@@ -9,11 +9,14 @@
  *
  * The regressor keeps, per group of samples, only the sums phi^T phi and phi^T y (Float64Array), so
  * partialFit adds to them and forget(group) drops a group exactly; groups are summed in sorted order,
- * as in Python. State files are not read or written here (the Python runtime's save/load).
+ * as in Python. FewShotRegressor.load reads a state file the Python runtime saved (plain or AES-256-GCM,
+ * docs/state-format.md, regression extension) with the same checks; this example does not write one.
  */
 
+const crypto = require('crypto');
+const fs = require('fs');
 const ort = require('onnxruntime-node');
-const { BundleError, InputError } = require('./errors');
+const { BundleError, InputError, StateError } = require('./errors');
 const { readBundle, sessionOptions, compareCodePoints } = require('./edgemeta');
 
 const FLOAT32_MAX = 3.0e38;
@@ -246,4 +249,112 @@ class FewShotRegressor {
   }
 }
 
-module.exports = { RegressionBundle, FewShotRegressor, checkVectors, checkTargets, sums };
+// ---------------------------------------------------------------------------------------------
+// State files written by the Python runtime (FewShotRegressor.save): read and checked, never written here.
+// ---------------------------------------------------------------------------------------------
+const MAGIC = Buffer.from('EDGEMETA-STATE\n');
+const MAX_HEADER = 4096;
+const MAX_PAYLOAD = 256 * 1024 * 1024;
+const HEADER_KEYS = ['encryption', 'format', 'payload_bytes', 'payload_sha256', 'version'];
+const DTYPES = { float64: [Float64Array, 8], float32: [Float32Array, 4], int64: [BigInt64Array, 8] };
+
+/** The plain body of a version-2 state file (header, size, sha256 and, with `key`, AES-256-GCM checked). */
+function openState(file, key) {
+  const st = fs.statSync(file);
+  if (!st.isFile()) throw new StateError(`${file} is not a regular file; expected a state file`);
+  if (st.size > MAGIC.length + MAX_HEADER + 1 + MAX_PAYLOAD) throw new StateError(`${file} is larger than a state file may be`);
+  const data = fs.readFileSync(file);
+  if (!data.subarray(0, MAGIC.length).equals(MAGIC)) throw new StateError(`${file} is not an edgemeta state file (bad magic)`);
+  const end = data.indexOf(0x0a, MAGIC.length);
+  if (end < 0 || end - MAGIC.length > MAX_HEADER) throw new StateError(`${file}: no header line of at most ${MAX_HEADER} bytes`);
+  let h;
+  try { h = JSON.parse(data.subarray(MAGIC.length, end).toString('utf8')); } catch { throw new StateError(`${file}: the header is not JSON`); }
+  if (!h || typeof h !== 'object' || JSON.stringify(Object.keys(h).sort()) !== JSON.stringify(HEADER_KEYS)
+      || h.format !== 'edgemeta-state' || h.version !== 2 || !['none', 'aes-256-gcm'].includes(h.encryption)) {
+    throw new StateError(`${file}: header ${JSON.stringify(h)} is not an edgemeta-state version-2 header`);
+  }
+  const payload = data.subarray(end + 1);
+  if (payload.length !== h.payload_bytes) throw new StateError(`${file} is truncated or padded: payload is ${payload.length} bytes, header says ${h.payload_bytes}`);
+  if (crypto.createHash('sha256').update(payload).digest('hex') !== h.payload_sha256) throw new StateError(`${file}: checksum mismatch, the file was altered or damaged`);
+  if (h.encryption === 'none') {
+    if (key) throw new StateError(`${file} is not encrypted but a key was given; refusing to guess`);
+    return payload;
+  }
+  if (!key) throw new StateError(`${file} is encrypted; pass the key it was saved with`);
+  if (!Buffer.isBuffer(key) || key.length !== 32) throw new StateError('the state key must be 32 bytes (AES-256)');
+  if (payload.length < 28) throw new StateError(`${file}: encrypted payload shorter than nonce + tag`);
+  const aad = Buffer.from('{"format": "edgemeta-state", "version": 2, "encryption": "aes-256-gcm"}');
+  const d = crypto.createDecipheriv('aes-256-gcm', key, payload.subarray(0, 12));
+  d.setAAD(aad);
+  d.setAuthTag(payload.subarray(payload.length - 16));
+  try {
+    return Buffer.concat([d.update(payload.subarray(12, payload.length - 16)), d.final()]);
+  } catch {
+    throw new StateError(`${file}: wrong key (or altered ciphertext); cannot decrypt`);
+  }
+}
+
+/** Named arrays { name: { data, shape } } and meta of a version-2 body; sizes checked before any copy. */
+function bodyArrays(body, file) {
+  if (body.length < 4) throw new StateError(`${file}: body has no index length`);
+  const n = body.readUInt32LE(0);
+  if (n > body.length - 4) throw new StateError(`${file}: index length ${n} exceeds the body`);
+  let index;
+  try { index = JSON.parse(body.subarray(4, 4 + n).toString('utf8')); } catch { throw new StateError(`${file}: the index is not JSON`); }
+  if (!index || !Array.isArray(index.arrays) || typeof index.meta !== 'object') throw new StateError(`${file}: index must hold arrays and meta`);
+  let at = 4 + n;
+  const arrays = {};
+  for (const a of index.arrays) {
+    const [Type, size] = DTYPES[a && a.dtype] || [];
+    if (!Type || !Array.isArray(a.shape) || !a.shape.every((v) => Number.isInteger(v) && v >= 0) || Object.hasOwn(arrays, a.name)) {
+      throw new StateError(`${file}: array entry ${JSON.stringify(a)} is not a named float64/float32/int64 array of a known shape`);
+    }
+    const bytes = a.shape.reduce((p, v) => p * v, 1) * size;
+    if (bytes > body.length - at) throw new StateError(`${file}: array ${a.name} needs ${bytes} bytes; the body has ${body.length - at} left`);
+    const copy = new Uint8Array(bytes);
+    copy.set(body.subarray(at, at + bytes));
+    arrays[a.name] = { data: new Type(copy.buffer), shape: a.shape };
+    at += bytes;
+  }
+  if (at !== body.length) throw new StateError(`${file}: ${body.length - at} bytes follow the last array; expected none`);
+  return { arrays, meta: index.meta };
+}
+
+/** A regressor for `bundle` holding the groups of a state file saved by the Python runtime. */
+FewShotRegressor.load = async function load(bundle, file, { key = null } = {}) {
+  const { arrays, meta } = bodyArrays(openState(file, key), file);
+  if (!meta || meta.kind !== 'regression') throw new StateError(`${file} is not a regression state`);
+  if (meta.bundle_id !== bundle.identity) throw new StateError(`${file} was saved with another bundle; adapt again with this bundle`);
+  const groups = meta.groups;
+  if (!Array.isArray(groups) || !(groups.every((g) => typeof g === 'string') || groups.every(Number.isInteger))
+      || new Set(groups).size !== groups.length) {
+    throw new StateError(`${file}: groups must be all strings or all integers, each once`);
+  }
+  const unknown = Object.keys(arrays).filter((k) => !['group_gram', 'group_targets', 'group_samples'].includes(k) && !k.startsWith('head.'));
+  if (unknown.length) throw new StateError(`${file}: unknown arrays ${JSON.stringify(unknown)}`);
+  const P = bundle.embeddingDim;
+  const O = bundle.outputs;
+  const G = groups.length;
+  const want = { group_gram: ['float64', [G, P, P]], group_targets: ['float64', [G, P, O]], group_samples: ['int64', [G]] };
+  for (const [name, [dtype, shape]] of Object.entries(want)) {
+    const a = arrays[name];
+    if (!a || !(a.data instanceof DTYPES[dtype][0]) || JSON.stringify(a.shape) !== JSON.stringify(shape)) {
+      throw new StateError(`${file}: ${name} must be ${dtype} ${JSON.stringify(shape)}`);
+    }
+  }
+  const g = arrays.group_gram.data;
+  const t = arrays.group_targets.data;
+  const counts = arrays.group_samples.data;
+  if (!g.every(Number.isFinite) || !t.every(Number.isFinite)) throw new StateError(`${file}: statistics hold NaN or infinity`);
+  const reg = new FewShotRegressor(bundle);
+  groups.forEach((name, i) => {
+    const count = Number(counts[i]);
+    const gram = g.slice(i * P * P, (i + 1) * P * P);
+    if (count < 1 || gram[P * P - 1] !== count) throw new StateError(`${file}: group_samples must be >= 1 and equal each gram's count entry`);
+    reg.stats.set(name, { gram, targets: t.slice(i * P * O, (i + 1) * P * O), count });
+  });
+  reg.head = G ? await reg.adaptAll(reg.stats) : null;
+  return reg;
+};
+
+module.exports = { RegressionBundle, FewShotRegressor, checkVectors, checkTargets, sums, StateError };

@@ -40,6 +40,38 @@ for (const c of CASE.cases) {
   });
 }
 
+for (const c of CASE.cases) {
+  test(`${c.bundle}: a state saved by Python loads (${c.state.key ? 'encrypted' : 'plain'}), predicts and forgets alike`, async () => {
+    const bundle = await RegressionBundle.load(path.join(REPO, c.bundle));
+    const file = path.join(__dirname, c.state.file);
+    const key = c.state.key ? Buffer.from(c.state.key, 'hex') : null;
+    const reg = await FewShotRegressor.load(bundle, file, { key });
+    const query = c.query.map((v) => [v]);
+    for (const k of [c.state.after_step, c.state.after_step + 1]) {
+      const s = c.steps[k];
+      if (s.op === 'forget') await reg.forget(s.group);
+      assert.deepEqual(reg.groups, s.groups);
+      const out = await reg.predict(query);
+      close(out.predictions, s.predictions, CASE.tolerance, `${c.bundle} state step ${k}`);
+      if (s.std) close(out.std, s.std, CASE.tolerance, `${c.bundle} state step ${k} std`);
+    }
+    if (key) {
+      await assert.rejects(FewShotRegressor.load(bundle, file), /encrypted; pass the key/);
+      await assert.rejects(FewShotRegressor.load(bundle, file, { key: Buffer.alloc(32) }), /wrong key/);
+    }
+    const bad = path.join(require('os').tmpdir(), `edgemeta-reg-${process.pid}.state`);
+    const bytes = fs.readFileSync(file);
+    for (const damaged of [bytes.subarray(0, bytes.length - 5), Buffer.concat([bytes, Buffer.from('x')]),
+      Buffer.from(bytes.map((v, i) => (i === bytes.length - 30 ? v ^ 1 : v)))]) {
+      fs.writeFileSync(bad, damaged);
+      await assert.rejects(FewShotRegressor.load(bundle, bad, { key }), { name: 'StateError' });
+    }
+    fs.rmSync(bad);
+    const other = await RegressionBundle.load(path.join(REPO, CASE.cases.find((o) => o !== c).bundle));
+    await assert.rejects(FewShotRegressor.load(other, file, { key }), /another bundle/);
+  });
+}
+
 test('the shipped regression manifest is read as version 3; sections are checked as in Python', () => {
   assert.equal(parse(text).format_version, 3);
   const refused = [
