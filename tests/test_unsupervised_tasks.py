@@ -3,6 +3,8 @@ shots and queries are strong views of it, and a run's weights do not depend on t
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -165,3 +167,23 @@ def test_unsupervised_refuses_label_based_pretraining(tmp_path, pool):
     with pytest.raises(InputError, match="needs episodes"):
         meta_train(TrainConfig(**{**TINY_UNSUPERVISED, "max_episodes": 0}), train, val, tmp_path / "q",
                    progress=False, log=lambda s: None)
+
+
+def test_a_killed_run_records_the_episodes_it_did(tmp_path, pool):
+    """A run that dies between checkpoints still says in run.json, and so in an exported bundle's
+    provenance, how many meta-training episodes its last checkpoint saw."""
+    from edgemeta.train.trainer import TrainHooks
+
+    train, val = pool
+    calls = []
+
+    def die_at_second_validation(row):
+        calls.append(row)
+        if len(calls) == 2:
+            raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        meta_train(TrainConfig(**TINY_UNSUPERVISED), train, val, tmp_path / "cut", progress=False,
+                   log=lambda s: None, hooks=TrainHooks(on_validate=die_at_second_validation))
+    record = json.loads((tmp_path / "cut" / "run.json").read_text())
+    assert record["stopped"] == "running (or killed)" and record["episodes"] == 6

@@ -336,6 +336,8 @@ class Run:
             stop = bad >= cfg.patience
             if stop:
                 ctx.record["stopped"] = f"{name}: no val improvement in {cfg.patience} validations"
+            if name == "meta":             # an interrupted run's record says how far it got
+                ctx.record["episodes"] = done
             position = {"phase": name, "done": done, "bad": bad, "best_acc": self.best_acc,
                         "finished": stop or done >= total}
             save_checkpoint(ctx.out, modules, opt, sched, ctx.gen, position)
