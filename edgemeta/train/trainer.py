@@ -34,6 +34,7 @@ from edgemeta.train.method_specs import train_defaults
 from edgemeta.train.model import FewShotModel
 from edgemeta.train.pseudo_classes import cluster_pool
 from edgemeta.train.resume import has_checkpoint, load_checkpoint, save_checkpoint
+from edgemeta.train.temperature import fit_log_scale
 from edgemeta.train.unsupervised_augment import unsupervised_views
 
 
@@ -488,11 +489,30 @@ def pretrain_phase(run: Run, train: ClassImages) -> None:
                   start, bad)
 
 
+def head_never_meta_trained(cfg: TrainConfig) -> bool:
+    """Whether the meta phase starts from weights whose head temperature no meta phase has set:
+    this run pre-trains, or it starts from a run whose best checkpoint came from pre-training."""
+    if cfg.pretrain_steps > 0:
+        return True
+    record = Path(cfg.init_from) / "run.json" if cfg.init_from else None
+    if record is not None and record.is_file():
+        return (load_json(record).get("best") or {}).get("phase") == "pretrain"
+    return False
+
+
 def episodic_phase(run: Run, train: ClassImages) -> None:
     """``cfg.max_episodes`` meta-training episodes, gradient or Reptile meta-updates."""
     ctx = run.ctx
     steps = EpisodeSteps(ctx, train)
     start, bad = run.resume_point("meta", ctx.cfg.max_episodes, steps.modules, steps.opt, steps.sched)
+    if start == 0 and head_never_meta_trained(ctx.cfg):
+        rows = torch.from_numpy(steps.sampler.batch_indices(0, 4)).to(ctx.device)        # 4 training episodes
+        fitted = fit_log_scale(ctx.model, [ctx.images[r] for r in rows], steps.onehot, steps.yq, to_input)
+        if fitted is not None and ctx.d.main:
+            ctx.record["temperature_fit"] = {"loss_before": fitted[0], "loss_after": fitted[1],
+                                             "scale": float(ctx.model.method.log_scale.detach().exp())}
+            run.log(f"meta: head temperature fitted on 4 training episodes: scale "
+                    f"{float(ctx.model.method.log_scale.detach().exp()):.3g}, episode loss {fitted[0]:.3f} -> {fitted[1]:.3f}")
     step = steps.reptile_step if ctx.cfg.meta == "reptile" else steps.gradient_step
     run.run_phase("meta", ctx.cfg.max_episodes, step, "ep", steps.modules, steps.opt, steps.sched, start, bad)
     ctx.record["episodes"] = ctx.record["phases"]["meta"]
