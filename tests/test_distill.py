@@ -154,3 +154,23 @@ def test_cli_distill_refuses_a_teacher_not_trained_on_omniglot_and_an_occupied_r
     (tmp_path / "old" / "run.json").write_text("{}")
     r = CliRunner().invoke(app, ["distill", str(COMPACT), "--out", str(tmp_path / "old")])
     assert r.exit_code == 2 and "already holds a run" in r.output
+
+
+def test_shipped_distilled_bundle_is_one_pass_and_closer_to_its_teacher_than_the_teachers_single_view(
+        omniglot_root):
+    """On validation characters (never trained on), the shipped student's embedding is nearer the
+    9-view teacher's than the teacher's own single view is."""
+    from edgemeta.data.omniglot import load_omniglot
+
+    student_dir = MODELS / "omniglot-conv4-distilled"
+    manifest, files = _shipped(NINE_VIEW)
+    s_manifest, s_files = _shipped(student_dir)
+    assert s_manifest["embedding"].get("shift_views", [[0, 0]]) == [[0, 0]] and s_manifest["embedding"]["dim"] == 576
+    assert s_manifest["provenance"]["distilled_from"]["manifest_sha256"] == manifest["integrity"]["manifest_sha256"]
+    val = load_omniglot("vinyals", "val", omniglot_root)
+    x = val.batch(np.arange(0, val.n_images, 17)).astype(np.float32)          # 203 drawings
+    teacher = torch.from_numpy(Bundle(manifest, files, "teacher", precision="fp32").embed(x))
+    student = torch.from_numpy(Bundle(s_manifest, s_files, "student", precision="fp32").embed(x))
+    with torch.no_grad():
+        single = student_from_teacher(manifest, files).backbone(torch.from_numpy(x))
+    assert distill_loss(student, teacher).item() < 0.9 * distill_loss(single, teacher).item()
