@@ -88,6 +88,7 @@ def accuracy(path: Path, episodes: int, omniglot: str | None) -> dict[str, Any]:
 def costs(path: Path, repeats: int, cold_runs: int, pycache: str) -> dict[str, Any]:
     """Backbone ms per image (batch 25, fp32 / int8), adapt 5w5s ms, cold start and peak RSS."""
     import cold_start
+
     from edgemeta.runtime import Bundle, FewShotClassifier
 
     probe = Bundle.load(path)
@@ -99,7 +100,7 @@ def costs(path: Path, repeats: int, cold_runs: int, pycache: str) -> dict[str, A
         if precision == "int8" and "backbone_int8" not in probe.manifest["graphs"]:
             continue
         b = Bundle.load(path, threads=1, precision=precision)
-        c, w = cpu_ms(lambda: b.embed(x), repeats)
+        c, w = cpu_ms(lambda b=b: b.embed(x), repeats)
         out["embed_ms_per_image"][precision] = round(c / BATCH, 4)
         out["embed_wall_ms_per_image"][precision] = round(w / BATCH, 4)
     clf = FewShotClassifier(probe)
