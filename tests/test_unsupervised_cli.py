@@ -22,18 +22,19 @@ def runner() -> CliRunner:
 
 @pytest.fixture(scope="module")
 def stroke_folder(tmp_path_factory) -> Path:
-    """train/ (5 classes) and val/ (5 classes) of 20 random-stroke 28x28 PNGs each (no Omniglot needed)."""
+    """train/unlabelled/: 100 random-stroke 28x28 PNGs in one folder, no classes; val/: 5 labelled classes
+    of 20 (no Omniglot needed)."""
     root = tmp_path_factory.mktemp("strokes")
     rng = np.random.default_rng(0)
     for c in range(10):
-        folder = root / ("train" if c < 5 else "val") / f"class{c}"
-        folder.mkdir(parents=True)
+        folder = root / "train" / "unlabelled" if c < 5 else root / "val" / f"class{c}"
+        folder.mkdir(parents=True, exist_ok=True)
         for i in range(20):
             img = np.zeros((28, 28), np.uint8)
             r, k = rng.integers(4, 20, 2)
             img[r:r + 3, c:18 + c] = 255
             img[4:24, k:k + 3] = 255
-            Image.fromarray(img).save(folder / f"{i}.png")
+            Image.fromarray(img).save(folder / f"{c}-{i}.png")
     return root
 
 
@@ -45,7 +46,7 @@ def _train_args(out: Path, data: Path, ways: int) -> list[str]:
 
 def test_unsupervised_run_is_recorded_and_exports_a_plain_bundle(runner, tmp_path, stroke_folder):
     run, out = tmp_path / "run", tmp_path / "bundle"
-    # 10-way tasks from 5 training classes: fine without labels (100 images), refused with them
+    # 10-way tasks from one folder of 100 unlabelled images: fine without labels, refused with them
     res = runner.invoke(app, _train_args(run, stroke_folder, 10))
     assert res.exit_code == 0, res.output
     record = json.loads((run / "run.json").read_text())
@@ -67,7 +68,7 @@ def test_unsupervised_run_is_recorded_and_exports_a_plain_bundle(runner, tmp_pat
     from edgemeta.runtime import FewShotClassifier
 
     clf = FewShotClassifier(out, precision="fp32")
-    x = np.stack([np.asarray(Image.open(p)) for p in sorted((stroke_folder / "train" / "class0").glob("*.png"))[:2]] +
+    x = np.stack([np.asarray(Image.open(p)) for p in sorted((stroke_folder / "train" / "unlabelled").glob("0-*.png"))[:2]] +
                  [np.asarray(Image.open(p)) for p in sorted((stroke_folder / "val" / "class9").glob("*.png"))[:2]])
     clf.fit(x, ["a", "a", "b", "b"])
     assert clf.predict(x).tolist() == ["a", "a", "b", "b"]       # its own support set
