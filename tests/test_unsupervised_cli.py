@@ -53,9 +53,9 @@ def test_unsupervised_run_is_recorded_and_exports_a_plain_bundle(runner, tmp_pat
     assert record["config"]["unsupervised"] is True
     assert record["provenance"]["labels_used"] == "none"
     assert "100 unlabelled training images" in record["provenance"]["meta_training_tasks"]
-    from edgemeta.data.photos import split_folder_sets
-    from edgemeta.data.files import load_image_folder
     from edgemeta.contract.preprocess import default_spec
+    from edgemeta.data.files import load_image_folder
+    from edgemeta.data.photos import split_folder_sets
     from edgemeta.train.export import export_bundle
 
     val = split_folder_sets(stroke_folder, (28, 28), lambda d, size: load_image_folder(d, default_spec(size)))[1]
@@ -92,3 +92,29 @@ def test_unsupervised_pool_smaller_than_the_ways_is_refused_before_training(runn
 def test_unsupervised_with_pretraining_is_refused(runner, tmp_path, stroke_folder):
     res = runner.invoke(app, [*_train_args(tmp_path / "pre", stroke_folder, 5), "--pretrain-steps", "10"])
     assert res.exit_code == 2 and "no many-class pre-training" in res.stderr
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "models" / "omniglot-conv4-unsupervised"
+
+
+def test_shipped_unsupervised_bundle_records_no_labels_and_adapts_from_one_sample(omniglot_root):
+    """The shipped bundle, meta-trained without labels, learns never-seen Omniglot test characters from
+    one labelled sample each (5-way, 20 episodes through the runtime; its card's figure is 93.4 %)."""
+    if not (SHIPPED / "manifest.json").is_file():
+        pytest.skip("models/omniglot-conv4-unsupervised is not in this checkout")
+    from edgemeta.data.episodes import EpisodeSampler
+    from edgemeta.data.omniglot import load_omniglot
+    from edgemeta.runtime import FewShotClassifier
+
+    manifest = read_bundle(SHIPPED)[0]
+    assert manifest["format_version"] == 2 and manifest["provenance"]["labels_used"] == "none"
+    assert manifest["provenance"]["train_config"]["unsupervised"] is True
+    clf = FewShotClassifier(SHIPPED)
+    sampler = EpisodeSampler(load_omniglot("vinyals", "test", omniglot_root, rotations=False), 5, 1, 15, seed=0)
+    accuracy = []
+    for e in range(20):
+        ep = sampler.episode(e)
+        clf.fit(ep.support_x[:, 0], ep.support_y)
+        accuracy.append(float(np.mean(clf.predict(ep.query_x[:, 0]) == ep.query_y)))
+    print(f"shipped unsupervised bundle, 5-way 1-shot, 20 test episodes: {100 * np.mean(accuracy):.1f} %")
+    assert np.mean(accuracy) > 0.8                                       # chance: 20 %

@@ -19,6 +19,7 @@ from edgemeta.data.classes import ClassImages
 from edgemeta.data.episodes import EpisodeIndices
 from edgemeta.errors import InputError
 
+
 def unsupervised_provenance(n_images: int, cluster_from: str | None = None, clusters: int = 0) -> dict[str, str]:
     """What ``run.json`` and the bundle's ``provenance`` record about an unsupervised run."""
     tasks = (f"UMTRA-style, from {n_images} unlabelled training images: each sampled image is its own class, "

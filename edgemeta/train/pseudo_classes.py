@@ -17,7 +17,7 @@ def cluster_pool(pool: ClassImages, run_dir: str | Path, clusters: int, seed: in
     """``pool``'s images grouped into ``clusters`` k-means clusters of their embeddings under the best
     weights of ``run_dir`` (an ``edgemeta train --unsupervised`` run, so no label enters); clusters of
     one image are left out. Deterministic given the run's weights and ``seed``."""
-    from edgemeta.train.export import load_run            # export imports the trainer
+    from edgemeta.train.export import load_run  # export imports the trainer
     from edgemeta.train.trainer import embed_all
 
     try:
