@@ -424,13 +424,27 @@ def inspect(bundle: Path = typer.Argument(..., metavar="BUNDLE", help=BUNDLE_HEL
     typer.echo(f"  method     {m['method']}  head {json.dumps({k: v for k, v in m['head'].items() if k != 'method'})}")
     typer.echo(f"  input      {m['input']['shape']} {m['input'].get('dtype', 'float32')}  preprocess {json.dumps(m['preprocess'])}")
     typer.echo(f"  embedding  {m['embedding']['dim']}   backbone {p.get('backbone')}")
-    typer.echo(f"  trained    {p.get('dataset')} / {p.get('split')}, {p.get('train_episodes')} episodes, "
-               f"{p.get('train_seconds')}s on {p.get('train_device')}")
+    typer.echo(f"  trained    {_training_line(p)}")
     for k, v in m["validation"].items():
         if isinstance(v, dict):
-            typer.echo(f"  val {k:6s} {v['accuracy']:.2f} ± {v['ci95']:.2f} ({v['episodes']} episodes)")
+            typer.echo(f"  val {k:6s} {_validation_line(v)}")
     for name, f in m["files"].items():
         typer.echo(f"  {name:16s} {f['bytes']:>9,d} B  sha256 {f['sha256'][:16]}…")
+
+
+def _training_line(p: dict) -> str:
+    """What trained a bundle, from its provenance: episodes (classifiers) or steps (regression)."""
+    amount = (f"{p['train_episodes']} episodes" if p.get("train_episodes") is not None
+              else f"{p['train_steps']} steps" if p.get("train_steps") is not None else "length not recorded")
+    where = f" on {p['train_device']}" if p.get("train_device") else ""
+    return f"{p.get('dataset')} / {p.get('split')}, {amount}, {p.get('train_seconds')}s{where}"
+
+
+def _validation_line(v: dict) -> str:
+    """One validation record: accuracy over episodes (classifiers) or MSE over tasks (regression)."""
+    if "mse" in v:
+        return f"mse {v['mse']:.3g} ± {v['ci95']:.2g} ({v['tasks']} tasks, {v['support']} support points)"
+    return f"{v['accuracy']:.2f} ± {v['ci95']:.2f} ({v['episodes']} episodes)"
 
 
 @command()

@@ -72,6 +72,20 @@ def test_inspect_verified_bundle(runner, bundle_dir):
     assert "val 5w1s" in out
 
 
+@pytest.mark.parametrize("bundle", sorted(p.name for p in (Path(__file__).resolve().parents[1] / "models").iterdir()
+                                           if (p / "manifest.json").is_file()))
+def test_inspect_describes_every_shipped_bundle(runner, bundle):
+    """Classifiers (accuracy over episodes) and regression bundles (MSE over tasks) alike."""
+    res = runner.invoke(app, ["inspect", str(Path(__file__).resolve().parents[1] / "models" / bundle)])
+    assert res.exit_code == 0, res.output
+    assert "(verified: every sha256 matches)" in res.stdout
+    manifest = json.loads((Path(__file__).resolve().parents[1] / "models" / bundle / "manifest.json").read_text())
+    records = [k for k, v in manifest["validation"].items() if isinstance(v, dict)]
+    assert records and all(f"val {k}" in res.stdout for k in records)
+    assert ("mse " in res.stdout) == ("regression" in manifest)
+    assert "None" not in res.stdout.split("trained", 1)[1].splitlines()[0]
+
+
 def test_inspect_json_is_the_manifest(runner, bundle_dir):
     res = runner.invoke(app, ["inspect", str(bundle_dir), "--json"])
     assert res.exit_code == 0, res.output
