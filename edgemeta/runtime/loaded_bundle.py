@@ -46,6 +46,28 @@ def make_session(model: bytes, threads: int = 1, optimization: str = "all") -> o
     return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
 
 
+def open_graph(model: bytes, source: str, name: str, threads: int = 1,
+               optimization: str = "all") -> ort.InferenceSession:
+    """:func:`make_session` of bundle ``source``'s graph ``name``; onnxruntime's refusal becomes a
+    :class:`BundleError` naming the graph (every graph of every bundle kind opens here)."""
+    try:
+        return make_session(model, threads, optimization)
+    except ORT_ERRORS as exc:
+        raise BundleError(f"{source}: onnxruntime cannot load {name} ({type(exc).__name__}: "
+                          f"{str(exc)[:300]}); expected a valid ONNX graph") from None
+
+
+def run_graph(session: ort.InferenceSession, source: str, name: str, outputs: list[str] | None,
+              feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """``session.run(outputs, feeds)``; an onnxruntime failure becomes a :class:`BundleError` naming
+    bundle ``source``'s graph ``name``."""
+    try:
+        return session.run(outputs, feeds)
+    except ORT_ERRORS as exc:
+        raise BundleError(f"{source}: {name} failed at run time ({type(exc).__name__}: "
+                          f"{str(exc)[:300]})") from None
+
+
 class Bundle:
     """A bundle loaded for the device: manifest plus ``backbone`` / ``adapt`` / ``classify`` sessions.
 
@@ -103,11 +125,7 @@ class Bundle:
 
     def _open(self, files: dict[str, bytes], name: str, threads: int, optimization: str) -> ort.InferenceSession:
         """An onnxruntime session of graph ``name``; onnxruntime's refusal becomes a BundleError naming it."""
-        try:
-            return make_session(files[name], threads, optimization)
-        except ORT_ERRORS as exc:
-            raise BundleError(f"{self.source}: onnxruntime cannot load {name} ({type(exc).__name__}: "
-                              f"{str(exc)[:300]}); expected a valid ONNX graph") from None
+        return open_graph(files[name], self.source, name, threads, optimization)
 
     @classmethod
     def load(cls, path: str | os.PathLike, threads: int = 1, precision: str = "auto",
@@ -179,11 +197,7 @@ class Bundle:
     def _run(self, role: str, session: ort.InferenceSession, outputs: list[str],
              feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """``session.run``; an onnxruntime failure becomes a BundleError naming the graph."""
-        try:
-            return session.run(outputs, feeds)
-        except ORT_ERRORS as exc:
-            raise BundleError(f"{self.source}: {self._graph_names[role]} failed at run time "
-                              f"({type(exc).__name__}: {str(exc)[:300]})") from None
+        return run_graph(session, self.source, self._graph_names[role], outputs, feeds)
 
     def preprocess(self, images: np.ndarray | Sequence[np.ndarray], ink: str = "auto",
                    what: str = "images") -> np.ndarray:

@@ -28,7 +28,7 @@ import numpy as np
 
 from edgemeta.errors import BundleError, InputError, StateError
 from edgemeta.runtime.classifier import FewShotClassifier, Images, _Head, _py, check_labels
-from edgemeta.runtime.loaded_bundle import Bundle, make_session
+from edgemeta.runtime.loaded_bundle import Bundle, open_graph, run_graph
 
 METHOD = "recurrent"
 INPUTS = ["memory", "fresh", "support_embeddings", "support_labels_onehot"]
@@ -47,11 +47,7 @@ class MemoryUpdate:
         self.source, self.param_names, self.dim = bundle.source, bundle.param_names, bundle.embedding_dim
         self.hidden = int(bundle.manifest[METHOD]["hidden"])
         self.name = name = bundle.manifest[METHOD]["graph"]
-        try:
-            self.session = make_session(graph, bundle.threads, optimization)
-        except Exception as exc:  # onnxruntime's own error classes derive from Exception only
-            raise BundleError(f"{self.source}: onnxruntime cannot load {name} ({type(exc).__name__}: "
-                              f"{str(exc)[:300]}); expected a valid ONNX graph") from None
+        self.session = open_graph(graph, self.source, name, bundle.threads, optimization)
         got_in = [x.name for x in self.session.get_inputs()]
         got_out = [x.name for x in self.session.get_outputs()]
         if got_in != INPUTS or got_out != ["updated_memory", *self.param_names]:
@@ -75,11 +71,7 @@ class MemoryUpdate:
         feeds = {"memory": memory.astype(np.float32, copy=False), "fresh": fresh.astype(np.float32, copy=False),
                  "support_embeddings": support.astype(np.float32, copy=False),
                  "support_labels_onehot": onehot.astype(np.float32, copy=False)}
-        try:
-            out = self.session.run(None, feeds)
-        except Exception as exc:
-            raise BundleError(f"{self.source}: {self.name} failed at run time ({type(exc).__name__}: "
-                              f"{str(exc)[:300]})") from None
+        out = run_graph(self.session, self.source, self.name, None, feeds)
         return out[0], dict(zip(self.param_names, out[1:]))
 
 

@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 
 from edgemeta.contract.bundle import read_bundle
 from edgemeta.contract.vector_input import INPUT_NAME, is_vector_bundle, vector_dim
 from edgemeta.errors import BundleError
-from edgemeta.runtime.loaded_bundle import ORT_ERRORS, make_session
+from edgemeta.runtime.loaded_bundle import open_graph, run_graph
 
 EMBED_CHUNK = 4096        # vectors per backbone run
 PARAM_RANKS = {"weight": 2, "covariance": 2, "noise_variance": 1}
@@ -43,7 +42,8 @@ class RegressionBundle:
         self.identity: str = manifest["integrity"]["manifest_sha256"]
         g = manifest["graphs"]
         self._names = {"backbone": g["backbone"], "adapt": g["adapt"], "predict": g["predict"]}
-        self._sessions = {role: self._open(files, name) for role, name in self._names.items()}
+        self._sessions = {role: open_graph(files[name], source, name, self.threads)
+                          for role, name in self._names.items()}
         self._check_io()
         self._smoke_test()
 
@@ -52,13 +52,6 @@ class RegressionBundle:
         """Read, verify and open a bundle folder or ``.zip``; raises :class:`BundleError` on any mismatch."""
         manifest, files = read_bundle(path)
         return cls(manifest, files, str(Path(path)), threads)
-
-    def _open(self, files: dict[str, bytes], name: str) -> ort.InferenceSession:
-        try:
-            return make_session(files[name], self.threads)
-        except ORT_ERRORS as exc:
-            raise BundleError(f"{self.source}: onnxruntime cannot load {name} ({type(exc).__name__}: "
-                              f"{str(exc)[:300]}); expected a valid ONNX graph") from None
 
     def _check_io(self) -> None:
         """Names, dtypes and ranks of every graph input and output against the contract."""
@@ -102,11 +95,7 @@ class RegressionBundle:
                               f"{list(pred.shape)}; expected finite [3, {self.outputs}] (and positive variances)")
 
     def _run(self, role: str, outputs: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        try:
-            return self._sessions[role].run(outputs, feeds)
-        except ORT_ERRORS as exc:
-            raise BundleError(f"{self.source}: {self._names[role]} failed at run time ({type(exc).__name__}: "
-                              f"{str(exc)[:300]})") from None
+        return run_graph(self._sessions[role], self.source, self._names[role], outputs, feeds)
 
     def embed(self, x: np.ndarray) -> np.ndarray:
         """Checked float32 ``[N, D]`` -> embeddings float32 ``[N, P]`` (``EMBED_CHUNK`` rows a run)."""

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import numpy as np
 
 from edgemeta.errors import BundleError, InputError, StateError
-from edgemeta.runtime.loaded_bundle import FLOAT, ORT_ERRORS, make_session
+from edgemeta.runtime.loaded_bundle import FLOAT, open_graph, run_graph
 
 if TYPE_CHECKING:                                    # pragma: no cover - types only
     from edgemeta.runtime.loaded_bundle import Bundle
@@ -37,11 +37,7 @@ class Refiner:
         self.graph: str = section["graph"]
         self.outputs: list[str] = list(section["outputs"])
         self.max_unlabeled: int = int(section["max_unlabeled"])
-        try:
-            self._session = make_session(model, bundle.threads, optimization)
-        except ORT_ERRORS as exc:
-            raise BundleError(f"{self.source}: onnxruntime cannot load {self.graph} ({type(exc).__name__}: "
-                              f"{str(exc)[:300]}); expected a valid ONNX graph") from None
+        self._session = open_graph(model, self.source, self.graph, bundle.threads, optimization)
         self._check_io()
         self._smoke_test(bundle)
 
@@ -81,12 +77,7 @@ class Refiner:
         feeds = {"support_embeddings": support.astype(np.float32, copy=False),
                  "support_labels_onehot": onehot.astype(np.float32, copy=False),
                  "unlabeled_embeddings": unlabeled.astype(np.float32, copy=False)}
-        try:
-            outs = self._session.run(self.outputs, feeds)
-        except ORT_ERRORS as exc:
-            raise BundleError(f"{self.source}: {self.graph} failed at run time ({type(exc).__name__}: "
-                              f"{str(exc)[:300]})") from None
-        return dict(zip(self.outputs, outs))
+        return dict(zip(self.outputs, run_graph(self._session, self.source, self.graph, self.outputs, feeds)))
 
 
 def require_refiner(bundle: "Bundle") -> Refiner:
