@@ -1,16 +1,16 @@
-"""The Node.js example (``examples/node``) personalises bundles exactly like the Python runtime.
+"""The JavaScript runtime (``js``, run by Node.js over onnxruntime-node) personalises bundles exactly like the Python runtime.
 
 ``tools/node_fixture.py`` writes what the Python runtime computes and ``node --test`` checks that
-``examples/node/edgemeta.js`` over onnxruntime-node reproduces it: logits within 1e-4 (bit-identical
+``js/src/`` over onnxruntime-node reproduces it: logits within 1e-4 (bit-identical
 preprocessing and logits for the automatic-ink and colour case), identical predictions, forget / add
 class, tampered bundles refused, the canonical-JSON integrity digest byte for byte.
 
-- The committed fixtures (``examples/node/test/fixtures``, shipped bundles only) let ``npm test`` run
+- The committed fixtures (``js/test/fixtures``, shipped bundles only) let ``npm test`` run
   on its own; :func:`test_committed_node_fixtures_are_current` regenerates them and compares, so they
   cannot go stale.
 - ``--full`` fixtures (every adaptation method, a .zip bundle) are written into a temporary folder.
 
-The Node runs are skipped where Node.js or the example's npm packages are not installed.
+The Node runs are skipped where Node.js or js/'s npm packages (onnxruntime-node) are not installed.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-NODE_DIR = REPO / "examples" / "node"
+NODE_DIR = REPO / "js"
 COMMITTED = NODE_DIR / "test" / "fixtures"
-INSTALL = "(cd examples/node && npm ci --ignore-scripts --no-audit --no-fund)"
+INSTALL = "(cd js && npm ci --ignore-scripts --no-audit --no-fund)"
 FLOAT_TOL = 1e-6  # computed logits / probabilities may differ in the last bits on another CPU
 PATH_KEYS = ("bundle", "shipped", "reformatted_manifest", "zip")  # relative to the fixtures folder
 
@@ -40,13 +40,13 @@ PATH_KEYS = ("bundle", "shipped", "reformatted_manifest", "zip")  # relative to 
 def _node() -> str:
     node = shutil.which("node")
     if node is None:
-        pytest.skip(f"Node.js not found: install Node.js >= 18 and npm, then run {INSTALL}")
+        pytest.skip(f"Node.js not found: install Node.js >= 20 and npm, then run {INSTALL}")
     version = subprocess.run([node, "--version"], capture_output=True, text=True).stdout.strip()
     major = int(re.match(r"v(\d+)", version).group(1)) if re.match(r"v(\d+)", version) else 0
-    if major < 18:
-        pytest.skip(f"Node.js {version} is too old for `node --test`: install Node.js >= 18, then run {INSTALL}")
+    if major < 20:                      # DecompressionStream("deflate-raw") and WebCrypto as globals
+        pytest.skip(f"Node.js {version} is too old for `node --test`: install Node.js >= 20, then run {INSTALL}")
     if not (NODE_DIR / "node_modules" / "onnxruntime-node").is_dir():
-        pytest.skip(f"examples/node/node_modules is missing: run {INSTALL}")
+        pytest.skip(f"js/node_modules is missing: run {INSTALL}")
     return node
 
 
@@ -98,7 +98,7 @@ def test_committed_node_fixtures_are_current(tmp_path, omniglot_root):
     assert gen.returncode == 0, gen.stdout + gen.stderr
     names = sorted(p.name for p in COMMITTED.iterdir())
     assert names == sorted(p.name for p in fresh.iterdir()), \
-        "examples/node/test/fixtures differ from what tools/node_fixture.py writes: regenerate them"
+        "js/test/fixtures differ from what tools/node_fixture.py writes: regenerate them"
     size = sum(p.stat().st_size for p in COMMITTED.iterdir())
     assert size < 600_000, f"committed Node fixtures are {size} bytes; keep them under 600 kB"
     for name in names:

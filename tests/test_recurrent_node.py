@@ -1,10 +1,10 @@
-"""The Node runtime learns online with a recurrent bundle exactly like the Python runtime.
+"""The JavaScript runtime learns online with a recurrent bundle exactly like the Python runtime.
 
-``examples/node/test/recurrent-bundle`` is a small untrained recurrent bundle (conv4 of width 16,
+``js/test/recurrent-bundle`` is a small untrained recurrent bundle (conv4 of width 16,
 memory width 16; committed, since an export is not byte-reproducible). :func:`fixture` replays a
 sequence of ``partial_fit`` / ``forget`` steps through the Python runtime and records, after each,
 the classes, samples per class, the memory ``[C, H]`` and the logits of fixed queries;
-``examples/node/test/recurrent.test.js`` replays it in Node and must match (memory within 1e-5,
+``js/test/recurrent.test.js`` replays it in Node and must match (memory within 1e-5,
 logits within 1e-4, same predictions). The committed fixture is regenerated and compared here, so it
 cannot go stale. Rewrite both with::
 
@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-NODE_DIR = REPO / "examples" / "node"
+NODE_DIR = REPO / "js"
 BUNDLE = NODE_DIR / "test" / "recurrent-bundle"
 FIXTURE = NODE_DIR / "test" / "recurrent-case.json"
 FLOAT_TOL = 1e-6

@@ -1,7 +1,7 @@
-"""The Node runtime refines like the Python runtime: ``examples/node/refine.js`` against what
+"""The JavaScript runtime refines like the Python runtime: ``js/src/refine.js`` against what
 ``FewShotClassifier`` computes on the committed ``models/omniglot-conv4-proto-refine``.
 
-:func:`refine_case` writes ``examples/node/test/refine-fixture/refine-case.json`` (images, labels, and Python's
+:func:`refine_case` writes ``js/test/refine-fixture/refine-case.json`` (images, labels, and Python's
 answers: refine.onnx on Python's embeddings, logits after fit / partial_fit / add_unlabeled / forget);
 :func:`test_committed_refine_fixture_is_current` regenerates it and compares, so it cannot go stale, and
 ``node --test test/refine.test.js`` checks the Node runtime against it (skipped without Node.js).
@@ -24,7 +24,7 @@ from edgemeta.errors import InputError
 from edgemeta.runtime import Bundle, FewShotClassifier
 
 REPO = Path(__file__).resolve().parents[1]
-NODE_DIR = REPO / "examples" / "node"
+NODE_DIR = REPO / "js"
 FIXTURE = NODE_DIR / "test" / "refine-fixture" / "refine-case.json"
 BUNDLE = REPO / "models" / "omniglot-conv4-proto-refine"
 PLAIN = REPO / "models" / "omniglot-conv4-proto"
@@ -72,7 +72,7 @@ def refine_case() -> dict[str, Any]:
     except InputError as exc:
         refused = str(exc)
     return {
-        "bundle": "../../../../models/omniglot-conv4-proto-refine", "precision": "fp32", "ink": "high",
+        "bundle": "../../../models/omniglot-conv4-proto-refine", "precision": "fp32", "ink": "high",
         "support": [_image(x) for x in support], "labels": labels, "unlabeled": [_image(x) for x in unlabeled],
         "query": [_image(x) for x in query],
         "embeddings": {"support": _pack(s), "unlabeled": _pack(u), "onehot": _pack(onehot), "ways": 4,
@@ -114,7 +114,7 @@ def test_committed_refine_fixture_is_current():
 def test_node_refines_like_python():
     node = shutil.which("node")
     if node is None or not (NODE_DIR / "node_modules" / "onnxruntime-node").is_dir():
-        pytest.skip("Node.js or examples/node/node_modules missing: (cd examples/node && npm ci --ignore-scripts)")
+        pytest.skip("Node.js or js/node_modules missing: (cd js && npm ci --ignore-scripts)")
     proc = subprocess.run([node, "--test", "test/refine.test.js"], cwd=NODE_DIR, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-8000:]

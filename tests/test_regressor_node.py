@@ -1,9 +1,9 @@
-"""The Node runtime (examples/node/regressor.js) adapts the shipped sinusoid bundles like the Python runtime.
+"""The JavaScript runtime (js/src/regressor.js) adapts the shipped sinusoid bundles like the Python runtime.
 
 :func:`fixture` replays fit / partial_fit / forget(group) through the Python FewShotRegressor and
-records the predictions (and std) at fixed queries after each step; ``examples/node/test/regressor.test.js``
+records the predictions (and std) at fixed queries after each step; ``js/test/regressor.test.js``
 replays the same steps in Node and must match within 1e-4. After the third step each bundle's state is
-saved (``examples/node/test/regression-states``: alpaca plain, metasgd AES-256-GCM with the test key
+saved (``js/test/regression-states``: alpaca plain, metasgd AES-256-GCM with the test key
 below); Node loads it, predicts, forgets a group and must match too. The committed fixture and states are
 regenerated and compared here (states by their decoded arrays: encryption draws a fresh nonce), so they
 cannot go stale. Rewrite them with ``python tests/test_regressor_node.py``.
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-NODE_DIR = REPO / "examples" / "node"
+NODE_DIR = REPO / "js"
 STATES = NODE_DIR / "test" / "regression-states"
 TEST_KEY = bytes(range(32))          # a test key, public: it protects nothing
 FIXTURE = NODE_DIR / "test" / "regression-case.json"     # not in fixtures/: that holds tools/node_fixture.py's output

@@ -1,10 +1,10 @@
-"""Write the fixtures the Node.js example's parity test (examples/node/test/parity.test.js) checks against.
+"""Write the fixtures the JavaScript runtime's parity test (js/test/parity.test.js) checks against.
 
-    python tools/node_fixture.py examples/node/test/fixtures          # the committed set (small)
+    python tools/node_fixture.py js/test/fixtures          # the committed set (small)
     python tools/node_fixture.py /tmp/fixtures --full                 # + every adaptation method, .zip bundle
-    (cd examples/node && EDGEMETA_NODE_FIXTURES=/tmp/fixtures node --test)
+    (cd js && EDGEMETA_NODE_FIXTURES=/tmp/fixtures node --test)
 
-The committed set (``examples/node/test/fixtures``, a few hundred KB) uses only the shipped bundles,
+The committed set (``js/test/fixtures``, a few hundred KB) uses only the shipped bundles,
 referenced by relative path, so ``npm test`` runs on its own; ``tests/test_node_example.py`` checks it
 equals what this script writes now. ``--full`` adds bundles built here (below) and a ``.zip`` copy of
 the shipped bundle: too large to commit, written into a temporary folder by the pytest wrapper.
@@ -24,7 +24,7 @@ Bundles:
   ``export_bundle``'s. They are for parity tests only: their accuracy means nothing.
 
 Colour (bundle format version 2): ``case-colour-photos.json`` runs an untrained conv4 colour bundle
-(``examples/node/test/colour-bundle``, 3 input channels, hidden width 32, 84x84, ImageNet normalisation
+(``js/test/colour-bundle``, 3 input channels, hidden width 32, 84x84, ImageNet normalisation
 inside backbone.onnx; written once by ``--write-colour-bundle`` and committed, since an export is not
 byte-reproducible) on real photos of ``../shared/data/mini-imagenet/sample/test`` in several forms:
 downscaled wide and tall, upscaled small, RGBA with transparency, grey, float; the case carries the
@@ -58,7 +58,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "models" / "omniglot-conv4-proto"
 RANDOM_METHODS = ("metasgd", "ridge", "finetune")
-COLOUR_BUNDLE = REPO / "examples" / "node" / "test" / "colour-bundle"
+COLOUR_BUNDLE = REPO / "js" / "test" / "colour-bundle"
 PHOTOS = REPO.parent / "shared" / "data" / "mini-imagenet" / "sample" / "test"
 SEED = 7
 MARGIN = 1e-3        # queries closer than this to a tie are not used (10x the 1e-4 logit tolerance)

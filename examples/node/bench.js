@@ -1,7 +1,6 @@
 #!/usr/bin/env node
-'use strict';
 /**
- * Device-style latency of the Node.js runtime on a bundle, one intra-op thread.
+ * Device-style latency of the JavaScript runtime (edgemeta-js) in Node.js on a bundle, one intra-op thread.
  *
  *   node bench.js [BUNDLE] [--repeats N] [--precision auto|fp32|int8] [--json]
  *
@@ -14,8 +13,16 @@
  * runtime the same way.
  */
 
-const path = require('path');
-const { FewShotClassifier } = require('./edgemeta');
+import fs from 'node:fs';
+import path from 'node:path';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import * as ort from 'onnxruntime-node';
+import { FewShotClassifier } from 'edgemeta-js';
+import { sourceFromPath } from 'edgemeta-js/node';
+
+const __dirname = path.dirname(fileURLToPath(import.meta.url));
+const ortVersion = JSON.parse(fs.readFileSync(createRequire(import.meta.url).resolve('onnxruntime-node/package.json'), 'utf8')).version;
 
 const args = process.argv.slice(2);
 const flag = (name, dflt) => { const i = args.indexOf(name); return i >= 0 ? args.splice(i, 2)[1] : dflt; };
@@ -46,14 +53,14 @@ async function timeit(fn) {
 }
 
 async function main() {
-  const clf = await FewShotClassifier.load(bundlePath, { threads: 1, precision });
+  const clf = await FewShotClassifier.load(ort, sourceFromPath(bundlePath), { threads: 1, precision });
   const support = Array.from({ length: 25 }, (_, k) => image(k));
   const labels = Array.from({ length: 25 }, (_, k) => `class${Math.floor(k / 5)}`);
   const one = [image(100)];
   const batch = Array.from({ length: 75 }, (_, k) => image(200 + k));
   await clf.fit(support, labels);
   const res = {
-    runtime: `node ${process.version}, onnxruntime-node ${require('onnxruntime-node/package.json').version}`,
+    runtime: `node ${process.version}, onnxruntime-node ${ortVersion}`,
     bundle: bundlePath,
     threads: 1,
     precision: clf.bundle.precision,

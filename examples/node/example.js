@@ -1,7 +1,7 @@
 #!/usr/bin/env node
-'use strict';
 /**
- * Personalise the shipped Omniglot bundle from Node.js: no Python anywhere.
+ * Personalise the shipped Omniglot bundle from Node.js with the JavaScript runtime (../../js, the
+ * package edgemeta-js) over onnxruntime-node: no Python anywhere.
  *
  *   npm ci --ignore-scripts            # once, in examples/node
  *   node example.js [BUNDLE] [OMNIGLOT_DIR]
@@ -12,17 +12,25 @@
  * the bundle's 28x28 the way the manifest says.
  */
 
-const path = require('path');
-const fs = require('fs');
-const { FewShotClassifier, readBundleFiles } = require('./edgemeta');
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as ort from 'onnxruntime-node';
+import { FewShotClassifier, ZipArchive } from 'edgemeta-js';
+import { fileReader, sourceFromPath } from 'edgemeta-js/node';
 
+const __dirname = path.dirname(fileURLToPath(import.meta.url));
 const bundlePath = process.argv[2] || path.join(__dirname, '..', '..', 'models', 'omniglot-conv4-proto');
 const dataDir = process.argv[3] || process.env.EDGEMETA_OMNIGLOT || path.join(__dirname, '..', '..', '..', 'shared', 'data', 'omniglot');
 
 /** The arrays of an uncompressed-or-deflated .npz: { name: { descr, shape, bytes } } (little-endian, C order). */
-function readNpz(file) {
+async function readNpz(file) {
   const out = {};
-  for (const [name, buf] of readBundleFiles(file)) { // an .npz is a flat zip: reuse the bundle zip reader
+  const zip = await ZipArchive.open(fileReader(file, file), file); // an .npz is a flat zip: reuse the bundle zip reader
+  for (const entry of zip.entries.filter((e) => !e.isDir)) {
+    const name = entry.name;
+    const bytes = await zip.read(entry, entry.size);
+    const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
     if (buf.toString('latin1', 1, 6) !== 'NUMPY') throw new Error(`${name} in ${file} is not a .npy array`);
     const major = buf[6];
     const headerLen = major === 1 ? buf.readUInt16LE(8) : buf.readUInt32LE(8);
@@ -57,14 +65,14 @@ async function main() {
   }
 
   // 1. Load the bundle: format version, integrity digest and every file's sha256 are checked first.
-  const clf = await FewShotClassifier.load(bundlePath, { threads: 1 });
+  const clf = await FewShotClassifier.load(ort, sourceFromPath(bundlePath), { threads: 1 });
   const m = clf.bundle.manifest;
   console.log(`bundle ${bundlePath}: method ${m.method}, ${m.embedding.dim}-d embeddings, input ` +
     `${m.preprocess.size.join('x')} (${m.preprocess.resize}), identity ${clf.bundle.identity.slice(0, 12)}…`);
 
   // 2. Raw drawings: images [659, 20, 105, 105] uint8 0/1 with 1 = ink. Use characters the bundle never
   //    saw (Vinyals test split: char_id > 1200).
-  const npz = readNpz(npzFile);
+  const npz = await readNpz(npzFile);
   const [, perChar, H, W] = npz.images.shape;
   const charIds = Array.from({ length: npz.char_id.shape[0] }, (_, i) => npz.char_id.bytes.readInt16LE(2 * i));
   const alphabets = npyStrings(npz.alphabet);

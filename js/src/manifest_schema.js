@@ -1,14 +1,13 @@
-'use strict';
 /**
  * The manifest rules of the Python reader (edgemeta/contract/manifest_schema.py and the version
- * rules of docs/bundle-format.md), for every field this Node runtime reads.
+ * rules of docs/bundle-format.md), for every field this JavaScript runtime reads.
  *
- * Rules run on the parse tree of edgemeta.js's parsePyJson ({t: 'obj'|'arr'|'str'|'int'|'float'|'lit', v}),
+ * Rules run on the parse tree of canonical_json.js's parsePyJson ({t: 'obj'|'arr'|'str'|'int'|'float'|'lit', v}),
  * not on JSON.parse values, so an integer field written as 1.0 is refused exactly as Python's
  * `type(v) is int` refuses it. Unknown fields are allowed and ignored, as in Python.
  */
 
-const { BundleError } = require('./errors');
+import { BundleError } from './errors.js';
 
 const FORMAT_NAME = 'edgemeta-bundle';
 const FORMAT_VERSIONS = [1, 2, 3]; // 1: single-channel only; 2: adds colour (RGB) bundles; 3: adds capability sections (V3_SECTIONS)
@@ -436,7 +435,7 @@ function checkSections(tree, m, source, version) {
   return version;
 }
 
-module.exports = {
-  FORMAT_NAME, FORMAT_VERSIONS, GRAPH_FILES, REGRESSION_GRAPH_FILES, graphFiles, HEAD_OUTPUTS, MAX_BUNDLE_BYTES, RECURRENT_GRAPH, REFINE_GRAPH, SECTION_VERSION, V3_SECTIONS,
-  validateManifest, formatVersion, plainFileName, writerVersion,
+export {
+  FORMAT_NAME, FORMAT_VERSIONS, GRAPH_FILES, REGRESSION_GRAPH_FILES, graphFiles, HEAD_OUTPUTS, MAX_BUNDLE_BYTES, RECURRENT_GRAPH, REFINE_GRAPH,
+  SECTION_VERSION, V3_SECTIONS, validateManifest, formatVersion, plainFileName, writerVersion,
 };

@@ -1,4 +1,3 @@
-'use strict';
 /**
  * Online learning with a recurrent bundle (method `recurrent`, bundle format version 3, docs/recurrent.md):
  * per class a fixed-size memory row [H] instead of the samples' embeddings. Mirrors
@@ -10,21 +9,20 @@
  * graph; forget(label) drops a row exactly; one sample cannot be removed.
  */
 
-const ort = require('onnxruntime-node');
-const { BundleError, InputError } = require('./errors');
+import { BundleError, InputError, StateError } from './errors.js';
 
 const INPUTS = ['memory', 'fresh', 'support_embeddings', 'support_labels_onehot'];
 
 /** The update.onnx session of a verified recurrent bundle, its I/O checked against the contract. */
 async function openMemoryUpdate(bundle, graph, options) {
-  const { manifest, source } = bundle;
+  const { manifest, source, ort } = bundle;
   const session = await ort.InferenceSession.create(new Uint8Array(graph), options);
   const outputs = ['updated_memory', ...bundle.paramNames];
   if (JSON.stringify(session.inputNames) !== JSON.stringify(INPUTS) || JSON.stringify(session.outputNames) !== JSON.stringify(outputs)) {
     throw new BundleError(`${source}: ${manifest.recurrent.graph} has inputs ${JSON.stringify(session.inputNames)} and outputs ` +
       `${JSON.stringify(session.outputNames)}; the contract says ${JSON.stringify(INPUTS)} and ${JSON.stringify(outputs)}`);
   }
-  const update = new MemoryUpdate(session, Number(manifest.recurrent.hidden), bundle.embeddingDim, bundle.paramNames);
+  const update = new MemoryUpdate(ort, session, Number(manifest.recurrent.hidden), bundle.embeddingDim, bundle.paramNames);
   // smoke run: two fresh classes, three samples; every output of its contract's shape and finite
   const D = bundle.embeddingDim;
   const support = Float32Array.from({ length: 3 * D }, (_, i) => (i % 7) / 7);
@@ -36,17 +34,17 @@ async function openMemoryUpdate(bundle, graph, options) {
 }
 
 class MemoryUpdate {
-  constructor(session, hidden, dim, paramNames) {
-    Object.assign(this, { session, hidden, dim, paramNames });
+  constructor(ort, session, hidden, dim, paramNames) {
+    Object.assign(this, { ort, session, hidden, dim, paramNames });
   }
 
   /** memory Float32Array [C * H], fresh [C], support [S * D], onehot [S * C] -> { memory, params: {name: Float32Array} }. */
   async run(memory, fresh, support, onehot, C, S) {
     const res = await this.session.run({
-      memory: new ort.Tensor('float32', memory, [C, this.hidden]),
-      fresh: new ort.Tensor('float32', fresh, [C]),
-      support_embeddings: new ort.Tensor('float32', support, [S, this.dim]),
-      support_labels_onehot: new ort.Tensor('float32', onehot, [S, C]),
+      memory: new this.ort.Tensor('float32', memory, [C, this.hidden]),
+      fresh: new this.ort.Tensor('float32', fresh, [C]),
+      support_embeddings: new this.ort.Tensor('float32', support, [S, this.dim]),
+      support_labels_onehot: new this.ort.Tensor('float32', onehot, [S, C]),
     });
     this.ranks = Object.fromEntries(this.paramNames.map((n) => [n, res[n].dims.length]));   // weight 2, bias 1
     return { memory: res.updated_memory.data, params: Object.fromEntries(this.paramNames.map((n) => [n, res[n].data])) };
@@ -89,12 +87,12 @@ function stackHead(rows, classes, update) {
     const width = rows.get(classes[0]).head[name].length;
     const data = new Float32Array(classes.length * width);
     classes.forEach((c, j) => data.set(rows.get(c).head[name], j * width));
-    params[name] = new ort.Tensor('float32', data, update.ranks[name] === 1 ? [classes.length] : [classes.length, width]);
+    params[name] = new update.ort.Tensor('float32', data, update.ranks[name] === 1 ? [classes.length] : [classes.length, width]);
   }
   return params;
 }
 
-/** Builds the OnlineClassifier class on top of edgemeta.js's FewShotClassifier (passed in: no require cycle). */
+/** Builds the OnlineClassifier class on top of classifier.js's FewShotClassifier (passed in: no require cycle). */
 function makeOnlineClassifier(FewShotClassifier, uniqueSorted, labelKind) {
   return class OnlineClassifier extends FewShotClassifier {
     constructor(bundle, options = {}) {
@@ -164,6 +162,54 @@ function makeOnlineClassifier(FewShotClassifier, uniqueSorted, labelKind) {
       return this;
     }
 
+    /** The state a recurrent classifier saves: memory [C, H], samples per class and head rows; no embeddings. */
+    _stateData() {
+      const update = this.bundle.memoryUpdate;
+      const classes = uniqueSorted([...this._rows.keys()]);
+      const D = this.bundle.embeddingDim;
+      const head = {};
+      if (classes.length) {
+        for (const [name, t] of Object.entries(stackHead(this._rows, classes, update))) head[name] = { data: t.data, shape: [...t.dims] };
+      } else {
+        for (const name of update.paramNames) head[name] = { data: new Float32Array(0), shape: update.ranks[name] === 1 ? [0] : [0, D] };
+      }
+      return {
+        bundleId: this.bundle.identity, labels: classes, dim: D, embeddings: new Float32Array(0), sampleClass: [], head,
+        method: this.bundle.method, ink: this.ink, memory: { data: this.memory(), hidden: update.hidden },
+        memoryShots: classes.map((c) => this._rows.get(c).shots),
+      };
+    }
+
+    /** Class memory of this bundle's width and no embeddings (Python: OnlineClassifier.load). */
+    _checkStateShape(st, source) {
+      const { hidden } = this.bundle.memoryUpdate;
+      if (!st.memory || st.embeddings.length) {
+        throw new StateError(`${source} holds embeddings and no memory; a recurrent bundle's state holds memory [C, ${hidden}] only ` +
+          '(saved for a bundle of another method?)');
+      }
+      if (st.memory.hidden !== hidden) throw new StateError(`${source}: memory has shape [${st.labels.length}, ${st.memory.hidden}], expected [C, ${hidden}]`);
+    }
+
+    /** The rows of a loaded state: the head read out of each memory again (no samples), as the Python runtime does. */
+    async _restore(st) {
+      const update = this.bundle.memoryUpdate;
+      const C = st.labels.length;
+      const rows = new Map();
+      if (C) {
+        const H = update.hidden;
+        const out = await update.run(st.memory.data, new Float32Array(C), new Float32Array(0), new Float32Array(0), C, 0);
+        st.labels.forEach((c, j) => {
+          const head = {};
+          for (const [name, data] of Object.entries(out.params)) {
+            const width = data.length / C;
+            head[name] = data.slice(j * width, (j + 1) * width);
+          }
+          rows.set(c, { memory: out.memory.slice(j * H, (j + 1) * H), shots: st.memoryShots[j], head });
+        });
+      }
+      this._commit(rows);
+    }
+
     /** Not possible: a sample's contribution cannot be taken out of a class's memory. */
     forgetSample() {
       throw new InputError('a recurrent bundle keeps one memory per class, not the samples: one sample cannot be removed; ' +
@@ -172,4 +218,4 @@ function makeOnlineClassifier(FewShotClassifier, uniqueSorted, labelKind) {
   };
 }
 
-module.exports = { openMemoryUpdate, makeOnlineClassifier, MemoryUpdate, INPUTS };
+export { openMemoryUpdate, makeOnlineClassifier, MemoryUpdate, INPUTS };

@@ -1,4 +1,3 @@
-'use strict';
 /**
  * Semi-supervised refinement (bundle format version 3, the `refine` section, docs/semi-supervised.md):
  * unlabelled samples refine the prototypes a few labels taught. Mirrors edgemeta/runtime/semisupervised.py.
@@ -10,23 +9,22 @@
  * current head assigns to that class.
  */
 
-const ort = require('onnxruntime-node');
-const { BundleError, InputError } = require('./errors');
+import { BundleError, InputError } from './errors.js';
 
 const INPUTS = ['support_embeddings', 'support_labels_onehot', 'unlabeled_embeddings'];
 const SMOKE_TOL = 1e-4; // refine.onnx with no unlabelled sample must give adapt.onnx's prototypes
 
 class Refiner {
-  constructor(session, dim, outputs, maxUnlabeled, graph) {
-    Object.assign(this, { session, dim, outputs, maxUnlabeled, graph });
+  constructor(ort, session, dim, outputs, maxUnlabeled, graph) {
+    Object.assign(this, { ort, session, dim, outputs, maxUnlabeled, graph });
   }
 
   /** support [S * D], onehot [S * C], unlabeled [U * D] (Float32Arrays) -> head parameters { name: ort.Tensor }. */
   async refine(support, S, onehot, C, unlabeled, U) {
     const res = await this.session.run({
-      support_embeddings: new ort.Tensor('float32', support, [S, this.dim]),
-      support_labels_onehot: new ort.Tensor('float32', onehot, [S, C]),
-      unlabeled_embeddings: new ort.Tensor('float32', unlabeled, [U, this.dim]),
+      support_embeddings: new this.ort.Tensor('float32', support, [S, this.dim]),
+      support_labels_onehot: new this.ort.Tensor('float32', onehot, [S, C]),
+      unlabeled_embeddings: new this.ort.Tensor('float32', unlabeled, [U, this.dim]),
     });
     return Object.fromEntries(this.outputs.map((name) => [name, res[name]]));
   }
@@ -34,7 +32,7 @@ class Refiner {
 
 /** The refine.onnx session of a verified bundle: I/O names against the contract, then a smoke run. */
 async function openRefiner(bundle, graph, options) {
-  const { manifest, source } = bundle;
+  const { manifest, source, ort } = bundle;
   const section = manifest.refine;
   let session;
   try {
@@ -47,7 +45,7 @@ async function openRefiner(bundle, graph, options) {
     throw new BundleError(`${source}: ${section.graph} inputs/outputs ${JSON.stringify([...session.inputNames, ...session.outputNames])} ` +
       `do not follow the contract ${JSON.stringify([...INPUTS, ...outputs])}`);
   }
-  const refiner = new Refiner(session, bundle.embeddingDim, outputs, Number(section.max_unlabeled), section.graph);
+  const refiner = new Refiner(ort, session, bundle.embeddingDim, outputs, Number(section.max_unlabeled), section.graph);
   const D = bundle.embeddingDim;
   const support = Float32Array.from({ length: 3 * D }, (_, i) => Math.sin(i + 1));
   const onehot = Float32Array.of(1, 0, 0, 1, 1, 0);
@@ -191,4 +189,4 @@ function makeSemiSupervisedClassifier(Base) {
   };
 }
 
-module.exports = { openRefiner, makeSemiSupervisedClassifier, refuseUnlabeled, bounded, Refiner };
+export { openRefiner, makeSemiSupervisedClassifier, refuseUnlabeled, noRefiner, bounded, Refiner };

@@ -1,6 +1,5 @@
-'use strict';
 /**
- * Regression bundles in Node (docs/regression.md): the same contract and rules as the Python runtime's
+ * Regression bundles (docs/regression.md): the same contract and rules as the Python runtime's
  * FewShotRegressor (edgemeta/runtime/regressor.py).
  *
  * - backbone.onnx: inputs [N, D] float32 -> embeddings [N, P] whose last column is 1 (normalisation inside);
@@ -9,24 +8,26 @@
  *
  * The regressor keeps, per group of samples, only the sums phi^T phi and phi^T y (Float64Array), so
  * partialFit adds to them and forget(group) drops a group exactly; groups are summed in sorted order,
- * as in Python. FewShotRegressor.load reads a state file the Python runtime saved (plain or AES-256-GCM,
- * docs/state-format.md, regression extension) with the same checks; this example does not write one.
+ * as in Python. FewShotRegressor.load reads a state the Python runtime saved (plain or AES-256-GCM,
+ * docs/state-format.md, regression extension) with the same checks; it does not write one.
  */
 
-const crypto = require('crypto');
-const fs = require('fs');
-const ort = require('onnxruntime-node');
-const { BundleError, InputError, StateError } = require('./errors');
-const { readBundle, sessionOptions, compareCodePoints } = require('./edgemeta');
+import { BundleError, InputError, StateError } from './errors.js';
+import { readBundle } from './bundle_reader.js';
+import { checkBinding, checkSource, sessionOptions } from './bundle.js';
+import { compareCodePoints } from './canonical_json.js';
+import { readBody } from './state.js';
 
 const FLOAT32_MAX = 3.0e38;
 const DEFAULT_GROUP = 'default';
 const EMBED_CHUNK = 4096;
 
 class RegressionBundle {
-  /** Read, verify and open a regression bundle folder or .zip; BundleError on any mismatch. */
-  static async load(bundlePath, { threads = 1 } = {}) {
-    const { manifest, files } = readBundle(bundlePath);
+  /** Read, verify and open a regression bundle from `source` with the onnxruntime binding `ort`; BundleError on any mismatch. */
+  static async load(ort, source, { threads = 1 } = {}) {
+    checkBinding(ort);
+    const { manifest, files } = await readBundle(checkSource(source));
+    const bundlePath = source.name ?? 'bundle';
     if (!manifest.regression || !manifest.vector_input) {
       throw new BundleError(`${bundlePath} is not a vector-input regression bundle (no regression and vector_input sections)`);
     }
@@ -35,6 +36,7 @@ class RegressionBundle {
     const [backbone, adapt, predict] = await Promise.all([g.backbone, g.adapt, g.predict].map(
       (f) => ort.InferenceSession.create(new Uint8Array(files.get(f)), opts)));
     const bundle = new RegressionBundle(manifest, String(bundlePath), { backbone, adapt, predict });
+    bundle.ort = ort;
     await bundle.smokeTest();
     return bundle;
   }
@@ -83,7 +85,7 @@ class RegressionBundle {
     const out = new Float32Array(n * P);
     for (let s = 0; s < n; s += EMBED_CHUNK) {
       const m = Math.min(EMBED_CHUNK, n - s);
-      const { embeddings } = await this.sessions.backbone.run({ inputs: new ort.Tensor('float32', x.subarray(s * D, (s + m) * D), [m, D]) });
+      const { embeddings } = await this.sessions.backbone.run({ inputs: new this.ort.Tensor('float32', x.subarray(s * D, (s + m) * D), [m, D]) });
       out.set(embeddings.data, s * P);
     }
     return out;
@@ -93,15 +95,15 @@ class RegressionBundle {
   async adapt(gram, targets) {
     const P = this.embeddingDim;
     const res = await this.sessions.adapt.run({
-      feature_gram: new ort.Tensor('float64', gram, [P, P]),
-      feature_targets: new ort.Tensor('float64', targets, [P, this.outputs]),
+      feature_gram: new this.ort.Tensor('float64', gram, [P, P]),
+      feature_targets: new this.ort.Tensor('float64', targets, [P, this.outputs]),
     });
     return Object.fromEntries(this.paramNames.map((name) => [name, res[name]]));
   }
 
   /** Embeddings [N * P] + head -> { predictions: Float32Array [N * O], variances: Float32Array or null }. */
   async predict(emb, n, params) {
-    const res = await this.sessions.predict.run({ embeddings: new ort.Tensor('float32', emb, [n, this.embeddingDim]), ...params });
+    const res = await this.sessions.predict.run({ embeddings: new this.ort.Tensor('float32', emb, [n, this.embeddingDim]), ...params });
     return { predictions: res.predictions.data, variances: this.givesVariance ? res.variances.data : null };
   }
 }
@@ -252,77 +254,16 @@ class FewShotRegressor {
 // ---------------------------------------------------------------------------------------------
 // State files written by the Python runtime (FewShotRegressor.save): read and checked, never written here.
 // ---------------------------------------------------------------------------------------------
-const MAGIC = Buffer.from('EDGEMETA-STATE\n');
-const MAX_HEADER = 4096;
-const MAX_PAYLOAD = 256 * 1024 * 1024;
-const HEADER_KEYS = ['encryption', 'format', 'payload_bytes', 'payload_sha256', 'version'];
-const DTYPES = { float64: [Float64Array, 8], float32: [Float32Array, 4], int64: [BigInt64Array, 8] };
 
-/** The plain body of a version-2 state file (header, size, sha256 and, with `key`, AES-256-GCM checked). */
-function openState(file, key) {
-  const st = fs.statSync(file);
-  if (!st.isFile()) throw new StateError(`${file} is not a regular file; expected a state file`);
-  if (st.size > MAGIC.length + MAX_HEADER + 1 + MAX_PAYLOAD) throw new StateError(`${file} is larger than a state file may be`);
-  const data = fs.readFileSync(file);
-  if (!data.subarray(0, MAGIC.length).equals(MAGIC)) throw new StateError(`${file} is not an edgemeta state file (bad magic)`);
-  const end = data.indexOf(0x0a, MAGIC.length);
-  if (end < 0 || end - MAGIC.length > MAX_HEADER) throw new StateError(`${file}: no header line of at most ${MAX_HEADER} bytes`);
-  let h;
-  try { h = JSON.parse(data.subarray(MAGIC.length, end).toString('utf8')); } catch { throw new StateError(`${file}: the header is not JSON`); }
-  if (!h || typeof h !== 'object' || JSON.stringify(Object.keys(h).sort()) !== JSON.stringify(HEADER_KEYS)
-      || h.format !== 'edgemeta-state' || h.version !== 2 || !['none', 'aes-256-gcm'].includes(h.encryption)) {
-    throw new StateError(`${file}: header ${JSON.stringify(h)} is not an edgemeta-state version-2 header`);
-  }
-  const payload = data.subarray(end + 1);
-  if (payload.length !== h.payload_bytes) throw new StateError(`${file} is truncated or padded: payload is ${payload.length} bytes, header says ${h.payload_bytes}`);
-  if (crypto.createHash('sha256').update(payload).digest('hex') !== h.payload_sha256) throw new StateError(`${file}: checksum mismatch, the file was altered or damaged`);
-  if (h.encryption === 'none') {
-    if (key) throw new StateError(`${file} is not encrypted but a key was given; refusing to guess`);
-    return payload;
-  }
-  if (!key) throw new StateError(`${file} is encrypted; pass the key it was saved with`);
-  if (!Buffer.isBuffer(key) || key.length !== 32) throw new StateError('the state key must be 32 bytes (AES-256)');
-  if (payload.length < 28) throw new StateError(`${file}: encrypted payload shorter than nonce + tag`);
-  const aad = Buffer.from('{"format": "edgemeta-state", "version": 2, "encryption": "aes-256-gcm"}');
-  const d = crypto.createDecipheriv('aes-256-gcm', key, payload.subarray(0, 12));
-  d.setAAD(aad);
-  d.setAuthTag(payload.subarray(payload.length - 16));
-  try {
-    return Buffer.concat([d.update(payload.subarray(12, payload.length - 16)), d.final()]);
-  } catch {
-    throw new StateError(`${file}: wrong key (or altered ciphertext); cannot decrypt`);
-  }
-}
-
-/** Named arrays { name: { data, shape } } and meta of a version-2 body; sizes checked before any copy. */
-function bodyArrays(body, file) {
-  if (body.length < 4) throw new StateError(`${file}: body has no index length`);
-  const n = body.readUInt32LE(0);
-  if (n > body.length - 4) throw new StateError(`${file}: index length ${n} exceeds the body`);
-  let index;
-  try { index = JSON.parse(body.subarray(4, 4 + n).toString('utf8')); } catch { throw new StateError(`${file}: the index is not JSON`); }
-  if (!index || !Array.isArray(index.arrays) || typeof index.meta !== 'object') throw new StateError(`${file}: index must hold arrays and meta`);
-  let at = 4 + n;
-  const arrays = {};
-  for (const a of index.arrays) {
-    const [Type, size] = DTYPES[a && a.dtype] || [];
-    if (!Type || !Array.isArray(a.shape) || !a.shape.every((v) => Number.isInteger(v) && v >= 0) || Object.hasOwn(arrays, a.name)) {
-      throw new StateError(`${file}: array entry ${JSON.stringify(a)} is not a named float64/float32/int64 array of a known shape`);
-    }
-    const bytes = a.shape.reduce((p, v) => p * v, 1) * size;
-    if (bytes > body.length - at) throw new StateError(`${file}: array ${a.name} needs ${bytes} bytes; the body has ${body.length - at} left`);
-    const copy = new Uint8Array(bytes);
-    copy.set(body.subarray(at, at + bytes));
-    arrays[a.name] = { data: new Type(copy.buffer), shape: a.shape };
-    at += bytes;
-  }
-  if (at !== body.length) throw new StateError(`${file}: ${body.length - at} bytes follow the last array; expected none`);
-  return { arrays, meta: index.meta };
-}
-
-/** A regressor for `bundle` holding the groups of a state file saved by the Python runtime. */
-FewShotRegressor.load = async function load(bundle, file, { key = null } = {}) {
-  const { arrays, meta } = bodyArrays(openState(file, key), file);
+/**
+ * A regressor for `bundle` holding the groups of a state the Python runtime saved (`bytes`: the file's
+ * bytes; `key`: 32 bytes or a CryptoKey if it is encrypted; `source`: a name for messages).
+ */
+FewShotRegressor.load = async function load(bundle, bytes, { key = null, source = 'state' } = {}) {
+  const file = source;
+  const body = await readBody(bytes, { key, source });
+  const arrays = Object.fromEntries(body.arrays);
+  const { meta } = body;
   if (!meta || meta.kind !== 'regression') throw new StateError(`${file} is not a regression state`);
   if (meta.bundle_id !== bundle.identity) throw new StateError(`${file} was saved with another bundle; adapt again with this bundle`);
   const groups = meta.groups;
@@ -338,7 +279,7 @@ FewShotRegressor.load = async function load(bundle, file, { key = null } = {}) {
   const want = { group_gram: ['float64', [G, P, P]], group_targets: ['float64', [G, P, O]], group_samples: ['int64', [G]] };
   for (const [name, [dtype, shape]] of Object.entries(want)) {
     const a = arrays[name];
-    if (!a || !(a.data instanceof DTYPES[dtype][0]) || JSON.stringify(a.shape) !== JSON.stringify(shape)) {
+    if (!a || a.dtype !== dtype || JSON.stringify(a.shape) !== JSON.stringify(shape)) {
       throw new StateError(`${file}: ${name} must be ${dtype} ${JSON.stringify(shape)}`);
     }
   }
@@ -357,4 +298,4 @@ FewShotRegressor.load = async function load(bundle, file, { key = null } = {}) {
   return reg;
 };
 
-module.exports = { RegressionBundle, FewShotRegressor, checkVectors, checkTargets, sums, StateError };
+export { RegressionBundle, FewShotRegressor, checkVectors, checkTargets, sums };

@@ -1,15 +1,18 @@
-'use strict';
 /**
- * A bounded .zip reader for bundles, with the refusals of the Python loader (contract/bundle.py
+ * A bounded .zip reader for bundles, platform-neutral, with the refusals of the Python loader (contract/bundle.py
  * _read_zip): only the central directory is read up front (at most 256 entries, each name once, no two
  * entries sharing bytes, none running into the directory); an entry is inflated only when asked, only
  * after its declared size fit the caller's limit, and never past that size. No zip64, no encryption,
  * stored or deflated entries only. Every refusal is a BundleError naming what was expected.
+ *
+ * The zip is read through a `reader` ({ size, read(pos, len) -> Promise<Uint8Array> }): bytesReader(bytes)
+ * over a Uint8Array (browser and Node), node.js's fileReader over an open file (only the central
+ * directory and the entries asked for are read). Deflated entries are inflated with the platform's
+ * DecompressionStream('deflate-raw'), chunk by chunk, stopped as soon as the output passes the
+ * entry's declared size, then CRC-32 checked.
  */
 
-const fs = require('fs');
-const zlib = require('zlib');
-const { BundleError } = require('./errors');
+import { BundleError } from './errors.js';
 
 const MAX_ZIP_ENTRIES = 256;
 const MAX_DIRECTORY_BYTES = 1 << 20; // 256 entries with names and extras of up to 4 KB each
@@ -26,9 +29,8 @@ const DEFLATED = 8;
 const deflateBound = (n) => n + Math.floor(n / 4096) + Math.floor(n / 16384) + Math.floor(n / 33554432) + 1024;
 
 let crcTable = null;
-/** CRC-32 of `buf` (zlib.crc32 where this Node has it). */
+/** CRC-32 of `buf` (Uint8Array), as zip stores it. */
 function crc32(buf) {
-  if (typeof zlib.crc32 === 'function') return zlib.crc32(buf) >>> 0;
   if (!crcTable) {
     crcTable = new Int32Array(256);
     for (let n = 0; n < 256; n++) {
@@ -44,8 +46,8 @@ function crc32(buf) {
 
 /** A zip opened on a file descriptor: `entries` ({ name, flags, method, crc, compSize, size, dataStart, isDir }). */
 class ZipArchive {
-  constructor(fd, source, entries) {
-    this.fd = fd;
+  constructor(reader, source, entries) {
+    this.reader = reader;
     this.source = source;
     this.entries = entries;
     this.byName = new Map(entries.map((e) => [e.name, e]));
@@ -54,25 +56,26 @@ class ZipArchive {
   refuse(msg) { return new BundleError(`${this.source}: ${msg}`); }
 
   /**
-   * The central directory of the zip open as `fd` (a regular file of `size` bytes), checked; null when
-   * the file is not a zip at all (no end-of-central-directory record).
+   * The central directory of the zip `reader` reads ({ size, read(pos, len) }), checked; null when
+   * the bytes are not a zip at all (no end-of-central-directory record).
    */
-  static open(fd, size, source) {
+  static async open(reader, source) {
+    const { size } = reader;
     const refuse = (msg) => new BundleError(`${source}: ${msg}`);
     const tailLen = Math.min(size, EOCD_BYTES + MAX_COMMENT);
     if (tailLen < EOCD_BYTES) return null;
-    const tail = readAt(fd, size - tailLen, tailLen, source);
+    const tail = await readAt(reader, size - tailLen, tailLen, source);
     let p = tailLen - EOCD_BYTES;
-    while (p >= 0 && tail.readUInt32LE(p) !== EOCD_SIG) p--; // the last end record, as Python's zipfile finds it
+    while (p >= 0 && u32(tail, p) !== EOCD_SIG) p--; // the last end record, as Python's zipfile finds it
     if (p < 0) return null;
     const eocd = size - tailLen + p;
-    if (tail.readUInt16LE(p + 4) !== 0 || tail.readUInt16LE(p + 6) !== 0) {
+    if (u16(tail, p + 4) !== 0 || u16(tail, p + 6) !== 0) {
       throw refuse('the zip spans several disks; expected one plain .zip file');
     }
-    const count = tail.readUInt16LE(p + 10);
-    const cdSize = tail.readUInt32LE(p + 12);
-    const cdOffset = tail.readUInt32LE(p + 16);
-    const locator = eocd >= 20 ? readAt(fd, eocd - 20, 4, source).readUInt32LE(0) : 0;
+    const count = u16(tail, p + 10);
+    const cdSize = u32(tail, p + 12);
+    const cdOffset = u32(tail, p + 16);
+    const locator = eocd >= 20 ? u32(await readAt(reader, eocd - 20, 4, source), 0) : 0;
     if (count === 0xffff || cdSize === 0xffffffff || cdOffset === 0xffffffff || locator === ZIP64_LOCATOR_SIG) {
       throw refuse('zip64 archives are not supported; expected a plain zip (a bundle is far below 4 GiB)');
     }
@@ -81,19 +84,19 @@ class ZipArchive {
     if (cdSize > MAX_DIRECTORY_BYTES) {
       throw refuse(`the zip's central directory is ${cdSize} bytes; a bundle's is at most ${MAX_DIRECTORY_BYTES}`);
     }
-    const cd = readAt(fd, cdOffset + concat, cdSize, source);
+    const cd = await readAt(reader, cdOffset + concat, cdSize, source);
     const entries = [];
     for (let q = 0; q < cdSize;) {
-      if (q + 46 > cdSize || cd.readUInt32LE(q) !== CENTRAL_SIG) throw refuse('the zip is damaged (bad central directory)');
-      const flags = cd.readUInt16LE(q + 8);
-      const nameLen = cd.readUInt16LE(q + 28);
-      const end = q + 46 + nameLen + cd.readUInt16LE(q + 30) + cd.readUInt16LE(q + 32);
+      if (q + 46 > cdSize || u32(cd, q) !== CENTRAL_SIG) throw refuse('the zip is damaged (bad central directory)');
+      const flags = u16(cd, q + 8);
+      const nameLen = u16(cd, q + 28);
+      const end = q + 46 + nameLen + u16(cd, q + 30) + u16(cd, q + 32);
       if (end > cdSize) throw refuse('the zip is damaged (bad central directory)');
-      let name = cd.toString(flags & 0x800 ? 'utf8' : 'latin1', q + 46, q + 46 + nameLen);
+      let name = decodeName(cd.subarray(q + 46, q + 46 + nameLen), flags & 0x800);
       if (name.includes('\0')) name = name.slice(0, name.indexOf('\0')); // as Python's zipfile reads it
       const entry = {
-        name, flags, method: cd.readUInt16LE(q + 10), crc: cd.readUInt32LE(q + 16),
-        compSize: cd.readUInt32LE(q + 20), size: cd.readUInt32LE(q + 24), local: cd.readUInt32LE(q + 42) + concat,
+        name, flags, method: u16(cd, q + 10), crc: u32(cd, q + 16),
+        compSize: u32(cd, q + 20), size: u32(cd, q + 24), local: u32(cd, q + 42) + concat,
         isDir: name.endsWith('/'), dataStart: -1,
       };
       if (entry.compSize === 0xffffffff || entry.size === 0xffffffff || entry.local - concat === 0xffffffff) {
@@ -111,8 +114,8 @@ class ZipArchive {
     if (dup.size) {
       throw refuse(`the zip holds entries named ${JSON.stringify([...dup].sort())} more than once; expected each name once`);
     }
-    checkDisjoint(fd, entries, cdOffset + concat, source);
-    return new ZipArchive(fd, source, entries);
+    await checkDisjoint(reader, entries, cdOffset + concat, source);
+    return new ZipArchive(reader, source, entries);
   }
 
   /** The entry named `name` exactly (folder prefix included), or undefined. */
@@ -121,8 +124,9 @@ class ZipArchive {
   /**
    * The bytes of `entry`, refused before reading if it is encrypted, compressed otherwise than stored
    * or deflated, or declares more than `limit` bytes; inflated with a bound of its declared size.
+   * Returns a Promise of a Uint8Array.
    */
-  read(entry, limit) {
+  async read(entry, limit) {
     const what = `zip entry "${entry.name}"`;
     if (entry.flags & 1) throw this.refuse(`${what} is encrypted; expected a plain zip`);
     if (entry.method !== STORED && entry.method !== DEFLATED) {
@@ -136,19 +140,14 @@ class ZipArchive {
       throw this.refuse(`${what} holds ${entry.compSize} compressed bytes for ${entry.size} declared; ` +
         `expected at most ${most}; the zip is damaged`);
     }
-    const raw = readAt(this.fd, entry.dataStart, entry.compSize, this.source);
+    const raw = await readAt(this.reader, entry.dataStart, entry.compSize, this.source);
     let data;
     if (entry.method === STORED) {
       data = raw;
     } else {
-      try {
-        data = zlib.inflateRawSync(raw, { maxOutputLength: entry.size + 1 });
-      } catch (e) {
-        if (e.code === 'ERR_BUFFER_TOO_LARGE') {
-          throw this.refuse(`${what} inflates to more than the ${entry.size} bytes it declares; the zip is damaged`);
-        }
-        throw this.refuse(`${what} does not inflate (${e.message}); the zip is damaged`);
-      }
+      data = await inflateRaw(raw, entry.size);
+      if (data === null) throw this.refuse(`${what} inflates to more than the ${entry.size} bytes it declares; the zip is damaged`);
+      if (data instanceof Error) throw this.refuse(`${what} does not inflate (${data.message}); the zip is damaged`);
     }
     if (data.length !== entry.size) {
       throw this.refuse(`${what} holds ${data.length} bytes, it declares ${entry.size}; the zip is damaged`);
@@ -163,14 +162,14 @@ class ZipArchive {
  * overlap (one deflate stream shared by many entries: the overlapping-entry zip bomb) or run past
  * the central directory at `directoryStart`.
  */
-function checkDisjoint(fd, entries, directoryStart, source) {
+async function checkDisjoint(reader, entries, directoryStart, source) {
   const spans = [];
   for (const e of entries) {
-    const head = e.local + 30 <= directoryStart ? readAt(fd, e.local, 30, source) : null;
-    if (!head || head.readUInt32LE(0) !== LOCAL_SIG) {
+    const head = e.local + 30 <= directoryStart ? await readAt(reader, e.local, 30, source) : null;
+    if (!head || u32(head, 0) !== LOCAL_SIG) {
       throw new BundleError(`${source}: zip entry "${e.name}" has no local header where the directory says; the zip is damaged`);
     }
-    e.dataStart = e.local + 30 + head.readUInt16LE(26) + head.readUInt16LE(28);
+    e.dataStart = e.local + 30 + u16(head, 26) + u16(head, 28);
     spans.push([e.local, e.dataStart + e.compSize + (e.flags & 8 ? 12 : 0), e.name]);
   }
   spans.sort((a, b) => a[0] - b[0]);
@@ -185,16 +184,65 @@ function checkDisjoint(fd, entries, directoryStart, source) {
   }
 }
 
-/** Exactly `len` bytes of `fd` from `pos`; a shorter file is a damaged zip. */
-function readAt(fd, pos, len, source) {
-  const buf = Buffer.alloc(len);
-  let got = 0;
-  while (got < len) {
-    const n = fs.readSync(fd, buf, got, len - got, pos + got);
-    if (n === 0) throw new BundleError(`${source}: the zip is damaged (it ends before byte ${pos + len})`);
-    got += n;
-  }
+/** Exactly `len` bytes of the reader from `pos`; fewer is a damaged zip. */
+async function readAt(reader, pos, len, source) {
+  const buf = pos >= 0 && pos + len <= reader.size ? await reader.read(pos, len) : null;
+  if (!buf || buf.length !== len) throw new BundleError(`${source}: the zip is damaged (it ends before byte ${pos + len})`);
   return buf;
 }
 
-module.exports = { ZipArchive, MAX_ZIP_ENTRIES, crc32 };
+const u16 = (b, at) => b[at] | (b[at + 1] << 8);
+const u32 = (b, at) => (b[at] | (b[at + 1] << 8) | (b[at + 2] << 16) | (b[at + 3] << 24)) >>> 0;
+
+/** An entry name: UTF-8 when the zip's flag 0x800 says so, else one character per byte (latin-1). */
+function decodeName(bytes, isUtf8) {
+  if (isUtf8) return new TextDecoder('utf-8').decode(bytes);
+  let out = '';
+  for (const b of bytes) out += String.fromCharCode(b);
+  return out;
+}
+
+const FEED_BYTES = 1 << 16;
+
+/**
+ * Raw deflate `raw` inflated with DecompressionStream('deflate-raw'), read chunk by chunk: the
+ * Uint8Array when it fits `limit` bytes; null as soon as the output passes `limit` (the stream is
+ * cancelled there, so a bomb costs at most about `limit` bytes); the Error when it does not inflate.
+ */
+async function inflateRaw(raw, limit) {
+  const stream = new DecompressionStream('deflate-raw');
+  const writer = stream.writable.getWriter();
+  const reader = stream.readable.getReader();
+  const feeding = (async () => {
+    for (let p = 0; p < raw.length; p += FEED_BYTES) await writer.write(raw.subarray(p, p + FEED_BYTES));
+    await writer.close();
+  })();
+  feeding.catch(() => {}); // a cancelled or failed stream rejects the pending writes; the reader reports it
+  const chunks = [];
+  let total = 0;
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      total += value.length;
+      if (total > limit) {
+        await reader.cancel().catch(() => {});
+        return null;
+      }
+      chunks.push(value);
+    }
+  } catch (e) {
+    return e instanceof Error ? e : new Error(String(e));
+  }
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const c of chunks) { out.set(c, at); at += c.length; }
+  return out;
+}
+
+/** A reader over bytes in memory (Uint8Array): what zipSource uses. */
+function bytesReader(bytes) {
+  return { size: bytes.length, read: async (pos, len) => bytes.subarray(pos, pos + len) };
+}
+
+export { ZipArchive, MAX_ZIP_ENTRIES, crc32, bytesReader };

@@ -1,4 +1,3 @@
-'use strict';
 /**
  * Colour preprocessing (format version 2, preprocess.channels 3) against hand-computed values of the
  * rules in docs/inputs.md: RGBA over white in integers, float quantised by floor(x * 255 + 0.5),
@@ -6,9 +5,9 @@
  * Bit-identity with the Python runtime on real photos is checked by parity.test.js (case colour-*).
  */
 
-const test = require('node:test');
-const assert = require('node:assert/strict');
-const em = require('../edgemeta');
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import * as em from '../src/index.js';
 
 const spec = (H, W) => ({ channels: 3, channel_order: 'RGB', size: [H, W], fit: 'centre_crop', resize: 'box_int',
   value_range: [0.0, 1.0], normalization: 'in_graph' });

@@ -1,23 +1,27 @@
-'use strict';
 /**
- * The Node loader refuses manifests the way the Python reader does (contract/bundle.py parse_manifest
+ * The JavaScript loader refuses manifests the way the Python reader does (contract/bundle.py parse_manifest
  * + contract/manifest_schema.py), even when the integrity digest was recomputed after the edit, so
  * only the rules can catch it. Each case here was accepted by the loader before these rules.
  */
 
-const test = require('node:test');
-const assert = require('node:assert/strict');
-const fs = require('fs');
-const os = require('os');
-const path = require('path');
-const em = require('../edgemeta');
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as ort from 'onnxruntime-node';
+import * as em from '../src/index.js';
+import { sourceFromPath as at } from '../src/node.js';
 
-const SHIPPED = path.resolve(__dirname, '..', '..', '..', 'models', 'omniglot-conv4-proto');
+const __dirname = path.dirname(fileURLToPath(import.meta.url));
+
+const SHIPPED = path.resolve(__dirname, '..', '..', 'models', 'omniglot-conv4-proto');
 const shippedText = fs.readFileSync(path.join(SHIPPED, 'manifest.json'), 'utf8');
 
 /** Manifest text with its integrity digest recomputed (what a careful forger or a buggy exporter writes). */
-const resealed = (text) => text.replace(/"manifest_sha256": "[0-9a-f]+"/, `"manifest_sha256": "${em.manifestDigest(text)}"`);
-const parse = (text) => em.parseManifest(Buffer.from(resealed(text), 'utf8'), 'b');
+const resealed = async (text) => text.replace(/"manifest_sha256": "[0-9a-f]+"/, `"manifest_sha256": "${await em.manifestDigest(text)}"`);
+const parse = async (text) => em.parseManifest(new TextEncoder().encode(await resealed(text)), 'b');
 
 /** The shipped manifest as a format-version-2 colour manifest (84x84 RGB), as text. */
 function colourText(preprocess = null, shape = '[-1, 3, 84, 84]') {
@@ -27,13 +31,13 @@ function colourText(preprocess = null, shape = '[-1, 3, 84, 84]') {
     .replace(/"preprocess": \{[^}]*\}/, `"preprocess": ${spec}`).replace(/"shape": \[[^\]]*\]/, `"shape": ${shape}`);
 }
 
-test('accepts the shipped version-1 manifest, a version-2 grey one and a version-2 colour one', () => {
-  assert.equal(parse(shippedText).format_version, 1);
-  const v2grey = parse(shippedText.replace('"format_version": 1', '"format_version": 2'));
+test('accepts the shipped version-1 manifest, a version-2 grey one and a version-2 colour one', async () => {
+  assert.equal((await parse(shippedText)).format_version, 1);
+  const v2grey = await parse(shippedText.replace('"format_version": 1', '"format_version": 2'));
   assert.equal(v2grey.preprocess.channels, 1);
-  const colour = parse(colourText());
+  const colour = await parse(colourText());
   assert.deepEqual([colour.format_version, colour.preprocess.channels, colour.input.shape], [2, 3, [-1, 3, 84, 84]]);
-  assert.equal(parse(colourText(null, '[null, 3, 84, 84]')).input.shape[0], null);
+  assert.equal((await parse(colourText(null, '[null, 3, 84, 84]'))).input.shape[0], null);
 });
 
 const refused = [
@@ -78,10 +82,10 @@ const refused = [
 ];
 
 for (const [what, edit, message] of refused) {
-  test(`refuses a manifest with ${what} (digest recomputed)`, () => {
+  test(`refuses a manifest with ${what} (digest recomputed)`, async () => {
     const text = edit();
     assert.notEqual(text, shippedText, 'the edit changed the manifest');
-    assert.throws(() => parse(text), (e) => e instanceof em.BundleError && message.test(e.message), what);
+    await assert.rejects(parse(text), (e) => e instanceof em.BundleError && message.test(e.message), what);
   });
 }
 
@@ -91,10 +95,10 @@ test('a bundle folder: only listed files are read, and a symlinked file is refus
     for (const f of fs.readdirSync(SHIPPED)) fs.copyFileSync(path.join(SHIPPED, f), path.join(dir, f));
     fs.mkdirSync(path.join(dir, 'notes.txt')); // an unlisted folder or file next to the bundle is ignored
     fs.symlinkSync('/dev/zero', path.join(dir, 'unlisted.bin')); // never opened: not listed
-    assert.equal((await em.Bundle.load(dir)).method, 'proto');
+    assert.equal((await em.Bundle.load(ort, at(dir))).method, 'proto');
     fs.renameSync(path.join(dir, 'adapt.onnx'), path.join(dir, 'real-adapt.onnx'));
     fs.symlinkSync(path.join(dir, 'real-adapt.onnx'), path.join(dir, 'adapt.onnx'));
-    await assert.rejects(em.Bundle.load(dir), (e) => e instanceof em.BundleError && /adapt\.onnx is a symbolic link/.test(e.message));
+    await assert.rejects(em.Bundle.load(ort, at(dir)), (e) => e instanceof em.BundleError && /adapt\.onnx is a symbolic link/.test(e.message));
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
@@ -105,8 +109,8 @@ test("precision 'auto' follows the manifest's precision.default, as the Python r
   for (const f of fs.readdirSync(SHIPPED)) fs.copyFileSync(path.join(SHIPPED, f), path.join(dir, f));
   const slower = shippedText.replace(/("precision": \{\s*"default": )"int8"/, '$1"fp32"');
   assert.notEqual(slower, shippedText);
-  fs.writeFileSync(path.join(dir, 'manifest.json'), resealed(slower));
-  assert.equal((await em.Bundle.load(dir)).precision, 'fp32');
-  assert.equal((await em.Bundle.load(dir, { precision: 'int8' })).precision, 'int8');
-  assert.equal((await em.Bundle.load(SHIPPED)).precision, 'int8');
+  fs.writeFileSync(path.join(dir, 'manifest.json'), await resealed(slower));
+  assert.equal((await em.Bundle.load(ort, at(dir))).precision, 'fp32');
+  assert.equal((await em.Bundle.load(ort, at(dir), { precision: 'int8' })).precision, 'int8');
+  assert.equal((await em.Bundle.load(ort, at(SHIPPED))).precision, 'int8');
 });

@@ -1,6 +1,5 @@
-'use strict';
 /**
- * Node.js runtime == Python runtime, on real bundles with real onnxruntime (no mocks).
+ * JavaScript runtime (over onnxruntime-node) == Python runtime, on real bundles with real onnxruntime (no mocks).
  *
  * The fixtures in test/fixtures are what the Python runtime computed (tools/node_fixture.py; the
  * bundles are the shipped ones in ../../models, by relative path), so `npm test` runs on its own.
@@ -9,14 +8,20 @@
  * pytest wrapper tests/test_node_example.py does this).
  */
 
-const test = require('node:test');
-const assert = require('node:assert/strict');
-const fs = require('fs');
-const os = require('os');
-const path = require('path');
-const crypto = require('crypto');
-const zlib = require('zlib');
-const em = require('../edgemeta');
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import zlib from 'node:zlib';
+import { fileURLToPath } from 'node:url';
+import * as ort from 'onnxruntime-node';
+import * as em from '../src/index.js';
+import { sourceFromPath as at } from '../src/node.js';
+
+const __filename = fileURLToPath(import.meta.url);
+const __dirname = path.dirname(__filename);
 
 const FIXTURES = process.env.EDGEMETA_NODE_FIXTURES || path.join(__dirname, 'fixtures');
 const LOGIT_TOL = 1e-4;
@@ -27,7 +32,7 @@ function readFixture(name) {
   const file = path.join(FIXTURES, name);
   if (!fs.existsSync(file)) {
     throw new Error(`missing fixture ${file}: regenerate the fixtures from the repository root: ` +
-      '`python tools/node_fixture.py examples/node/test/fixtures` (or set EDGEMETA_NODE_FIXTURES)');
+      '`python tools/node_fixture.py js/test/fixtures` (or set EDGEMETA_NODE_FIXTURES)');
   }
   return JSON.parse(fs.readFileSync(file, 'utf8'));
 }
@@ -86,12 +91,12 @@ async function answer(clf, query) {
 
 // ------------------------------------------------------------------------- canonical JSON + digest
 
-test('canonical manifest JSON and digest match Python byte for byte', () => {
+test('canonical manifest JSON and digest match Python byte for byte', async () => {
   const cases = readFixture('json_cases.json');
   assert.ok(cases.length >= 6, `only ${cases.length} JSON cases`);
   for (const c of cases) {
     assert.equal(em.canonicalManifest(c.text), c.canonical, `canonical form of ${c.name}`);
-    assert.equal(em.manifestDigest(c.text), c.digest, `digest of ${c.name}`);
+    assert.equal(await em.manifestDigest(c.text), c.digest, `digest of ${c.name}`);
   }
 });
 
@@ -106,7 +111,7 @@ test('Python float repr rules', () => {
 const bundles = new Map();
 async function bundleFor(p, precision = 'auto') {
   const key = `${precision}:${p}`;
-  if (!bundles.has(key)) bundles.set(key, await em.Bundle.load(p, { threads: 1, precision }));
+  if (!bundles.has(key)) bundles.set(key, await em.Bundle.load(ort, at(p), { threads: 1, precision }));
   return bundles.get(key);
 }
 
@@ -189,7 +194,7 @@ test('a reformatted manifest (and a .zip bundle, with --full fixtures) give the 
   const answers = [];
   try {
     for (const p of paths) {
-      const clf = await em.FewShotClassifier.load(p, { ink: c.ink });
+      const clf = await em.FewShotClassifier.load(ort, at(p), { ink: c.ink });
       await clf.fit(c.support.map(image), c.labels);
       answers.push(await answer(clf, query));
       await clf.bundle.release();
@@ -207,9 +212,9 @@ test('a reformatted manifest (and a .zip bundle, with --full fixtures) give the 
 
 // ------------------------------------------------------------------------------------ refusals
 
-function editManifest(dir, fn) {
+async function editManifest(dir, fn) {
   const p = path.join(dir, 'manifest.json');
-  fs.writeFileSync(p, fn(fs.readFileSync(p, 'utf8')));
+  fs.writeFileSync(p, await fn(fs.readFileSync(p, 'utf8')));
 }
 
 const tampers = [
@@ -227,9 +232,9 @@ const tampers = [
     /altered after export/],
   ['a file size written as a float', (d) => editManifest(d, (t) => t.replace('"bytes": 866', '"bytes": 866.0')),
     /manifest entry for "adapt\.onnx" must be \{"sha256": string, "bytes": integer\}/],
-  ['a preprocess size that does not fit backbone.onnx (digest recomputed, so only the graph check catches it)', (d) => editManifest(d, (t) => {
+  ['a preprocess size that does not fit backbone.onnx (digest recomputed, so only the graph check catches it)', (d) => editManifest(d, async (t) => {
     const edited = t.replace(/"size": \[\s*28,\s*28\s*\]/, '"size": [32, 32]').replace(/"shape": \[\s*null,\s*1,\s*28,\s*28\s*\]/, '"shape": [null, 1, 32, 32]');
-    return edited.replace(/"manifest_sha256": "[0-9a-f]+"/, `"manifest_sha256": "${em.manifestDigest(edited)}"`);
+    return edited.replace(/"manifest_sha256": "[0-9a-f]+"/, `"manifest_sha256": "${await em.manifestDigest(edited)}"`);
   }), /manifest's input \[1,32,32\] does not match backbone\.onnx's input/],
   ['a truncated adapt.onnx', (d) => {
     const p = path.join(d, 'adapt.onnx');
@@ -247,9 +252,9 @@ for (const [what, tamper, message] of tampers) {
   test(`refuses a bundle with ${what}`, async () => {
     const dir = copyShipped();
     try {
-      await em.Bundle.load(dir); // the untouched copy loads
-      tamper(dir);
-      await assert.rejects(em.Bundle.load(dir), (err) => err instanceof em.BundleError && message.test(err.message));
+      await em.Bundle.load(ort, at(dir)); // the untouched copy loads
+      await tamper(dir);
+      await assert.rejects(em.Bundle.load(ort, at(dir)), (err) => err instanceof em.BundleError && message.test(err.message));
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
@@ -259,8 +264,8 @@ for (const [what, tamper, message] of tampers) {
 test('accepts cosmetic manifest edits that keep every value (the digest is over values, not bytes)', async () => {
   const dir = copyShipped();
   try {
-    editManifest(dir, (t) => t.replace('"scale": 0.9389647245407104', '"scale": 9.389647245407104E-1').replace(/\n\s*/g, ' '));
-    const b = await em.Bundle.load(dir);
+    await editManifest(dir, (t) => t.replace('"scale": 0.9389647245407104', '"scale": 9.389647245407104E-1').replace(/\n\s*/g, ' '));
+    const b = await em.Bundle.load(ort, at(dir));
     assert.equal(b.manifest.head.scale, 0.9389647245407104);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
@@ -268,8 +273,8 @@ test('accepts cosmetic manifest edits that keep every value (the digest is over 
 });
 
 test('refuses a path that is not a bundle', async () => {
-  await assert.rejects(em.Bundle.load(path.join(os.tmpdir(), `nope-${crypto.randomUUID()}`)), /bundle not found/);
-  await assert.rejects(em.Bundle.load(__filename), /neither a bundle directory nor a \.zip bundle/);
+  await assert.rejects(em.Bundle.load(ort, at(path.join(os.tmpdir(), `nope-${crypto.randomUUID()}`))), /bundle not found/);
+  await assert.rejects(em.Bundle.load(ort, at(__filename)), /neither a bundle directory nor a \.zip bundle/);
 });
 
 // -------------------------------------------------------------------- forget / add behaviour

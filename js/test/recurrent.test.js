@@ -1,17 +1,21 @@
-'use strict';
 /**
- * Recurrent bundles (method `recurrent`, format version 3) in the Node runtime: the online classifier
+ * Recurrent bundles (method `recurrent`, format version 3) in the JavaScript runtime: the online classifier
  * replays the Python runtime's partial_fit / forget sequence (test/recurrent-case.json, written by
  * tests/test_recurrent_node.py from test/recurrent-bundle) with the same memory and logits; partialFit in
  * parts equals fit in that order; the manifest section rules hold.
  */
 
-const test = require('node:test');
-const assert = require('node:assert/strict');
-const fs = require('fs');
-const path = require('path');
-const zlib = require('zlib');
-const em = require('../edgemeta');
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import zlib from 'node:zlib';
+import { fileURLToPath } from 'node:url';
+import * as ort from 'onnxruntime-node';
+import * as em from '../src/index.js';
+import { sourceFromPath as at } from '../src/node.js';
+
+const __dirname = path.dirname(fileURLToPath(import.meta.url));
 
 const CASE = JSON.parse(fs.readFileSync(path.join(__dirname, 'recurrent-case.json'), 'utf8'));
 const BUNDLE = path.join(__dirname, CASE.bundle);
@@ -24,7 +28,7 @@ const image = (e) => ({ data: unpack(e.zlib), height: e.height, width: e.width }
 const maxDiff = (a, b) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i])), 0);
 
 test('recurrent: Node replays partialFit / forget like Python (memory, counts, logits, predictions)', async () => {
-  const clf = await em.FewShotClassifier.load(BUNDLE, { ink: CASE.ink });
+  const clf = await em.FewShotClassifier.load(ort, at(BUNDLE), { ink: CASE.ink });
   assert.equal(clf.constructor.name, 'OnlineClassifier');
   assert.equal(clf.bundle.manifest.format_version, 3);
   const query = CASE.query.map(image);
@@ -58,24 +62,24 @@ test('recurrent: partialFit in parts equals fit on the same samples in that orde
   const steps = CASE.steps.slice(0, 3);
   const imgs = steps.flatMap((s) => s.images.map(image));
   const labels = steps.flatMap((s) => s.labels);
-  const whole = await em.FewShotClassifier.load(BUNDLE, { ink: CASE.ink });
+  const whole = await em.FewShotClassifier.load(ort, at(BUNDLE), { ink: CASE.ink });
   await whole.fit(imgs, labels);
-  const parts = await em.FewShotClassifier.load(BUNDLE, { ink: CASE.ink });
+  const parts = await em.FewShotClassifier.load(ort, at(BUNDLE), { ink: CASE.ink });
   for (const s of steps) await parts.partialFit(s.images.map(image), s.labels);
   assert.deepEqual(parts.memory(), whole.memory());
   assert.throws(() => whole.forgetSample('a', 0), /one sample cannot be removed/);
   await assert.rejects(whole.forget('zz'), /cannot forget "zz"/);
 });
 
-test('recurrent: a recurrent method without its section, or the section in a version-2 manifest, is refused', () => {
+test('recurrent: a recurrent method without its section, or the section in a version-2 manifest, is refused', async () => {
   const text = fs.readFileSync(path.join(BUNDLE, 'manifest.json'), 'utf8');
-  const resealed = (t) => t.replace(/"manifest_sha256":\s*"[0-9a-f]+"/, `"manifest_sha256": "${em.manifestDigest(t)}"`);
-  const parse = (t) => em.parseManifest(Buffer.from(resealed(t), 'utf8'), 'b');
-  assert.equal(parse(text).recurrent.hidden, CASE.hidden);
+  const resealed = async (t) => t.replace(/"manifest_sha256":\s*"[0-9a-f]+"/, `"manifest_sha256": "${await em.manifestDigest(t)}"`);
+  const parse = async (t) => em.parseManifest(new TextEncoder().encode(await resealed(t)), 'b');
+  assert.equal((await parse(text)).recurrent.hidden, CASE.hidden);
   const m = JSON.parse(text);
   const { recurrent, ...without } = m;
   assert.ok(recurrent);
-  assert.throws(() => parse(JSON.stringify(without)), /method "recurrent" needs the manifest section recurrent/);
-  assert.throws(() => parse(JSON.stringify({ ...m, format_version: 2 })), /section recurrent needs format version 3/);
-  assert.throws(() => parse(JSON.stringify({ ...m, recurrent: { ...recurrent, outputs: ['prototypes'] } })), /expected head.outputs/);
+  await assert.rejects(parse(JSON.stringify(without)), /method "recurrent" needs the manifest section recurrent/);
+  await assert.rejects(parse(JSON.stringify({ ...m, format_version: 2 })), /section recurrent needs format version 3/);
+  await assert.rejects(parse(JSON.stringify({ ...m, recurrent: { ...recurrent, outputs: ['prototypes'] } })), /expected head.outputs/);
 });

@@ -1,22 +1,29 @@
-'use strict';
 /**
- * Semi-supervised refinement in the Node runtime: bundle format version 3 (the refine section) is read by
+ * Semi-supervised refinement in the JavaScript runtime: bundle format version 3 (the refine section) is read by
  * the same rules as the Python reader (contract/manifest_schema.py V3_SECTIONS).
  */
 
-const test = require('node:test');
-const assert = require('node:assert/strict');
-const fs = require('fs');
-const path = require('path');
-const em = require('../edgemeta');
-const { writerVersion } = require('../manifest_schema');
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import zlib from 'node:zlib';
+import { fileURLToPath } from 'node:url';
+import * as ort from 'onnxruntime-node';
+import * as em from '../src/index.js';
+import { sourceFromPath as at } from '../src/node.js';
 
-const SHIPPED = path.resolve(__dirname, '..', '..', '..', 'models', 'omniglot-conv4-proto');
+const __dirname = path.dirname(fileURLToPath(import.meta.url));
+const { writerVersion, bounded } = em;
+
+const SHIPPED = path.resolve(__dirname, '..', '..', 'models', 'omniglot-conv4-proto');
 const shippedText = fs.readFileSync(path.join(SHIPPED, 'manifest.json'), 'utf8');
 const REFINE = '{"graph": "refine.onnx", "rule": "masked_soft_kmeans", "outputs": ["prototypes"], "max_unlabeled": 1000}';
 
-const resealed = (text) => text.replace(/"manifest_sha256": "[0-9a-f]+"/, `"manifest_sha256": "${em.manifestDigest(text)}"`);
-const parse = (text) => em.parseManifest(Buffer.from(resealed(text), 'utf8'), 'b');
+const resealed = async (text) => text.replace(/"manifest_sha256": "[0-9a-f]+"/, `"manifest_sha256": "${await em.manifestDigest(text)}"`);
+const parse = async (text) => em.parseManifest(new TextEncoder().encode(await resealed(text)), 'b');
 
 /** The shipped manifest text with a refine section (and its graph listed) at `version`. */
 function withRefine(version = 3, section = REFINE) {
@@ -24,13 +31,13 @@ function withRefine(version = 3, section = REFINE) {
     .replace('"files": {', `"files": {"refine.onnx": {"sha256": "${'0'.repeat(64)}", "bytes": 10}, `);
 }
 
-test('format 3: a refine section is read in a version-3 manifest; a plain manifest is written as version 2', () => {
-  const m = parse(withRefine());
+test('format 3: a refine section is read in a version-3 manifest; a plain manifest is written as version 2', async () => {
+  const m = await parse(withRefine());
   assert.equal(m.format_version, 3);
   assert.equal(m.refine.max_unlabeled, 1000);
   assert.equal(writerVersion(m), 3);
-  assert.equal(writerVersion(parse(shippedText)), 2);
-  assert.equal(parse(shippedText.replace('"format_version": 1', '"format_version": 3')).format_version, 3);
+  assert.equal(writerVersion(await parse(shippedText)), 2);
+  assert.equal((await parse(shippedText.replace('"format_version": 1', '"format_version": 3'))).format_version, 3);
 });
 
 const refused = [
@@ -47,14 +54,13 @@ const refused = [
 ];
 
 for (const [what, text, message] of refused) {
-  test(`format 3: refuses ${what}`, () => {
-    assert.throws(() => parse(text()), (err) => err instanceof em.BundleError && message.test(err.message));
+  test(`format 3: refuses ${what}`, async () => {
+    await assert.rejects(parse(text()), (err) => err instanceof em.BundleError && message.test(err.message));
   });
 }
 
 // ------------------------------------------------------------------ parity with the Python runtime
 
-const zlib = require('zlib');
 
 const FIXTURE = path.join(__dirname, 'refine-fixture', 'refine-case.json');
 const LOGIT_TOL = 1e-4; // the tolerance of the other parity tests (parity.test.js)
@@ -68,7 +74,7 @@ const query = fx.query.map(image);
 const bundlePath = path.resolve(__dirname, 'refine-fixture', fx.bundle);
 
 async function load() {
-  return em.FewShotClassifier.load(bundlePath, { precision: fx.precision, ink: fx.ink });
+  return em.FewShotClassifier.load(ort, at(bundlePath), { precision: fx.precision, ink: fx.ink });
 }
 
 async function assertAnswers(clf, want, what) {
@@ -115,15 +121,14 @@ test('forget drops the class and the unlabelled rows it claimed, as Python does'
 });
 
 test('a bundle without a refine graph refuses unlabeled with Python\'s message', async () => {
-  const shipped = path.resolve(__dirname, '..', '..', '..', 'models', 'omniglot-conv4-proto');
-  const clf = await em.FewShotClassifier.load(shipped, { precision: 'fp32', ink: 'high' });
+  const shipped = path.resolve(__dirname, '..', '..', 'models', 'omniglot-conv4-proto');
+  const clf = await em.FewShotClassifier.load(ort, at(shipped), { precision: 'fp32', ink: 'high' });
   await assert.rejects(clf.fit(support, fx.labels, { unlabeled }),
     (err) => err instanceof em.InputError && err.message === fx.expected.plain_refuses.replaceAll('PLAIN', shipped));
   assert.equal(typeof clf.addUnlabeled, 'undefined');
 });
 
 test('the pool keeps the most recent max_unlabeled rows', () => {
-  const { bounded } = require('../refine');
   const pool = Float32Array.of(1, 1, 2, 2);
   assert.deepEqual([...bounded(pool, Float32Array.of(3, 3, 4, 4), 2, 3)], [2, 2, 3, 3, 4, 4]);
   assert.deepEqual([...bounded(new Float32Array(0), Float32Array.of(5, 5), 2, 3)], [5, 5]);
@@ -131,28 +136,26 @@ test('the pool keeps the most recent max_unlabeled rows', () => {
 
 // ------------------------------------------------------------------ a hostile refine graph at load
 
-const os = require('os');
-const crypto = require('crypto');
 
 /** A copy of the shipped refine bundle whose refine.onnx is `graph`, checksums and digest recomputed. */
-function withRefineGraph(graph) {
+async function withRefineGraph(graph) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'refine-'));
   for (const f of fs.readdirSync(bundlePath)) fs.copyFileSync(path.join(bundlePath, f), path.join(dir, f));
   fs.writeFileSync(path.join(dir, 'refine.onnx'), graph);
   const sha = crypto.createHash('sha256').update(graph).digest('hex');
   let text = fs.readFileSync(path.join(dir, 'manifest.json'), 'utf8')
     .replace(/("refine\.onnx": \{\s*"bytes": )\d+(,\s*"sha256": ")[0-9a-f]+"/, `$1${graph.length}$2${sha}"`);
-  text = text.replace(/"manifest_sha256": "[0-9a-f]+"/, `"manifest_sha256": "${em.manifestDigest(text)}"`);
+  text = text.replace(/"manifest_sha256": "[0-9a-f]+"/, `"manifest_sha256": "${await em.manifestDigest(text)}"`);
   fs.writeFileSync(path.join(dir, 'manifest.json'), text);
   return dir;
 }
 
 test('a refine graph of another contract or that is not ONNX is refused at load', async () => {
   const adapt = fs.readFileSync(path.join(bundlePath, 'adapt.onnx'));
-  await assert.rejects(em.Bundle.load(withRefineGraph(adapt)),
+  await assert.rejects(em.Bundle.load(ort, at(await withRefineGraph(adapt))),
     (err) => err instanceof em.BundleError && /refine\.onnx inputs\/outputs .* do not follow the contract/.test(err.message));
-  await assert.rejects(em.Bundle.load(withRefineGraph(Buffer.from('not an onnx graph at all'))),
+  await assert.rejects(em.Bundle.load(ort, at(await withRefineGraph(Buffer.from('not an onnx graph at all')))),
     (err) => err instanceof em.BundleError && /onnxruntime cannot load refine\.onnx/.test(err.message));
-  const ok = await em.Bundle.load(withRefineGraph(fs.readFileSync(path.join(bundlePath, 'refine.onnx'))));
+  const ok = await em.Bundle.load(ort, at(await withRefineGraph(fs.readFileSync(path.join(bundlePath, 'refine.onnx')))));
   assert.equal(ok.refiner.maxUnlabeled, 1000);
 });

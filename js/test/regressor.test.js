@@ -1,23 +1,26 @@
-'use strict';
 /**
- * Regression bundles in Node: the version-3 vector_input and regression sections are read by the same
+ * Regression bundles in the JavaScript runtime: the version-3 vector_input and regression sections are read by the same
  * rules as Python, and regressor.js replays the Python runtime's fit / partialFit / forget(group) on the
  * shipped sinusoid bundles (regression-case.json, written by tests/test_regressor_node.py).
  */
 
-const test = require('node:test');
-const assert = require('node:assert/strict');
-const fs = require('fs');
-const path = require('path');
-const em = require('../edgemeta');
-const { RegressionBundle, FewShotRegressor } = require('../regressor');
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as ort from 'onnxruntime-node';
+import * as em from '../src/index.js';
+import { sourceFromPath as at } from '../src/node.js';
 
-const REPO = path.resolve(__dirname, '..', '..', '..');
+const __dirname = path.dirname(fileURLToPath(import.meta.url));
+const { RegressionBundle, FewShotRegressor } = em;
+const REPO = path.resolve(__dirname, '..', '..');
 const CASE = JSON.parse(fs.readFileSync(path.join(__dirname, 'regression-case.json'), 'utf8'));
 const METASGD = path.join(REPO, 'models', 'sinusoid-metasgd');
 const text = fs.readFileSync(path.join(METASGD, 'manifest.json'), 'utf8');
-const resealed = (t) => t.replace(/"manifest_sha256": "[0-9a-f]+"/, `"manifest_sha256": "${em.manifestDigest(t)}"`);
-const parse = (t) => em.parseManifest(Buffer.from(resealed(t), 'utf8'), 'b');
+const resealed = async (t) => t.replace(/"manifest_sha256": "[0-9a-f]+"/, `"manifest_sha256": "${await em.manifestDigest(t)}"`);
+const parse = async (t) => em.parseManifest(new TextEncoder().encode(await resealed(t)), 'b');
 
 const close = (got, want, tol, where) => {
   assert.equal(got.length, want.length, where);
@@ -26,7 +29,7 @@ const close = (got, want, tol, where) => {
 
 for (const c of CASE.cases) {
   test(`${c.bundle}: fit, partialFit and forget(group) equal the Python runtime`, async () => {
-    const reg = new FewShotRegressor(await RegressionBundle.load(path.join(REPO, c.bundle)));
+    const reg = new FewShotRegressor(await RegressionBundle.load(ort, at(path.join(REPO, c.bundle))));
     const query = c.query.map((v) => [v]);
     for (const [k, s] of c.steps.entries()) {
       if (s.op === 'forget') await reg.forget(s.group);
@@ -42,10 +45,11 @@ for (const c of CASE.cases) {
 
 for (const c of CASE.cases) {
   test(`${c.bundle}: a state saved by Python loads (${c.state.key ? 'encrypted' : 'plain'}), predicts and forgets alike`, async () => {
-    const bundle = await RegressionBundle.load(path.join(REPO, c.bundle));
+    const bundle = await RegressionBundle.load(ort, at(path.join(REPO, c.bundle)));
     const file = path.join(__dirname, c.state.file);
     const key = c.state.key ? Buffer.from(c.state.key, 'hex') : null;
-    const reg = await FewShotRegressor.load(bundle, file, { key });
+    const bytes = fs.readFileSync(file);
+    const reg = await FewShotRegressor.load(bundle, bytes, { key, source: file });
     const query = c.query.map((v) => [v]);
     for (const k of [c.state.after_step, c.state.after_step + 1]) {
       const s = c.steps[k];
@@ -56,24 +60,20 @@ for (const c of CASE.cases) {
       if (s.std) close(out.std, s.std, CASE.tolerance, `${c.bundle} state step ${k} std`);
     }
     if (key) {
-      await assert.rejects(FewShotRegressor.load(bundle, file), /encrypted; pass the key/);
-      await assert.rejects(FewShotRegressor.load(bundle, file, { key: Buffer.alloc(32) }), /wrong key/);
+      await assert.rejects(FewShotRegressor.load(bundle, bytes), /encrypted; pass the key/);
+      await assert.rejects(FewShotRegressor.load(bundle, bytes, { key: new Uint8Array(32) }), /wrong key/);
     }
-    const bad = path.join(require('os').tmpdir(), `edgemeta-reg-${process.pid}.state`);
-    const bytes = fs.readFileSync(file);
     for (const damaged of [bytes.subarray(0, bytes.length - 5), Buffer.concat([bytes, Buffer.from('x')]),
       Buffer.from(bytes.map((v, i) => (i === bytes.length - 30 ? v ^ 1 : v)))]) {
-      fs.writeFileSync(bad, damaged);
-      await assert.rejects(FewShotRegressor.load(bundle, bad, { key }), { name: 'StateError' });
+      await assert.rejects(FewShotRegressor.load(bundle, damaged, { key }), { name: 'StateError' });
     }
-    fs.rmSync(bad);
-    const other = await RegressionBundle.load(path.join(REPO, CASE.cases.find((o) => o !== c).bundle));
-    await assert.rejects(FewShotRegressor.load(other, file, { key }), /another bundle/);
+    const other = await RegressionBundle.load(ort, at(path.join(REPO, CASE.cases.find((o) => o !== c).bundle)));
+    await assert.rejects(FewShotRegressor.load(other, bytes, { key }), /another bundle/);
   });
 }
 
-test('the shipped regression manifest is read as version 3; sections are checked as in Python', () => {
-  assert.equal(parse(text).format_version, 3);
+test('the shipped regression manifest is read as version 3; sections are checked as in Python', async () => {
+  assert.equal((await parse(text)).format_version, 3);
   const refused = [
     [text.replace('"format_version": 3', '"format_version": 2'), /manifest section (vector_input|regression) needs format version 3/],
     [text.replace('"shape": [\n      -1,\n      1\n    ]', '"shape": [-1, 2]'), /input\.shape/],
@@ -83,16 +83,16 @@ test('the shipped regression manifest is read as version 3; sections are checked
   ];
   for (const [t, re] of refused) {
     assert.notEqual(t, text);
-    assert.throws(() => parse(t), re);
+    await assert.rejects(parse(t), re);
   }
 });
 
 test('hostile inputs are refused with InputError; a classifier bundle is not a regression bundle', async () => {
-  const reg = new FewShotRegressor(await RegressionBundle.load(METASGD));
+  const reg = new FewShotRegressor(await RegressionBundle.load(ort, at(METASGD)));
   for (const X of [[], [[1, 2]], [[NaN]], [['a']], [[1e39]], 'x']) {
     await assert.rejects(reg.fit(X, X.length ? [0] : []), { name: 'InputError' });
   }
   await assert.rejects(reg.predict([[0]]), /no samples/);
-  await assert.rejects(RegressionBundle.load(path.join(REPO, 'models', 'omniglot-conv4-proto')), { name: 'BundleError' });
-  await assert.rejects(em.Bundle.load(METASGD), /regression bundle/);
+  await assert.rejects(RegressionBundle.load(ort, at(path.join(REPO, 'models', 'omniglot-conv4-proto'))), { name: 'BundleError' });
+  await assert.rejects(em.Bundle.load(ort, at(METASGD)), /regression bundle/);
 });

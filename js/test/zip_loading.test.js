@@ -1,19 +1,24 @@
-'use strict';
 /**
  * Hostile .zip bundles are refused as the Python loader refuses them (contract/bundle.py _read_zip),
  * fast and without inflating what is not listed: each zip is written here, byte by byte, from the
- * committed colour bundle (test/colour-bundle), with one thing wrong.
+ * committed colour bundle (test/colour-bundle), with one thing wrong. Each is read from a file on disk
+ * (node.js's zipFileSource) and, where it loads, from memory too (zipSource: what a browser does).
  */
 
-const test = require('node:test');
-const assert = require('node:assert/strict');
-const childProcess = require('child_process');
-const fs = require('fs');
-const os = require('os');
-const path = require('path');
-const zlib = require('zlib');
-const em = require('../edgemeta');
-const { crc32 } = require('../zip_reader');
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import childProcess from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import zlib from 'node:zlib';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import * as ort from 'onnxruntime-node';
+import * as em from '../src/index.js';
+import { readBundleAt, sourceFromPath as at } from '../src/node.js';
+
+const __dirname = path.dirname(fileURLToPath(import.meta.url));
+const { crc32 } = em;
 
 const BUNDLE = path.join(__dirname, 'colour-bundle');
 const NAMES = ['manifest.json', 'adapt.onnx', 'backbone.onnx', 'classify.onnx'];
@@ -72,12 +77,16 @@ function writeZip(bytes) {
   return p;
 }
 
-const load = (entries) => em.readBundle(writeZip(zipBytes(entries)));
-/** Loading `entries` throws BundleError matching `pattern`, within a second. */
-function refused(entries, pattern) {
+const load = (entries) => readBundleAt(writeZip(zipBytes(entries)));
+const loadInMemory = (entries) => em.readBundle(em.zipSource(new Uint8Array(zipBytes(entries)), { name: 'b.zip' }));
+
+/** Loading `entries` (from a file and from memory) rejects with a BundleError matching `pattern`, within seconds. */
+async function refused(entries, pattern) {
   const start = process.hrtime.bigint();
-  assert.throws(() => load(entries), (e) => e instanceof em.BundleError && pattern.test(e.message) ? true : assert.fail(e.stack));
-  assert.ok(Number(process.hrtime.bigint() - start) / 1e9 < 5, 'refused quickly');
+  const check = (e) => (e instanceof em.BundleError && pattern.test(e.message) ? true : assert.fail(e.stack));
+  await assert.rejects(load(entries), check);
+  await assert.rejects(loadInMemory(entries), check);
+  assert.ok(Number(process.hrtime.bigint() - start) / 1e9 < 10, 'refused quickly');
 }
 
 /** `n` bytes of zeros as a deflate stream of `n >> 20` one-MiB blocks (written without inflating them). */
@@ -88,95 +97,98 @@ function zerosDeflated(n) {
 
 test('a zip written here loads like the folder, flat, in one folder, stored or deflated', async () => {
   for (const entries of [bundleEntries(), bundleEntries((e) => e, 'bundle/'), bundleEntries((e) => ({ ...e, method: 0 }))]) {
-    const { manifest, files } = load(entries);
-    assert.deepEqual([...files.keys()], Object.keys(manifest.files));
-    for (const [name, data] of files) assert.ok(data.equals(original[name]), name);
+    for (const { manifest, files } of [await load(entries), await loadInMemory(entries)]) {
+      assert.deepEqual([...files.keys()], Object.keys(manifest.files));
+      for (const [name, data] of files) assert.ok(Buffer.from(data).equals(original[name]), name);
+    }
   }
-  const bundle = await em.Bundle.load(writeZip(zipBytes(bundleEntries())));
+  const bundle = await em.Bundle.load(ort, at(writeZip(zipBytes(bundleEntries()))));
   assert.equal(bundle.manifest.preprocess.channels, 3);
+  const inMemory = await em.Bundle.load(ort, em.zipSource(new Uint8Array(zipBytes(bundleEntries()))));
+  assert.equal(inMemory.identity, bundle.identity);
 });
 
-test('an unlisted entry is never inflated: a damaged one, one that inflates to 1 GiB, a nested zip', () => {
+test('an unlisted entry is never inflated: a damaged one, one that inflates to 1 GiB, a nested zip', async () => {
   const broken = zlib.deflateRawSync(Buffer.from('notes '.repeat(100)));
   broken[0] |= 0x06; // block type 3: not a valid deflate stream
   const nested = zipBytes(bundleEntries());
-  const { files } = load([...bundleEntries(), { name: 'notes.txt', data: Buffer.from('notes '.repeat(100)), raw: broken },
+  const { files } = await load([...bundleEntries(), { name: 'notes.txt', data: Buffer.from('notes '.repeat(100)), raw: broken },
     { name: 'zeros.bin', data: Buffer.alloc(0), raw: zerosDeflated(1 << 30), declared: 2 ** 30 },
     { name: 'inner.zip', data: nested, method: 0 }]);
   assert.deepEqual([...files.keys()].sort(), ['adapt.onnx', 'backbone.onnx', 'classify.onnx']);
 });
 
-test('a zip holding only a bundle .zip, or a bundle in nested folders, is refused', () => {
-  refused([{ name: 'inner.zip', data: zipBytes(bundleEntries()), method: 0 }], /no manifest\.json; is this an edgemeta bundle\?/);
-  refused(bundleEntries((e) => e, 'a/b/'), /"a\/b\/manifest\.json": expected manifest\.json at the top of the zip or in one folder/);
-  refused([...bundleEntries(), ...bundleEntries((e) => e, 'other/')], /several manifests/);
+test('a zip holding only a bundle .zip, or a bundle in nested folders, is refused', async () => {
+  await refused([{ name: 'inner.zip', data: zipBytes(bundleEntries()), method: 0 }], /no manifest\.json; is this an edgemeta bundle\?/);
+  await refused(bundleEntries((e) => e, 'a/b/'), /"a\/b\/manifest\.json": expected manifest\.json at the top of the zip or in one folder/);
+  await refused([...bundleEntries(), ...bundleEntries((e) => e, 'other/')], /several manifests/);
 });
 
-test('an entry declaring more than expected is refused without inflating it', () => {
-  refused(bundleEntries((e) => (e.name === 'manifest.json' ? { ...e, declared: 3e9 } : e)),
+test('an entry declaring more than expected is refused without inflating it', async () => {
+  await refused(bundleEntries((e) => (e.name === 'manifest.json' ? { ...e, declared: 3e9 } : e)),
     /zip entry "manifest\.json" declares 3000000000 bytes, more than the 1048576 expected; refused without inflating it/);
-  refused(bundleEntries((e) => (e.name === 'backbone.onnx' ? { ...e, declared: 0xfffffffe } : e)),
+  await refused(bundleEntries((e) => (e.name === 'backbone.onnx' ? { ...e, declared: 0xfffffffe } : e)),
     /backbone\.onnx is 4294967294 bytes, the manifest says 117836 \(truncated or replaced\); refused without inflating it/);
 });
 
-test('a listed entry whose declared size differs from the manifest is refused before inflating', () => {
-  refused(bundleEntries((e) => (e.name === 'adapt.onnx' ? { ...e, declared: 866 } : e)),
+test('a listed entry whose declared size differs from the manifest is refused before inflating', async () => {
+  await refused(bundleEntries((e) => (e.name === 'adapt.onnx' ? { ...e, declared: 866 } : e)),
     /adapt\.onnx is 866 bytes, the manifest says 867 \(truncated or replaced\); refused without inflating it/);
 });
 
-test('a listed entry that inflates past its declared size (a zip bomb) stops at that size', () => {
-  refused(bundleEntries((e) => (e.name === 'backbone.onnx' ? { ...e, raw: zerosDeflated(64 << 20), declared: 117836 } : e)),
+test('a listed entry that inflates past its declared size (a zip bomb) stops at that size', async () => {
+  await refused(bundleEntries((e) => (e.name === 'backbone.onnx' ? { ...e, raw: zerosDeflated(64 << 20), declared: 117836 } : e)),
     /zip entry "backbone\.onnx" inflates to more than the 117836 bytes it declares/);
 });
 
-test('overlapping entries (central-directory entries sharing one local header) are refused', () => {
-  refused([...bundleEntries(), { name: 'copy.onnx', data: original['backbone.onnx'], sameLocalAs: 2 }],
+test('overlapping entries (central-directory entries sharing one local header) are refused', async () => {
+  await refused([...bundleEntries(), { name: 'copy.onnx', data: original['backbone.onnx'], sameLocalAs: 2 }],
     /zip entries "backbone\.onnx" and "copy\.onnx" overlap|zip entries "copy\.onnx" and "backbone\.onnx" overlap/);
   const many = Array.from({ length: 200 }, (_, i) => ({ name: `c${i}.onnx`, data: original['backbone.onnx'], sameLocalAs: 2 }));
-  refused([...bundleEntries(), ...many], /overlap; expected each entry stored once/);
+  await refused([...bundleEntries(), ...many], /overlap; expected each entry stored once/);
 });
 
-test('duplicate names and more than 256 entries are refused', () => {
-  refused([...bundleEntries(), { name: 'backbone.onnx', data: original['backbone.onnx'] }],
+test('duplicate names and more than 256 entries are refused', async () => {
+  await refused([...bundleEntries(), { name: 'backbone.onnx', data: original['backbone.onnx'] }],
     /the zip holds entries named \["backbone\.onnx"\] more than once; expected each name once/);
   const extra = Array.from({ length: 253 }, (_, i) => ({ name: `x${i}.txt`, data: Buffer.from('x') }));
-  assert.equal(load([...bundleEntries(), ...extra.slice(1)]).files.size, 3); // 256 entries: fine
-  refused([...bundleEntries(), ...extra], /the zip has 257 entries; a bundle has at most 256/);
+  assert.equal((await load([...bundleEntries(), ...extra.slice(1)])).files.size, 3); // 256 entries: fine
+  await refused([...bundleEntries(), ...extra], /the zip has 257 entries; a bundle has at most 256/);
 });
 
-test('encrypted and unsupported-compression listed entries are refused naming what is expected', () => {
-  refused(bundleEntries((e) => (e.name === 'classify.onnx' ? { ...e, flags: 1 } : e)),
+test('encrypted and unsupported-compression listed entries are refused naming what is expected', async () => {
+  await refused(bundleEntries((e) => (e.name === 'classify.onnx' ? { ...e, flags: 1 } : e)),
     /zip entry "classify\.onnx" is encrypted; expected a plain zip/);
-  refused(bundleEntries((e) => (e.name === 'classify.onnx' ? { ...e, method: 12, raw: original['classify.onnx'] } : e)),
+  await refused(bundleEntries((e) => (e.name === 'classify.onnx' ? { ...e, method: 12, raw: original['classify.onnx'] } : e)),
     /zip entry "classify\.onnx" uses compression method 12; expected stored \(0\) or deflated \(8\)/);
 });
 
-test('each listed file is checked as soon as it is read, in a zip and in a folder', () => {
+test('each listed file is checked as soon as it is read, in a zip and in a folder', async () => {
   const flipped = Buffer.from(original['adapt.onnx']);
   flipped[100] ^= 1;
   // adapt.onnx (listed first) is altered; classify.onnx (listed last) could not even be read
-  refused(bundleEntries((e) => (e.name === 'adapt.onnx' ? { ...e, data: flipped } :
+  await refused(bundleEntries((e) => (e.name === 'adapt.onnx' ? { ...e, data: flipped } :
     e.name === 'classify.onnx' ? { ...e, method: 12, raw: e.data } : e)), /sha256 of adapt\.onnx does not match the manifest/);
   const folder = fs.mkdtempSync(path.join(tmp, 'folder-'));
   for (const n of NAMES) fs.writeFileSync(path.join(folder, n), original[n]);
   fs.writeFileSync(path.join(folder, 'adapt.onnx'), flipped);
   fs.rmSync(path.join(folder, 'classify.onnx'));
   fs.symlinkSync(path.join(BUNDLE, 'classify.onnx'), path.join(folder, 'classify.onnx'));
-  assert.throws(() => em.readBundle(folder), /sha256 of adapt\.onnx does not match the manifest/);
+  await assert.rejects(readBundleAt(folder), /sha256 of adapt\.onnx does not match the manifest/);
 });
 
-test('a manifest listing more than 512 MiB in all is refused before any file is read', () => {
+test('a manifest listing more than 512 MiB in all is refused before any file is read', async () => {
   const text = original['manifest.json'].toString('utf8').replace('"bytes": 117836', `"bytes": ${600 << 20}`);
-  const resealed = Buffer.from(text.replace(/"manifest_sha256": "[0-9a-f]+"/, `"manifest_sha256": "${em.manifestDigest(text)}"`));
+  const resealed = Buffer.from(text.replace(/"manifest_sha256": "[0-9a-f]+"/, `"manifest_sha256": "${await em.manifestDigest(text)}"`));
   const total = RegExp(`the manifest lists ${(600 << 20) + 867 + 1267} bytes of files; a bundle holds at most 536870912 bytes`);
-  assert.throws(() => em.parseManifest(resealed, 'b'), total);
-  refused(bundleEntries((e) => (e.name === 'manifest.json' ? { ...e, data: resealed } : e)), total);
+  await assert.rejects(em.parseManifest(resealed, 'b'), total);
+  await refused(bundleEntries((e) => (e.name === 'manifest.json' ? { ...e, data: resealed } : e)), total);
   const folder = fs.mkdtempSync(path.join(tmp, 'folder-'));
   for (const n of NAMES) fs.writeFileSync(path.join(folder, n), n === 'manifest.json' ? resealed : original[n]);
-  assert.throws(() => em.readBundle(folder), total);
+  await assert.rejects(readBundleAt(folder), total);
 });
 
-test('damaged zips (truncated, bytes flipped anywhere) load or throw BundleError, never anything else', () => {
+test('damaged zips (truncated, bytes flipped anywhere) load or throw BundleError, never anything else', async () => {
   const good = zipBytes(bundleEntries());
   let seed = 12345;
   const rand = (n) => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed % n; };
@@ -186,7 +198,7 @@ test('damaged zips (truncated, bytes flipped anywhere) load or throw BundleError
     if (k % 10 === 0) bytes = bytes.subarray(0, rand(bytes.length));
     else for (let j = 0; j <= k % 3; j++) bytes[bytes.length - 1 - rand(k % 2 ? 400 : bytes.length)] = rand(256);
     try {
-      em.readBundle(writeZip(bytes)); outcomes.loaded += 1;
+      await readBundleAt(writeZip(bytes)); outcomes.loaded += 1;
     } catch (e) {
       assert.ok(e instanceof em.BundleError, `mutant ${k}: ${e.stack}`);
       outcomes.refused += 1;
@@ -197,10 +209,11 @@ test('damaged zips (truncated, bytes flipped anywhere) load or throw BundleError
 
 test('loading next to a 1 GiB zip bomb stays far below its size in memory', (t) => {
   const p = writeZip(zipBytes([...bundleEntries(), { name: 'zeros.bin', raw: zerosDeflated(1 << 30), declared: 2 ** 30 }]));
-  const script = `const em = require(${JSON.stringify(path.join(__dirname, '..', 'edgemeta'))});
-    const before = process.resourceUsage().maxRSS; em.readBundle(${JSON.stringify(p)});
+  const node = pathToFileURL(path.join(__dirname, '..', 'src', 'node.js')).href;
+  const script = `const { readBundleAt } = await import(${JSON.stringify(node)});
+    const before = process.resourceUsage().maxRSS; await readBundleAt(${JSON.stringify(p)});
     process.stdout.write(String((process.resourceUsage().maxRSS - before) / 1024));`;
-  const grownMiB = Number(childProcess.execFileSync(process.execPath, ['-e', script], { encoding: 'utf8' }));
+  const grownMiB = Number(childProcess.execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' }));
   t.diagnostic(`peak RSS grew by ${grownMiB.toFixed(1)} MiB loading next to a 1 GiB bomb`);
   assert.ok(grownMiB < 300, `peak memory grew by ${grownMiB} MiB`);
 });

@@ -1,0 +1,165 @@
+/**
+ * A verified bundle with its onnxruntime sessions: backbone (images -> embeddings), adapt (support set
+ * -> head parameters) and classify (embeddings + head -> logits), plus update.onnx (recurrent bundles)
+ * and refine.onnx (bundles with a refine section). The onnxruntime binding is a parameter: pass
+ * `import * as ort from 'onnxruntime-node'` in Node, `onnxruntime-web` in a browser.
+ */
+
+import { BundleError } from './errors.js';
+import { readBundle } from './bundle_reader.js';
+import { preprocess } from './preprocess.js';
+import { openRefiner } from './refine.js';
+import { openMemoryUpdate } from './recurrent.js';
+
+const EMBED_CHUNK = 256;
+
+/** `ort` looks like an onnxruntime binding (InferenceSession.create and Tensor); TypeError otherwise. */
+function checkBinding(ort) {
+  if (!ort || typeof ort.InferenceSession?.create !== 'function' || typeof ort.Tensor !== 'function') {
+    throw new TypeError('the first argument must be the onnxruntime binding: import * as ort from ' +
+      "'onnxruntime-node' (Node) or 'onnxruntime-web' (browser), then load(ort, source)");
+  }
+  return ort;
+}
+
+/** `source` is a bundle source ({ readManifest, readFile }); TypeError naming the helpers otherwise. */
+function checkSource(source) {
+  if (!source || typeof source.readManifest !== 'function' || typeof source.readFile !== 'function') {
+    const hint = typeof source === 'string' ? ` (got the string ${JSON.stringify(source)}: in Node use sourceFromPath from ` +
+      "'edgemeta-js/node', in a browser urlSource(url))" : '';
+    throw new TypeError(`a bundle source must have readManifest() and readFile(name, bytes): zipSource(bytes), urlSource(url) or ` +
+      `folderSource(path)${hint}`);
+  }
+  return source;
+}
+
+/** A CPU session options object; `threads` intra-op threads (1 gives predictable latency on a device). */
+function sessionOptions(threads = 1) {
+  return { executionProviders: ['cpu'], intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: 'all' };
+}
+
+class Bundle {
+  /**
+   * Read, verify and open a bundle from `source` (see bundle_reader.js: zipSource, urlSource,
+   * node.js's folderSource / sourceFromPath) with the onnxruntime binding `ort` (onnxruntime-node or
+   * onnxruntime-web, passed in); throws BundleError on any mismatch. Options: threads (intra-op threads, default 1); precision: 'auto' (the manifest's precision.default;
+   * for bundles without one, the int8 backbone graphs.backbone_int8 when present; what the Python runtime does),
+   * 'fp32' or 'int8'.
+   */
+  static async load(ort, source, { threads = 1, precision = 'auto' } = {}) {
+    checkBinding(ort);
+    const { manifest, files } = await readBundle(checkSource(source));
+    const bundlePath = source.name ?? 'bundle';
+    const g = manifest.graphs;
+    if (manifest.regression) throw new BundleError(`${bundlePath} is a regression bundle; load it with RegressionBundle / FewShotRegressor`);
+    if (manifest.vector_input) throw new BundleError(`${bundlePath} takes vectors [N, D]; this runtime reads image classifier and regression bundles only`);
+    if (!['auto', 'fp32', 'int8'].includes(precision)) throw new Error(`precision must be 'auto', 'fp32' or 'int8', got ${JSON.stringify(precision)}`);
+    const hasInt8 = typeof g.backbone_int8 === 'string' && files.has(g.backbone_int8);
+    if (precision === 'int8' && !hasInt8) throw new BundleError(`${bundlePath} has no int8 backbone; use precision 'fp32'`);
+    // auto: the manifest's precision.default (export sets it from accuracy and measured speed); a
+    // manifest without one (bundles exported before the speed gate) means int8 whenever present.
+    const declared = (manifest.precision && typeof manifest.precision === 'object' && manifest.precision.default) || 'int8';
+    const useInt8 = precision === 'int8' || (precision === 'auto' && hasInt8 && declared === 'int8');
+    const opts = sessionOptions(threads);
+    // sessions are built from the verified bytes: nothing is re-read from disk between check and use
+    const [backbone, adapt, classify] = await Promise.all([useInt8 ? g.backbone_int8 : g.backbone, g.adapt, g.classify].map(
+      (f) => ort.InferenceSession.create(new Uint8Array(files.get(f)), opts)));
+    const bundle = new Bundle(manifest, String(bundlePath), backbone, adapt, classify);
+    bundle.ort = ort;
+    bundle.precision = useInt8 ? 'int8' : 'fp32';
+    // recurrent bundles (format 3): update.onnx, the per-class memory update (recurrent.js)
+    bundle.memoryUpdate = manifest.recurrent ? await openMemoryUpdate(bundle, files.get(manifest.recurrent.graph), opts) : null;
+    // bundles with a refine section (format 3): refine.onnx, unlabelled samples refine the prototypes (refine.js)
+    bundle.refiner = manifest.refine ? await openRefiner(bundle, files.get(manifest.refine.graph), opts) : null;
+    return bundle;
+  }
+
+  constructor(manifest, source, backbone, adapt, classify) {
+    this.manifest = manifest;
+    this.source = source;
+    this.method = manifest.method;
+    if (!Array.isArray(manifest.head.outputs) || !manifest.head.outputs.every((n) => typeof n === 'string')) {
+      throw new BundleError(`${source}: manifest head.outputs must be a list of graph output names`);
+    }
+    if (!Array.isArray(manifest.input.shape) || !Array.isArray(manifest.preprocess.size) || manifest.preprocess.size.length !== 2) {
+      throw new BundleError(`${source}: manifest input.shape and preprocess.size must be lists ([N, C, H, W] and [H, W])`);
+    }
+    this.paramNames = [...manifest.head.outputs];
+    this.embeddingDim = Number(manifest.embedding.dim);
+    this.preprocessSpec = manifest.preprocess;
+    this.identity = manifest.integrity.manifest_sha256;
+    this.sessions = { backbone, adapt, classify };
+    const expect = [
+      [backbone.inputNames, ['images']], [backbone.outputNames, ['embeddings']],
+      [adapt.inputNames, ['support_embeddings', 'support_labels_onehot']], [adapt.outputNames, this.paramNames],
+      [classify.inputNames, ['embeddings', ...this.paramNames]], [classify.outputNames, ['logits']],
+    ];
+    for (const [got, want] of expect) {
+      if (JSON.stringify(got) !== JSON.stringify(want)) {
+        throw new BundleError(`${source}: graph inputs/outputs ${JSON.stringify(got)} do not follow the contract ${JSON.stringify(want)}`);
+      }
+    }
+    // the manifest's input shape and preprocess size must be what backbone.onnx takes (symbolic dims = -1)
+    const meta = (list) => (Array.isArray(list) && list[0] && Array.isArray(list[0].shape) ? list[0].shape : null);
+    const graphIn = meta(backbone.inputMetadata);
+    if (graphIn) {
+      const g = graphIn.slice(1).map((v) => (Number.isInteger(v) ? v : -1));
+      const spec = manifest.preprocess;
+      for (const shape of [manifest.input.shape.slice(1), [spec.channels ?? 1, ...spec.size]]) {
+        if (JSON.stringify(shape.map(Number)) !== JSON.stringify(g)) {
+          throw new BundleError(`${source}: the manifest's input ${JSON.stringify(shape)} does not match backbone.onnx's input ` +
+            `${JSON.stringify(graphIn.slice(1))}; the manifest and graphs are from different exports`);
+        }
+      }
+    }
+    const graphOut = meta(backbone.outputMetadata);
+    if (graphOut && Number.isInteger(graphOut[graphOut.length - 1]) && graphOut[graphOut.length - 1] !== this.embeddingDim) {
+      throw new BundleError(`${source}: embedding.dim is ${this.embeddingDim} but backbone.onnx outputs ${graphOut[graphOut.length - 1]}-d embeddings`);
+    }
+  }
+
+  /** Raw images -> preprocessed batch (see preprocess()). */
+  preprocess(images, { ink = 'auto', what = 'images' } = {}) {
+    return preprocess(images, this.preprocessSpec, { ink, what });
+  }
+
+  /** Preprocessed batch [N, C, H, W] -> embeddings Float32Array [N * D] (row-major), in chunks of 256 images. */
+  async embed(batch) {
+    const { n, height: H, width: W } = batch;
+    const C = batch.channels ?? 1;
+    const D = this.embeddingDim;
+    const out = new Float32Array(n * D);
+    for (let s = 0; s < n; s += EMBED_CHUNK) {
+      const m = Math.min(EMBED_CHUNK, n - s);
+      const images = new this.ort.Tensor('float32', batch.data.subarray(s * C * H * W, (s + m) * C * H * W), [m, C, H, W]);
+      const { embeddings } = await this.sessions.backbone.run({ images });
+      if (embeddings.dims[1] !== D) throw new BundleError(`${this.source}: backbone gives ${embeddings.dims[1]}-d embeddings, the manifest says ${D}`);
+      out.set(embeddings.data, s * D);
+    }
+    return out;
+  }
+
+  /** Support embeddings [S * D] + one-hot labels [S * C] -> head parameters { name: ort.Tensor }. */
+  async adapt(support, S, onehot, C) {
+    const D = this.embeddingDim;
+    const res = await this.sessions.adapt.run({
+      support_embeddings: new this.ort.Tensor('float32', support, [S, D]),
+      support_labels_onehot: new this.ort.Tensor('float32', onehot, [S, C]),
+    });
+    return Object.fromEntries(this.paramNames.map((name) => [name, res[name]]));
+  }
+
+  /** Embeddings [N * D] + head parameters -> logits { data: Float32Array [N * C], n, c }. */
+  async classify(embeddings, n, params) {
+    const res = await this.sessions.classify.run({
+      embeddings: new this.ort.Tensor('float32', embeddings, [n, this.embeddingDim]), ...params,
+    });
+    return { data: res.logits.data, n: res.logits.dims[0], c: res.logits.dims[1] };
+  }
+
+  async release() {
+    await Promise.all(Object.values(this.sessions).map((s) => s.release()));
+  }
+}
+
+export { Bundle, sessionOptions, checkBinding, checkSource, EMBED_CHUNK };
