@@ -3,7 +3,7 @@
     python tools/fuzz/bundle_fuzz.py --kind folder|zip --mutants 500 --seed 0 [--base BUNDLE] [--json]
 
 ``--base`` picks the bundle folder to mutate, e.g. the version-2 colour bundle
-examples/node/test/colour-bundle. Each mutant is loaded with ``Bundle.load``; an accepted one must
+js/test/colour-bundle. Each mutant is loaded with ``Bundle.load``; an accepted one must
 then fit and predict (``FewShotClassifier`` on random uint8 images of the base's own input: grey
 ``[n, H, W]`` or colour ``[n, H, W, 3]``) and pass ``edgemeta inspect``. Outcomes:
 ``refused`` (BundleError), ``usable`` (accepted, fit/predict/inspect worked) and ``escaped`` (any
@@ -48,7 +48,7 @@ from edgemeta.errors import BundleError  # noqa: E402
 from edgemeta.runtime import Bundle, FewShotClassifier  # noqa: E402
 
 BASE = ROOT / "models" / "omniglot-conv4-proto"
-COLOUR_BASE = ROOT / "examples" / "node" / "test" / "colour-bundle"
+COLOUR_BASE = ROOT / "js" / "test" / "colour-bundle"
 Files = dict[str, bytes]
 
 

@@ -49,7 +49,7 @@ from edgemeta.contract.image_files import decode_image  # noqa: E402
 from edgemeta.errors import InputError  # noqa: E402
 
 SAMPLE = ROOT.parent / "shared" / "data" / "mini-imagenet" / "sample"
-COLOUR_BUNDLE = ROOT / "examples" / "node" / "test" / "colour-bundle"
+COLOUR_BUNDLE = ROOT / "js" / "test" / "colour-bundle"
 TARGET = (84, 84)
 HANG_SECONDS = 10
 RSS_BOUND_MB = 500
