@@ -41,7 +41,7 @@ class Handler(http.server.SimpleHTTPRequestHandler):
 
     extensions_map = TYPES
 
-    def send_head(self):  # noqa: ANN201 - base class signature
+    def send_head(self):  # the base class's signature: a file object or None
         parts = self.path.split("?", 1)[0].split("#", 1)[0].split("/")
         if any(p.startswith(".") for p in parts if p):
             self.send_error(404, "not served")
@@ -58,7 +58,7 @@ class Handler(http.server.SimpleHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache")
         super().end_headers()
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - base class name
+    def log_message(self, format: str, *args: object) -> None:
         if not self.server.quiet:
             super().log_message(format, *args)
 

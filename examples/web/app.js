@@ -9,7 +9,7 @@
 import * as ort from './node_modules/onnxruntime-web/dist/ort.wasm.min.mjs';
 import { DrawingPad } from './pad.js';
 import { startCamera, stopCamera, grabFrame } from './camera.js';
-import { putState, getState, deleteState, PBKDF2_ITERATIONS } from './state_store.js';
+import { putState, getState, deleteState } from './state_store.js';
 
 const params = new URLSearchParams(location.search);
 const THREADS = Math.min(16, Math.max(1, Number.parseInt(params.get('threads') || '1', 10) || 1));
@@ -208,9 +208,10 @@ async function saveEncrypted() {
   if (!pass) { setStateMessage('type a passphrase first', true); return; }
   setStateMessage('deriving the key…');
   const salt = crypto.getRandomValues(new Uint8Array(16));
-  const key = await runtime.deriveStateKey(pass, salt, PBKDF2_ITERATIONS);
+  const iterations = runtime.PBKDF2_ITERATIONS;
+  const key = await runtime.deriveStateKey(pass, salt, iterations);
   const state = await clf.saveState({ key });
-  await putState(page.bundlePath, { salt, iterations: PBKDF2_ITERATIONS, state });
+  await putState(page.bundlePath, { salt, iterations, state });
   setStateMessage(`saved ${heldClasses().length} class(es) encrypted: ${state.length} bytes of embeddings, no samples`);
 }
 

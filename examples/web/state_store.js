@@ -4,8 +4,6 @@
 const DB = 'edgemeta-web';
 const STORE = 'states';
 export const RECORD_FORMAT = 'edgemeta-web-state-1';
-/** PBKDF2-SHA256 iterations for a new save (OWASP 2023 figure for PBKDF2-HMAC-SHA256). */
-export const PBKDF2_ITERATIONS = 600000;
 
 function open() {
   return new Promise((resolve, reject) => {
