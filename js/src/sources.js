@@ -79,8 +79,6 @@ function zipSource(data, { name = 'bundle.zip' } = {}) {
  * passes `limit` (one byte more shows a file larger than expected; the size check then refuses it).
  */
 async function boundedBody(response, limit) {
-  const declared = Number(response.headers?.get?.('content-length'));
-  if (Number.isFinite(declared) && declared > limit) return new Uint8Array(limit + 1); // refused by its size alone
   if (!response.body || typeof response.body.getReader !== 'function') {
     const all = new Uint8Array(await response.arrayBuffer());
     return all.subarray(0, limit + 1);
@@ -131,6 +129,12 @@ function urlSource(baseUrl, { fetch = globalThis.fetch, name = String(baseUrl) }
     if (!response.ok) {
       throw new BundleError(`${name}: fetching ${file} from ${url} answered HTTP ${response.status}` +
         `${response.statusText ? ` ${response.statusText}` : ''}; expected the bundle's file`);
+    }
+    const declared = Number(response.headers?.get?.('content-length') ?? NaN);
+    if (Number.isFinite(declared) && declared > limit) {
+      await response.body?.cancel?.().catch(() => {});
+      throw new BundleError(`${name}: ${file} is ${declared} bytes (its Content-Length), more than the ${limit} expected; ` +
+        'refused without downloading it');
     }
     return boundedBody(response, limit);
   };

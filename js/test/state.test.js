@@ -217,3 +217,43 @@ test('deriveStateKey: PBKDF2-HMAC-SHA256, 32 bytes, deterministic; bad passphras
   const cryptoKey = await globalThis.crypto.subtle.importKey('raw', key, 'AES-GCM', false, ['encrypt', 'decrypt']);
   assert.deepEqual((await em.FewShotClassifier.load(ort, at(PROTO), { state: await clf.saveState({ key: cryptoKey }), key })).classes, clf.classes);
 });
+
+test('damaged state bytes (truncated, bytes flipped anywhere) load or throw StateError, never anything else', async (t) => {
+  const clf = await fitted();
+  const plain = await clf.saveState();
+  let seed = 4242;
+  const rand = (n) => { seed = (seed * 1103515245 + 12345) % 2147483648; return Math.floor(seed / 65536) % n; }; // high bits
+  const outcomes = { loaded: 0, refused: 0 };
+  const target = await em.FewShotClassifier.load(ort, at(PROTO));
+  for (let k = 0; k < 200; k++) {
+    let bytes = Uint8Array.from(plain);
+    if (k % 10 === 0) bytes = bytes.subarray(0, rand(bytes.length));
+    else for (let j = 0; j <= k % 3; j++) bytes[rand(k % 2 ? 300 : bytes.length)] = rand(256); // header region half the time
+    try {
+      await target.loadState(bytes);
+      outcomes.loaded += 1;
+    } catch (e) {
+      assert.ok(e instanceof em.StateError, `mutant ${k}: ${e.stack}`);
+      outcomes.refused += 1;
+    }
+  }
+  assert.ok(outcomes.refused > 190, JSON.stringify(outcomes));
+  // the body damaged, then sealed again with a correct checksum: only the index and array checks can catch it
+  const { sealBody } = await import('../src/state.js');
+  const body = plain.subarray(plain.indexOf(0x0a, 15) + 1);
+  const resealed = { loaded: 0, refused: 0 };
+  for (let k = 0; k < 200; k++) {
+    let mutant = Uint8Array.from(body);
+    if (k % 10 === 0) mutant = mutant.subarray(0, rand(mutant.length));
+    else for (let j = 0; j <= k % 3; j++) mutant[rand(k % 2 ? 400 : mutant.length)] = rand(256); // the index half the time
+    try {
+      await target.loadState(await sealBody(mutant));
+      resealed.loaded += 1;
+    } catch (e) {
+      assert.ok(e instanceof em.StateError, `resealed mutant ${k}: ${e.stack}`);
+      resealed.refused += 1;
+    }
+  }
+  t.diagnostic(`200 damaged files: ${JSON.stringify(outcomes)}; 200 damaged bodies sealed again: ${JSON.stringify(resealed)}`);
+  assert.ok(resealed.refused > 50 && resealed.loaded > 10, JSON.stringify(resealed));
+});

@@ -20,7 +20,8 @@ const file = (name) => fs.readFileSync(path.join(BUNDLE, name));
 let streamedBytes = 0; // what the endless route managed to send before the client stopped reading
 
 /** Routes: /ok/<f> the bundle; /missing/ no classify.onnx; /grown/ backbone.onnx with 1 MiB more;
- *  /endless/ a backbone.onnx that never ends; /broken/ HTTP 500 for everything. */
+ *  /declared/ the same announced by its Content-Length; /endless/ a backbone.onnx that never ends;
+ *  /broken/ HTTP 500 for everything. */
 const server = http.createServer((req, res) => {
   const [, route, name] = req.url.split('/');
   const exists = fs.existsSync(path.join(BUNDLE, name)) && name !== '';
@@ -29,6 +30,12 @@ const server = http.createServer((req, res) => {
   if (route === 'grown' && name === 'backbone.onnx') {
     res.writeHead(200); // chunked: no content-length, so only the stream bound can stop it
     res.end(Buffer.concat([file(name), Buffer.alloc(1 << 20, 7)]));
+    return;
+  }
+  if (route === 'declared' && name === 'backbone.onnx') {
+    const body = Buffer.concat([file(name), Buffer.alloc(1 << 20, 7)]);
+    res.writeHead(200, { 'content-length': body.length });
+    res.end(body);
     return;
   }
   if (route === 'endless' && name === 'backbone.onnx') {
@@ -80,6 +87,8 @@ test('a body larger than listed is cut at its limit and refused; an endless one 
   const size = file('backbone.onnx').length;
   await assert.rejects(em.Bundle.load(ort, em.urlSource(`${base}/grown/`)),
     (e) => e instanceof em.BundleError && new RegExp(`backbone\\.onnx is more than ${size} bytes, the manifest says ${size}`).test(e.message));
+  await assert.rejects(em.Bundle.load(ort, em.urlSource(`${base}/declared/`)),
+    (e) => e instanceof em.BundleError && new RegExp(`backbone\\.onnx is ${size + (1 << 20)} bytes \\(its Content-Length\\), more than the ${size} expected`).test(e.message));
   await assert.rejects(em.Bundle.load(ort, em.urlSource(`${base}/endless/`)),
     (e) => e instanceof em.BundleError && /backbone\.onnx is more than/.test(e.message));
   await new Promise((resolve) => setTimeout(resolve, 200));
