@@ -7,9 +7,15 @@ includes waiting for a core; the CPU time is close to what an idle machine's wal
 Then ``python -X importtime`` of the runtime import, repeated, gives each module's own import time
 (median), grouped by top-level package, with the chain of importers that pulled in the costly ones.
 
+Each side's ``edgemeta`` package is measured from a copy in a temporary folder without any
+``__pycache__`` (put first on ``PYTHONPATH``): "compiled from source" then really compiles every
+edgemeta module in every process, whatever bytecode the checkout's own ``__pycache__`` folders hold
+(the standard library, numpy and onnxruntime keep their installed bytecode, as on a device), and
+"bytecode cached" reads all bytecode from a per-side ``PYTHONPYCACHEPREFIX`` filled by one first run.
+
 ``--against REF`` measures the ``edgemeta`` package of git revision ``REF`` (extracted with
-``git archive`` into a temporary folder and put first on ``PYTHONPATH``) side by side with this
-checkout, runs interleaved, on the same bundle:
+``git archive``; or a folder holding an ``edgemeta/`` package) side by side with this checkout's
+working tree, runs interleaved, on the same bundle:
 
     python tools/cold_start.py models/omniglot-conv4-proto --runs 21 --against HEAD~3
 """
@@ -22,6 +28,7 @@ import os
 import statistics
 import subprocess
 import sys
+import shutil
 import tarfile
 import tempfile
 from collections import defaultdict
@@ -121,11 +128,18 @@ def by_package(imports: dict[str, tuple[float, float, list[str]]]) -> dict[str, 
 
 def extract_revision(ref: str, into: Path) -> str:
     """The ``edgemeta`` package of git revision ``ref``, unpacked under ``into``; returns that folder."""
+    into.mkdir(parents=True, exist_ok=True)
     tar = into / "src.tar"
     with open(tar, "wb") as fh:
         subprocess.run(["git", "-C", str(ROOT), "archive", ref, "edgemeta"], stdout=fh, check=True)
     with tarfile.open(tar) as t:
         t.extractall(into, filter="data")
+    return str(into)
+
+
+def copy_package(package: Path, into: Path) -> str:
+    """A copy of the ``edgemeta`` package folder ``package`` under ``into``, without bytecode; returns ``into``."""
+    shutil.copytree(package, into / "edgemeta", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     return str(into)
 
 
@@ -151,11 +165,13 @@ def main() -> None:
     bundle = str(Path(a.bundle).resolve())
     modes = {"bytecode cached": "cached", "compiled from source": None}
     with tempfile.TemporaryDirectory(prefix="edgemeta-cold-") as tmp:
-        sides: dict[str, str | None] = {"this checkout": None}
+        sides: dict[str, str | None] = {"this checkout": copy_package(ROOT / "edgemeta", Path(tmp) / "work")}
         if a.against:
             folder = Path(a.against)
-            base = str(folder.resolve()) if (folder / "edgemeta").is_dir() else extract_revision(a.against, Path(tmp))
-            sides = {f"{a.against}": base, "this checkout": None}
+            ref = Path(tmp) / "ref"
+            base = (copy_package(folder / "edgemeta", ref) if (folder / "edgemeta").is_dir()
+                    else extract_revision(a.against, ref))
+            sides = {f"{a.against}": base, **sides}
         caches = {s: str(Path(tmp) / f"pyc{i}") for i, s in enumerate(sides)}
         cols = [(s, m) for m in modes for s in sides]
 
@@ -170,7 +186,7 @@ def main() -> None:
                 runs[(side, mode)].append(one_run(bundle, a.precision, sides[side], pyc(side, mode)))
         for side, path in sides.items():
             where = str(Path(runs[(side, "bytecode cached")][0]["package"]).parent)
-            expected = str(Path(path) / "edgemeta") if path else str(ROOT / "edgemeta")
+            expected = str(Path(path) / "edgemeta")
             if where != expected:
                 raise SystemExit(f"{side}: the child imported edgemeta from {where}, expected {expected}")
         imports = {s: median_imports(p, caches[s], a.import_runs) for s, p in sides.items()}
