@@ -1,9 +1,11 @@
 """Cold start: a fresh process that loads a bundle folder and predicts imports only what that needs;
-what it leaves out still loads on first use (zip bundles, state files, the head ensemble)."""
+what it leaves out still loads on first use (zip bundles, state files, the head ensemble, recurrent
+bundles); choosing the classifier's class reads a bundle folder's manifest only."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,18 +14,24 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPACT = ROOT / "models" / "omniglot-conv4-proto"
-LAZY = ("zipfile", "tempfile", "shutil", "edgemeta.runtime.state", "edgemeta.contract.atomic_files",
-        "edgemeta.contract.bundle_zip", "edgemeta.runtime.ensemble", "torch", "PIL", "typer", "cryptography")
+LAZY = ("zipfile", "zlib", "tempfile", "shutil", "threading", "secrets", "random", "hmac", "csv",
+        "edgemeta.runtime.state", "edgemeta.contract.atomic_files", "edgemeta.contract.bundle_zip",
+        "edgemeta.runtime.ensemble", "edgemeta.runtime.recurrent_memory", "edgemeta.runtime.regressor",
+        "edgemeta.runtime.regression_bundle", "edgemeta.runtime.regression_state", "edgemeta.contract.manifest",
+        "edgemeta.contract.image_files", "edgemeta.contract.regression_csv",
+        "torch", "PIL", "typer", "cryptography")
 
 PREDICT = r"""
 import json, sys
 import numpy as np
+import onnxruntime
+theirs = set(sys.modules)            # what numpy and onnxruntime import themselves is not the runtime's
 from edgemeta.runtime import FewShotClassifier
 clf = FewShotClassifier(sys.argv[1])
 x = (np.arange(6 * 28 * 28, dtype=np.float32).reshape(6, 28, 28) % 7) / 6
 clf.fit(x[:5], ["a", "b", "c", "d", "e"])
 answer = clf.predict(x[5:]).tolist()
-loaded = [m for m in json.loads(sys.argv[2]) if m in sys.modules]
+loaded = [m for m in json.loads(sys.argv[2]) if m in sys.modules and m not in theirs]
 print(json.dumps({"answer": answer, "loaded": loaded}))
 """
 
@@ -88,3 +96,26 @@ def test_cold_start_tool_reports_every_phase():
     assert run["total"][0] >= run["import"][0] and run["peak_rss_mb"] > 10
     assert Path(run["package"]).parent == ROOT / "edgemeta"
     assert "onnxruntime" in run["modules"] and "zipfile" not in run["modules"]
+
+
+def test_choosing_the_classifier_reads_a_folder_manifest_only(tmp_path):
+    from edgemeta.contract.bundle import read_bundle, read_manifest
+    from edgemeta.errors import BundleError
+
+    folder = tmp_path / "b"
+    shutil.copytree(_shipped(), folder)
+    assert read_manifest(folder) == read_bundle(folder)[0]
+    graph = folder / "backbone.onnx"
+    graph.write_bytes(graph.read_bytes()[:-1] + b"x")            # a listed file altered: only a full read sees it
+    assert read_manifest(folder)["method"] == "proto"
+    with pytest.raises(BundleError, match="sha256 of backbone.onnx"):
+        read_bundle(folder)
+    manifest = folder / "manifest.json"
+    manifest.write_bytes(manifest.read_bytes().replace(b'"proto"', b'"ridge"', 1))
+    with pytest.raises(BundleError, match="altered after export"):
+        read_manifest(folder)
+    (folder / "manifest.json").unlink()
+    with pytest.raises(BundleError, match="no manifest.json"):
+        read_manifest(folder)
+    with pytest.raises(BundleError, match="bundle not found"):
+        read_manifest(tmp_path / "missing")

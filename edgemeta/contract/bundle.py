@@ -14,7 +14,6 @@ import json
 import os
 import stat
 import struct
-import zlib
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -158,12 +157,17 @@ def _read_listed_file(folder: Path, name: str, limit: int, source: str) -> bytes
         os.close(fd)
 
 
-def _read_folder(path: Path, source: str) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """``manifest.json`` and the files it lists, nothing else (unlisted files are never opened)."""
+def _folder_manifest(path: Path, source: str) -> dict[str, Any]:
+    """A bundle folder's ``manifest.json``, read and checked by :func:`parse_manifest`."""
     raw = _read_listed_file(path, MANIFEST, MAX_MANIFEST_BYTES, source)
     if raw is None:
         raise _refuse(source, f"no {MANIFEST}; is this an edgemeta bundle?")
-    manifest = parse_manifest(raw, source)
+    return parse_manifest(raw, source)
+
+
+def _read_folder(path: Path, source: str) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """``manifest.json`` and the files it lists, nothing else (unlisted files are never opened)."""
+    manifest = _folder_manifest(path, source)
     files: dict[str, bytes] = {}
     for name, meta in manifest["files"].items():
         data = _read_listed_file(path, name, meta["bytes"], source)
@@ -214,7 +218,8 @@ def read_bundle(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, byte
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except OSError as exc:
         raise BundleError(f"cannot read {path} ({exc.strerror}); expected a bundle directory or .zip") from None
-    import zipfile  # zip bundles only: loading a bundle folder never imports it
+    import zipfile  # zip bundles only: loading a bundle folder never imports them
+    import zlib
 
     with os.fdopen(fd, "rb") as fh:
         if not stat.S_ISREG(os.fstat(fd).st_mode) or not zipfile.is_zipfile(fh):
@@ -224,6 +229,15 @@ def read_bundle(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, byte
         except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError,
                 NotImplementedError, struct.error) as exc:
             raise _refuse(source, f"the zip is damaged ({type(exc).__name__}: {exc})") from None
+
+
+def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
+    """A bundle's checked manifest (strict JSON, format, version, integrity digest, schema). Of a
+    folder only ``manifest.json`` is read (its listed files are neither read nor hashed); a ``.zip``
+    is read and verified whole, as by :func:`read_bundle`."""
+    if Path(path).is_dir():
+        return _folder_manifest(Path(path), str(Path(path)))
+    return read_bundle(path)[0]
 
 
 def seal_manifest(manifest: Mapping[str, Any], files: Mapping[str, bytes]) -> dict[str, Any]:

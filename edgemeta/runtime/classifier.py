@@ -17,16 +17,17 @@ It follows scikit-learn's estimator protocol without importing scikit-learn: ``g
 from __future__ import annotations
 
 import os
-import threading
+from _thread import RLock        # what threading.RLock() returns, without importing threading
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from edgemeta.contract.bundle import read_manifest
 from edgemeta.contract.input_checks import CheckedImages, check_images
 from edgemeta.contract.preprocess import check_ink, check_spec, iter_preprocess
 from edgemeta.contract.vector_input import check_vectors, vector_chunks
-from edgemeta.errors import InputError, NotFittedError, StateError
+from edgemeta.errors import BundleError, InputError, NotFittedError, StateError
 from edgemeta.runtime import semisupervised as semi
 from edgemeta.runtime.loaded_bundle import Bundle
 
@@ -67,6 +68,19 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 def _py(label: Any) -> Any:
     """numpy scalar -> plain int / str (what users get back and what the state file stores)."""
     return int(label) if isinstance(label, (int, np.integer)) else str(label)
+
+
+def _manifest_of(bundle: Any) -> dict[str, Any] | None:
+    """The manifest of a loaded :class:`Bundle` or of a bundle path (None when it cannot be read: the
+    classifier's own load then refuses it with the reason)."""
+    if isinstance(bundle, Bundle):
+        return bundle.manifest
+    if isinstance(bundle, (str, os.PathLike)):
+        try:
+            return read_manifest(bundle)
+        except (BundleError, OSError):
+            return None
+    return None
 
 
 def _stack_rows(n: int, width: int, chunks: Iterator[np.ndarray]) -> np.ndarray:
@@ -123,11 +137,14 @@ class FewShotClassifier:
 
     def __new__(cls, bundle: Any = None, *args: Any, **kwargs: Any) -> "FewShotClassifier":
         """A recurrent bundle (``method`` ``recurrent``) gets an
-        :class:`~edgemeta.runtime.recurrent_memory.OnlineClassifier`: per-class memory, no embeddings."""
+        :class:`~edgemeta.runtime.recurrent_memory.OnlineClassifier`: per-class memory, no embeddings.
+        Deciding reads a bundle folder's manifest only; other bundles never import the recurrent module."""
         if cls is FewShotClassifier:
-            from edgemeta.runtime.recurrent_memory import classifier_class    # imports this module
+            manifest = _manifest_of(bundle)
+            if manifest is not None and "recurrent" in manifest:       # only such a manifest can be recurrent
+                from edgemeta.runtime.recurrent_memory import classifier_class    # imports this module
 
-            cls = classifier_class(bundle)
+                cls = classifier_class(manifest)
         return super().__new__(cls)
 
     def __init__(self, bundle: Bundle | str | os.PathLike, ink: str = "auto", threads: int = 1,
@@ -138,7 +155,7 @@ class FewShotClassifier:
         self.unknown_label = unknown_label
         self.unknown_threshold = unknown_threshold
         self.bundle = self._open(bundle)
-        self._lock = threading.RLock()
+        self._lock = RLock()
         self._clear()
 
     def _open(self, bundle: Bundle | str | os.PathLike) -> Bundle:

@@ -264,17 +264,6 @@ def memory_update(bundle: Bundle) -> MemoryUpdate:
     return update
 
 
-def classifier_class(bundle: Any) -> type[FewShotClassifier]:
-    """:class:`OnlineClassifier` for a recurrent bundle (a loaded :class:`Bundle` or a bundle's path),
-    else :class:`FewShotClassifier`; a path that cannot be read is left to the classifier to refuse."""
-    if isinstance(bundle, Bundle):
-        return OnlineClassifier if is_recurrent(bundle.manifest) else FewShotClassifier
-    if isinstance(bundle, (str, os.PathLike)):
-        from edgemeta.contract.bundle import read_bundle
-
-        try:
-            manifest, _ = read_bundle(bundle)
-        except (BundleError, OSError):
-            return FewShotClassifier
-        return OnlineClassifier if is_recurrent(manifest) else FewShotClassifier
-    return FewShotClassifier
+def classifier_class(manifest: Mapping[str, Any]) -> type[FewShotClassifier]:
+    """:class:`OnlineClassifier` for a recurrent bundle's checked manifest, else :class:`FewShotClassifier`."""
+    return OnlineClassifier if is_recurrent(manifest) else FewShotClassifier
