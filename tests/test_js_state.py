@@ -4,8 +4,8 @@
 the Python runtime does the other half: a state the JS runtime saved loads in
 ``FewShotClassifier.load(bundle, path, key=...)`` with the same classes and predictions (and, re-saved
 by Python, is the same bytes), a state Python saved (plain and AES-256-GCM) loads in JS likewise, for
-a plain, a refine (unlabelled pool) and a recurrent bundle; JS refuses another bundle's state and a
-wrong key with a StateError; ``deriveStateKey`` equals ``hashlib.pbkdf2_hmac``. Skipped without Node.js
+a plain, a refine (unlabelled pool) and a recurrent bundle, and regression states both ways; JS refuses
+another bundle's state and a wrong key with a StateError; ``deriveStateKey`` equals ``hashlib.pbkdf2_hmac``. Skipped without Node.js
 or ``js/node_modules``.
 """
 
@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from edgemeta.runtime import FewShotClassifier
+from edgemeta.runtime.regressor import FewShotRegressor
 
 REPO = Path(__file__).resolve().parents[1]
 TOOL = REPO / "js" / "tools" / "state_interop.js"
@@ -120,6 +121,31 @@ def test_js_refuses_a_python_state_of_another_bundle_or_with_a_wrong_key(node, t
     other = _js(node, {"op": "load", "bundle": str(REFINE), "state": str(tmp_path / "py.state"), "key": KEY.hex(),
                        "query": _wire(QUERY[:1])})
     assert other["error"]["name"] == "StateError" and "saved for another bundle" in other["error"]["message"]
+
+
+@pytest.mark.parametrize("key", [None, KEY], ids=["plain", "aes-256-gcm"])
+def test_regression_states_cross_both_ways(node, tmp_path, key):
+    bundle = REPO / "models" / "sinusoid-alpaca"
+    x, y = [[0.5], [1.2], [-3.0], [2.0], [4.0]], [0.1, 0.8, -1.4, 1.1, -0.7]
+    groups = ["phone", "phone", "phone", "watch", "watch"]
+    query = [[0.0], [4.5], [-2.2]]
+    js = _js(node, {"op": "regress-save", "bundle": str(bundle), "x": x, "y": y, "groups": groups, "query": query,
+                    "out": str(tmp_path / "js.state"), "key": key.hex() if key else None})
+    reg = FewShotRegressor.load(bundle, tmp_path / "js.state", key=key)
+    assert reg.groups_ == js["groups"] == ["phone", "watch"]
+    mean, std = reg.predict(np.array(query, np.float32), return_std=True)
+    np.testing.assert_allclose(mean.ravel(), js["predictions"], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(std.ravel(), js["std"], rtol=1e-4, atol=1e-4)
+    if key is None:      # Python keeps the JS sums as they are and writes the same bytes
+        reg.save(tmp_path / "py.state")
+        assert (tmp_path / "py.state").read_bytes() == (tmp_path / "js.state").read_bytes()
+    py = FewShotRegressor(bundle).fit(np.array(x, np.float32), np.array(y), groups=groups)
+    py.save(tmp_path / "py2.state", key=key)
+    back = _js(node, {"op": "regress-load", "bundle": str(bundle), "state": str(tmp_path / "py2.state"),
+                      "key": key.hex() if key else None, "query": query})
+    mean, std = py.predict(np.array(query, np.float32), return_std=True)
+    np.testing.assert_allclose(back["predictions"], mean.ravel(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(back["std"], std.ravel(), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("passphrase,salt,iterations", [

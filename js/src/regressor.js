@@ -8,15 +8,15 @@
  *
  * The regressor keeps, per group of samples, only the sums phi^T phi and phi^T y (Float64Array), so
  * partialFit adds to them and forget(group) drops a group exactly; groups are summed in sorted order,
- * as in Python. FewShotRegressor.load reads a state the Python runtime saved (plain or AES-256-GCM,
- * docs/state-format.md, regression extension) with the same checks; it does not write one.
+ * as in Python. saveState writes, and FewShotRegressor.load reads, the Python runtime's regression state
+ * (plain or AES-256-GCM, docs/state-format.md, regression extension) with the same checks.
  */
 
 import { BundleError, InputError, StateError } from './errors.js';
 import { readBundle } from './bundle_reader.js';
 import { checkBinding, checkSource, sessionOptions } from './bundle.js';
 import { compareCodePoints } from './canonical_json.js';
-import { readBody } from './state.js';
+import { packBody, readBody, sealBody } from './state.js';
 
 const FLOAT32_MAX = 3.0e38;
 const DEFAULT_GROUP = 'default';
@@ -252,27 +252,72 @@ class FewShotRegressor {
 }
 
 // ---------------------------------------------------------------------------------------------
-// State files written by the Python runtime (FewShotRegressor.save): read and checked, never written here.
+// The regressor's state (docs/state-format.md, regression extension): what the Python runtime's
+// FewShotRegressor.save writes and load reads (edgemeta/runtime/regression_state.py), both ways.
 // ---------------------------------------------------------------------------------------------
 
+const STATE_ARRAYS = ['group_gram', 'group_targets', 'group_samples'];
+const META_KEYS = ['bundle_id', 'groups', 'kind', 'method'];
+const SYMMETRY_TOL = 1e-9; // |gram - gram^T| relative to the largest entry, as in Python
+
 /**
- * A regressor for `bundle` holding the groups of a state the Python runtime saved (`bytes`: the file's
- * bytes; `key`: 32 bytes or a CryptoKey if it is encrypted; `source`: a name for messages).
+ * The per-group sums and the head as state file bytes, in the Python runtime's layout: group_gram
+ * float64 [G, P, P], group_targets float64 [G, P, O], group_samples int64 [G] (groups sorted), head.<name>
+ * float32; meta bundle_id, kind 'regression', method, groups. `key`: 32 bytes or an AES-GCM CryptoKey.
+ */
+FewShotRegressor.prototype.saveState = async function saveState({ key = null } = {}) {
+  const P = this.bundle.embeddingDim;
+  const O = this.bundle.outputs;
+  const names = this.groups;
+  const G = names.length;
+  const gram = new Float64Array(G * P * P);
+  const targets = new Float64Array(G * P * O);
+  names.forEach((name, i) => {
+    const s = this.stats.get(name);
+    gram.set(s.gram, i * P * P);
+    targets.set(s.targets, i * P * O);
+  });
+  const arrays = [['group_gram', 'float64', [G, P, P], gram], ['group_targets', 'float64', [G, P, O], targets],
+    ['group_samples', 'int64', [G], names.map((n) => this.stats.get(n).count)]];
+  for (const name of Object.keys(this.head || {}).sort()) {
+    const t = this.head[name];
+    arrays.push([`head.${name}`, 'float32', [...t.dims], Float32Array.from(t.data)]);
+  }
+  const meta = { bundle_id: this.bundle.identity, kind: 'regression', method: this.bundle.method, groups: names };
+  return sealBody(packBody(arrays, meta), key);
+};
+
+/**
+ * A regressor for `bundle` holding the groups of a regression state (`bytes`: the file's bytes, written
+ * by saveState or the Python runtime; `key`: 32 bytes or a CryptoKey if it is encrypted; `source`: a
+ * name for messages), with the Python reader's checks; the head is adapted again from the sums.
  */
 FewShotRegressor.load = async function load(bundle, bytes, { key = null, source = 'state' } = {}) {
   const file = source;
   const body = await readBody(bytes, { key, source });
   const arrays = Object.fromEntries(body.arrays);
   const { meta } = body;
-  if (!meta || meta.kind !== 'regression') throw new StateError(`${file} is not a regression state`);
-  if (meta.bundle_id !== bundle.identity) throw new StateError(`${file} was saved with another bundle; adapt again with this bundle`);
-  const groups = meta.groups;
-  if (!Array.isArray(groups) || !(groups.every((g) => typeof g === 'string') || groups.every(Number.isInteger))
-      || new Set(groups).size !== groups.length) {
-    throw new StateError(`${file}: groups must be all strings or all integers, each once`);
+  const metaKeys = meta && typeof meta === 'object' && !Array.isArray(meta) ? Object.keys(meta).sort() : null;
+  if (!metaKeys || JSON.stringify(metaKeys) !== JSON.stringify(META_KEYS) || meta.kind !== 'regression') {
+    throw new StateError(`${file} is not a regression state (meta keys ${JSON.stringify(metaKeys)}; expected ${JSON.stringify(META_KEYS)} ` +
+      "with kind 'regression'); a classifier state loads with FewShotClassifier");
   }
-  const unknown = Object.keys(arrays).filter((k) => !['group_gram', 'group_targets', 'group_samples'].includes(k) && !k.startsWith('head.'));
-  if (unknown.length) throw new StateError(`${file}: unknown arrays ${JSON.stringify(unknown)}`);
+  if (typeof meta.bundle_id !== 'string' || !/^[0-9a-f]{64}$/.test(meta.bundle_id)) {
+    throw new StateError(`${file}: bundle_id is not a bundle's 64-hex-digit manifest sha256`);
+  }
+  if (meta.bundle_id !== bundle.identity) throw new StateError(`${file} was saved with another bundle; adapt again with this bundle`);
+  if (!(typeof meta.method === 'string' && meta.method.length > 0 && meta.method.length <= 64)) {
+    throw new StateError(`${file}: method must be a short string`);
+  }
+  const groups = meta.groups;
+  if (!Array.isArray(groups) || !(groups.every((g) => typeof g === 'string') || groups.every(Number.isSafeInteger))) {
+    throw new StateError(`${file}: groups must be a list of all strings or all integers (JavaScript holds them exactly up to 2^53)`);
+  }
+  if (new Set(groups).size !== groups.length) throw new StateError(`${file}: groups repeat a name; expected each group once`);
+  const unknown = Object.keys(arrays).filter((k) => !STATE_ARRAYS.includes(k) && !k.startsWith('head.'));
+  if (unknown.length) {
+    throw new StateError(`${file}: unknown arrays ${JSON.stringify(unknown)}; a regression state holds ${JSON.stringify(STATE_ARRAYS)} and head.<name>`);
+  }
   const P = bundle.embeddingDim;
   const O = bundle.outputs;
   const G = groups.length;
@@ -280,13 +325,30 @@ FewShotRegressor.load = async function load(bundle, bytes, { key = null, source 
   for (const [name, [dtype, shape]] of Object.entries(want)) {
     const a = arrays[name];
     if (!a || a.dtype !== dtype || JSON.stringify(a.shape) !== JSON.stringify(shape)) {
-      throw new StateError(`${file}: ${name} must be ${dtype} ${JSON.stringify(shape)}`);
+      const got = a ? `${a.dtype} ${JSON.stringify(a.shape)}` : 'missing';
+      throw new StateError(`${file}: ${name} is ${got}; expected ${dtype} ${JSON.stringify(shape)} for ${G} groups of this bundle`);
     }
   }
   const g = arrays.group_gram.data;
   const t = arrays.group_targets.data;
   const counts = arrays.group_samples.data;
-  if (!g.every(Number.isFinite) || !t.every(Number.isFinite)) throw new StateError(`${file}: statistics hold NaN or infinity`);
+  if (!g.every(Number.isFinite) || !t.every(Number.isFinite)) throw new StateError(`${file}: statistics hold NaN or infinity; expected finite sums`);
+  const scale = g.reduce((m, v) => Math.max(m, Math.abs(v)), 1);
+  for (let i = 0; i < G; i++) {
+    for (let a = 0; a < P; a++) {
+      if (g[i * P * P + a * P + a] < 0) throw new StateError(`${file}: group_gram is not symmetric with a non-negative diagonal; expected sums of phi^T phi`);
+      for (let b = 0; b < a; b++) {
+        if (Math.abs(g[i * P * P + a * P + b] - g[i * P * P + b * P + a]) > SYMMETRY_TOL * scale) {
+          throw new StateError(`${file}: group_gram is not symmetric with a non-negative diagonal; expected sums of phi^T phi`);
+        }
+      }
+    }
+  }
+  for (const [name, a] of Object.entries(arrays)) {
+    if (name.startsWith('head.') && (a.dtype !== 'float32' || !a.data.every(Number.isFinite))) {
+      throw new StateError(`${file}: ${name} must be finite float32`);
+    }
+  }
   const reg = new FewShotRegressor(bundle);
   groups.forEach((name, i) => {
     const count = Number(counts[i]);

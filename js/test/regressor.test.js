@@ -96,3 +96,32 @@ test('hostile inputs are refused with InputError; a classifier bundle is not a r
   await assert.rejects(RegressionBundle.load(ort, at(path.join(REPO, 'models', 'omniglot-conv4-proto'))), { name: 'BundleError' });
   await assert.rejects(em.Bundle.load(ort, at(METASGD)), /regression bundle/);
 });
+
+test('saveState -> FewShotRegressor.load round trips (plain and encrypted); foreign and damaged states are refused', async () => {
+  const bundle = await RegressionBundle.load(ort, at(path.join(REPO, 'models', 'sinusoid-alpaca')));
+  const reg = new FewShotRegressor(bundle);
+  await reg.fit([[0.5], [1.2], [-3.0]], [0.1, 0.8, -1.4], 'phone');
+  await reg.partialFit([[2.0], [4.0]], [1.1, -0.7], 'watch');
+  const query = [[0.0], [4.5], [-2.2]];
+  const want = await reg.predict(query);
+  const key = Uint8Array.from({ length: 32 }, (_, i) => 255 - i);
+  for (const k of [null, key]) {
+    const back = await FewShotRegressor.load(bundle, await reg.saveState({ key: k }), { key: k });
+    assert.deepEqual(back.groups, ['phone', 'watch']);
+    assert.deepEqual(await back.predict(query), want);
+  }
+  const bytes = await reg.saveState();
+  const { arrays, meta } = await em.readBody(bytes);
+  assert.deepEqual([...arrays.keys()], ['group_gram', 'group_targets', 'group_samples', 'head.covariance', 'head.noise_variance', 'head.weight']);
+  assert.deepEqual(meta, { bundle_id: bundle.identity, groups: ['phone', 'watch'], kind: 'regression', method: 'alpaca' });
+  const { packBody, sealBody } = await import('../src/state.js');
+  const list = [...arrays].map(([name, a]) => [name, a.dtype, a.shape, a.data]);
+  const skewed = list.map((a) => (a[0] === 'group_gram' ? [a[0], a[1], a[2], a[3].map((v, i) => (i === 1 ? v + 1 : v))] : a));
+  await assert.rejects(FewShotRegressor.load(bundle, await sealBody(packBody(skewed, meta))), /not symmetric/);
+  await assert.rejects(FewShotRegressor.load(bundle, await sealBody(packBody(list, { ...meta, extra: 1 }))), /is not a regression state/);
+  await assert.rejects(FewShotRegressor.load(bundle, await sealBody(packBody(list, { ...meta, groups: ['a', 'a'] }))), /repeat a name/);
+  const clf = await em.FewShotClassifier.load(ort, at(path.join(REPO, 'models', 'omniglot-conv4-proto')));
+  await assert.rejects(clf.loadState(bytes), { name: 'StateError' });
+  const other = await RegressionBundle.load(ort, at(METASGD));
+  await assert.rejects(FewShotRegressor.load(other, bytes), /another bundle/);
+});

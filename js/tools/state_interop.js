@@ -6,6 +6,8 @@
  *   { op: 'fit-save', bundle, support, labels, unlabeled?, query, out, key? }  fit, saveState -> out; answers
  *   { op: 'load', bundle, state, key?, query }                                  loadState; answers (or the error)
  *   { op: 'derive', passphrase, salt, iterations }                              { key }: deriveStateKey, hex
+ *   { op: 'regress-save', bundle, x, y, groups, query, out, key? }              FewShotRegressor fit, saveState -> out
+ *   { op: 'regress-load', bundle, state, key?, query }                          FewShotRegressor.load; predictions
  *
  * Images are { data: base64 of float32 values, height, width }; keys and salts are hex. Answers:
  * { classes, counts, logits: [[...]], predictions } or { error: { name, message } }.
@@ -13,7 +15,7 @@
 
 import fs from 'node:fs';
 import * as ort from 'onnxruntime-node';
-import { FewShotClassifier, deriveStateKey, fromHex, toHex } from '../src/index.js';
+import { FewShotClassifier, FewShotRegressor, RegressionBundle, deriveStateKey, fromHex, toHex } from '../src/index.js';
 import { sourceFromPath } from '../src/node.js';
 
 const image = (e) => {
@@ -30,6 +32,23 @@ async function answers(clf, query) {
 async function run(req) {
   const key = req.key ? fromHex(req.key) : null;
   if (req.op === 'derive') return { key: toHex(await deriveStateKey(req.passphrase, fromHex(req.salt), req.iterations)) };
+  if (req.op === 'regress-save' || req.op === 'regress-load') {
+    const bundle = await RegressionBundle.load(ort, sourceFromPath(req.bundle));
+    let reg;
+    if (req.op === 'regress-save') {
+      reg = new FewShotRegressor(bundle);
+      await reg.fit(req.x, req.y, req.groups);
+      fs.writeFileSync(req.out, await reg.saveState({ key }));
+    } else {
+      try {
+        reg = await FewShotRegressor.load(bundle, fs.readFileSync(req.state), { key, source: req.state });
+      } catch (e) {
+        return { error: { name: e.name, message: e.message } };
+      }
+    }
+    const { predictions, std } = await reg.predict(req.query);
+    return { groups: reg.groups, predictions, std };
+  }
   const options = { threads: 1, precision: req.precision ?? 'auto', ...(req.ink ? { ink: req.ink } : {}) };
   const query = req.query.map(image);
   if (req.op === 'fit-save') {
