@@ -39,13 +39,6 @@ export function concat(parts) {
   return out;
 }
 
-/** Equal bytes. */
-export function sameBytes(a, b) {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
-
 /** A Uint8Array view of bytes given as Uint8Array, ArrayBuffer or any ArrayBufferView (a Node Buffer too). */
 export function asBytes(data, what = 'bytes') {
   if (data instanceof Uint8Array) return data;
