@@ -87,9 +87,17 @@ def test_init_from_starts_from_another_runs_best_weights(small_sets, tmp_path):
     _assert_same(a, b)
     meta_train(TrainConfig(max_episodes=2, lr=0.0, seed=1, **base), train, val, tmp_path / "c", progress=False)
     assert any(not np.array_equal(a[k], v) for k, v in params(_weights(tmp_path / "c" / "best.npz")).items())
-    with pytest.raises(ValueError, match=r"do not fit this model.*missing \['method\."):
-        meta_train(TrainConfig(method="metasgd", max_episodes=2, init_from=str(tmp_path / "a"), **base),
-                   train, val, tmp_path / "d", progress=False)
+    # another rule: the backbone comes from run a, the rule starts from its own initialisation
+    meta_train(TrainConfig(method="metasgd", max_episodes=2, lr=0.0, meta_lr=0.0, init_from=str(tmp_path / "a"),
+                           seed=1, **base), train, val, tmp_path / "d", progress=False)
+    d = params(_weights(tmp_path / "d" / "best.npz"))
+    _assert_same({k: v for k, v in a.items() if k.startswith("backbone.")},
+                 {k: v for k, v in d.items() if k.startswith("backbone.")})
+    assert any(k.startswith("method.") and k not in a for k in d)
+    with pytest.raises(ValueError, match=r"do not fit this model.*shape mismatches \['backbone\."):
+        meta_train(TrainConfig(max_episodes=2, init_from=str(tmp_path / "a"),
+                               **{**base, "backbone_kwargs": {"final_pool": False, "hidden": 32}}),
+                   train, val, tmp_path / "f", progress=False)
     with pytest.raises(ValueError, match="no best.npz"):
         meta_train(TrainConfig(max_episodes=2, init_from=str(tmp_path / "zzz"), **base), train, val,
                    tmp_path / "e", progress=False)

@@ -154,21 +154,38 @@ def validate(model: FewShotModel, data: ClassImages, ways: int, shots: int, quer
     return mean_ci95(accs)
 
 
-def warm_start(model: FewShotModel, run_dir: str | Path) -> None:
-    """Load another run's ``best.npz`` into ``model``; the backbone and rule must be the same shape."""
+def source_method(run_dir: str | Path) -> str | None:
+    """The rule (``--method``) the run in ``run_dir`` trained, from its ``run.json`` (None when unrecorded)."""
+    record = Path(run_dir) / "run.json"
+    return load_json(record).get("config", {}).get("method") if record.is_file() else None
+
+
+def warm_start(model: FewShotModel, run_dir: str | Path, method: str) -> str:
+    """Load another run's ``best.npz`` into ``model``; the backbone must be the same shape.
+
+    When that run trained the same rule (``method``), everything is loaded; when it trained another
+    rule, only the backbone is, and this run's rule starts from its own initialisation (a rule's
+    parameters mean nothing to another rule). Returns which: ``"all"`` or ``"backbone"``.
+    """
     path = Path(run_dir) / "best.npz"
     if not path.is_file():
         raise InputError(f"--init-from {run_dir}: no best.npz there (expected a finished `edgemeta train` run)")
     weights = load_weights(path)
     own = model.state_dict()
+    other = source_method(run_dir)
+    part = "backbone" if other is not None and other != method else "all"
+    if part == "backbone":
+        own = {k: v for k, v in own.items() if k.startswith("backbone.")}
+        weights = {k: v for k, v in weights.items() if k.startswith("backbone.")}
     missing, extra = sorted(own.keys() - weights.keys()), sorted(weights.keys() - own.keys())
     shapes = [f"{k} {tuple(weights[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
               if k in weights and weights[k].shape != v.shape]
     if missing or extra or shapes:
-        raise InputError(f"--init-from {run_dir}: its weights do not fit this model (same --method, --backbone and "
-                         f"--backbone-kwargs expected); missing {missing[:4]}, unexpected {extra[:4]}, "
-                         f"shape mismatches {shapes[:4]}")
-    model.load_state_dict(weights)
+        raise InputError(f"--init-from {run_dir}: its weights do not fit this model (same --backbone and "
+                         f"--backbone-kwargs expected, and the same --method to take the rule too); missing "
+                         f"{missing[:4]}, unexpected {extra[:4]}, shape mismatches {shapes[:4]}")
+    model.load_state_dict(weights, strict=part == "all")
+    return part
 
 
 @dataclass
@@ -233,7 +250,7 @@ def setup_run(cfg: TrainConfig, train: ClassImages, out_dir: str | Path, provena
     model = FewShotModel(cfg.backbone, cfg.method, cfg.image_size, cfg.backbone_kwargs, cfg.method_kwargs,
                          in_channels=cfg.channels).to(device)
     if cfg.init_from and not resume:
-        warm_start(model, cfg.init_from)
+        warm_start(model, cfg.init_from, cfg.method)
     images = torch.from_numpy(train.pixels).to(device)         # compact; rows become float32 in ``aug``
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -491,8 +508,11 @@ def pretrain_phase(run: Run, train: ClassImages) -> None:
 
 def head_never_meta_trained(cfg: TrainConfig) -> bool:
     """Whether the meta phase starts from weights whose head temperature no meta phase has set:
-    this run pre-trains, or it starts from a run whose best checkpoint came from pre-training."""
+    this run pre-trains, or it starts from a run whose best checkpoint came from pre-training or
+    trained another rule (whose temperature only the backbone came with)."""
     if cfg.pretrain_steps > 0:
+        return True
+    if cfg.init_from and source_method(cfg.init_from) not in (None, cfg.method):
         return True
     record = Path(cfg.init_from) / "run.json" if cfg.init_from else None
     if record is not None and record.is_file():
