@@ -311,12 +311,18 @@ def test_page_learns_drawn_classes_like_the_python_runtime(browser, vinyals_test
         assert last["label"] == label
         assert page.locator("#prediction").inner_text() == label
         assert page.locator("#probs tr").count() == 3
+        assert page.locator("#probs tr").first.inner_text().split()[-1] == f"{max(last['probs']):.3f}"
+
+    shot = Path(os.environ.get("EDGEMETA_WEB_SCREENSHOT", tmp_path / "web-page.png"))
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     clear_pad(page)                                                 # a character of no taught class
     draw(page, glyph_strokes(vinyals_test_drawings[200, 0]))
     last = settled(page)
     check_parity(last, clf)
     assert last["label"] == "unknown" and page.locator("#prediction").inner_text() == "unknown"
+    assert clf.decision_function([last["pixels"]])[0].max() < clf.threshold_for(2) - 1    # not a near miss
 
     page.locator("#classes li[data-label=gamma] button").click()  # forget gamma
     clear_pad(page)
@@ -325,10 +331,6 @@ def test_page_learns_drawn_classes_like_the_python_runtime(browser, vinyals_test
     assert last["classes"] == ["alpha", "beta"]
     clf.forget("gamma")
     check_parity(last, clf)
-
-    shot = Path(os.environ.get("EDGEMETA_WEB_SCREENSHOT", tmp_path / "web-page.png"))
-    page.screenshot(path=str(shot), full_page=True)
-    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_encrypted_state_round_trip(browser, vinyals_test_drawings, tmp_path):
@@ -383,6 +385,54 @@ def test_encrypted_state_round_trip(browser, vinyals_test_drawings, tmp_path):
     assert np.array_equal(after["pixels"], before["pixels"])
     assert after["label"] == before["label"] and after["classes"] == before["classes"]
     np.testing.assert_allclose(after["probs"], before["probs"], atol=1e-6, rtol=0)
+
+
+PUT_RECORD = """([bundle, record]) => new Promise((resolve, reject) => {
+    const fix = (v) => Array.isArray(v) ? new Uint8Array(v) : v;
+    const rec = {...record, salt: fix(record.salt), state: fix(record.state)};
+    const open = indexedDB.open('edgemeta-web', 1);
+    open.onupgradeneeded = () => open.result.createObjectStore('states');
+    open.onsuccess = () => { const tx = open.result.transaction('states', 'readwrite');
+      tx.objectStore('states').put(rec, bundle); tx.oncomplete = () => { open.result.close(); resolve(); };
+      tx.onerror = () => reject(tx.error); };
+    open.onerror = () => reject(open.error); })"""
+
+
+def test_state_saved_by_python_unlocks_and_damaged_records_are_refused(browser, tmp_path):
+    from edgemeta.runtime import FewShotClassifier
+
+    rng = np.random.default_rng(0)
+    images = rng.random((4, 28, 28)) < 0.2
+    salt, iterations = bytes(range(16)), 1000
+    key = hashlib.pbkdf2_hmac("sha256", PASSPHRASE.encode(), salt, iterations, 32)
+    FewShotClassifier(BUNDLE).fit(images, ["p", "p", "q", "q"]).save(tmp_path / "py.state", key=key)
+    good = list((tmp_path / "py.state").read_bytes())
+    flipped = good.copy()
+    flipped[-20] ^= 0x01
+    record = {"format": "edgemeta-web-state-1", "bundle": "models/omniglot-conv4-proto/", "kdf": "PBKDF2-SHA256",
+              "salt": list(salt), "iterations": iterations, "state": good, "savedAt": "by the Python runtime"}
+    cases = [({"state": flipped}, "wrong passphrase (or the saved state is damaged)"),
+             ({"state": good[:40]}, "wrong passphrase (or the saved state is damaged)"),
+             ({"iterations": 10**12}, "is damaged"),
+             ({"salt": "not bytes"}, "is damaged"),
+             ({"format": "something else"}, "is damaged")]
+    page = browser.open()
+    page.fill("#passphrase", PASSPHRASE)
+    message = page.locator("#state-message")
+    for change, expected in cases:
+        page.evaluate(PUT_RECORD, ["models/omniglot-conv4-proto/", {**record, **change}])
+        page.click("#unlock")
+        page.evaluate("window.__edgemeta.idle()")
+        assert expected in message.inner_text(), (change.keys(), message.inner_text())
+        assert "error" in (message.get_attribute("class") or "")
+        assert page.evaluate("window.__edgemeta.clf.classes") in (None, [])
+    page.evaluate(PUT_RECORD, ["models/omniglot-conv4-proto/", record])     # the undamaged Python state
+    page.click("#unlock")
+    page.evaluate("window.__edgemeta.idle()")
+    assert "unlocked 2 class" in message.inner_text()
+    assert page.locator("#classes li").evaluate_all("els => els.map(e => e.dataset.label)") == ["p", "q"]
+    page.click("#erase")
+    page.evaluate("window.__edgemeta.idle()")
 
 
 def test_camera_frames_on_the_photo_bundle_match_python(browser, tmp_path):

@@ -24,7 +24,7 @@ const ui = {
   cameraStart: $('camera-start'), label: $('label'), addSample: $('add-sample'), learn: $('learn'),
   discard: $('discard'), pending: $('pending'), classes: $('classes'), prediction: $('prediction'),
   probs: $('probs').tBodies[0], reject: $('reject'), passphrase: $('passphrase'), save: $('save'),
-  unlock: $('unlock'), erase: $('erase'), stateMessage: $('state-message'),
+  unlock: $('unlock'), erase: $('erase'), stateMessage: $('state-message'), stateForm: $('state-form'),
 };
 
 const page = {
@@ -218,18 +218,23 @@ async function saveEncrypted() {
 async function unlockSaved() {
   const pass = ui.passphrase.value;
   if (!pass) { setStateMessage('type the passphrase first', true); return; }
-  const record = await getState(page.bundlePath);
+  let record;
+  try {
+    record = await getState(page.bundlePath);
+  } catch (err) {
+    if (!(err instanceof runtime.StateError)) throw err;
+    setStateMessage(`${err.message}; nothing was loaded (erase it, then save again)`, true);
+    return;
+  }
   if (!record) { setStateMessage('nothing is saved for this bundle', true); return; }
   setStateMessage('deriving the key…');
-  const key = await runtime.deriveStateKey(pass, record.salt, record.iterations);
   try {
+    const key = await runtime.deriveStateKey(pass, record.salt, record.iterations);
     await clf.loadState(record.state, { key });
   } catch (err) {
-    if (err instanceof runtime.StateError) {
-      setStateMessage('wrong passphrase (or the saved state is damaged): nothing was loaded', true);
-      return;
-    }
-    throw err;
+    if (!(err instanceof runtime.StateError)) throw err;
+    setStateMessage('wrong passphrase (or the saved state is damaged): nothing was loaded', true);
+    return;
   }
   renderClasses();
   setStateMessage(`unlocked ${heldClasses().length} class(es) saved ${record.savedAt}`);
@@ -253,12 +258,17 @@ function wire() {
   ui.save.addEventListener('click', () => serial(saveEncrypted));
   ui.unlock.addEventListener('click', () => serial(unlockSaved));
   ui.erase.addEventListener('click', () => serial(eraseSaved));
+  ui.stateForm.addEventListener('submit', (e) => e.preventDefault());
   ui.bundle.addEventListener('change', () => {
     const next = new URLSearchParams(location.search);
     next.set('bundle', ui.bundle.value);
     location.search = next.toString();
   });
 }
+
+// Fetched while the bundle list loads: the runtime's module graph (a failed import is shown by main()).
+const runtimeModule = import('../../js/src/index.js');
+runtimeModule.catch(() => {});
 
 async function main() {
   wire();
@@ -267,7 +277,7 @@ async function main() {
   const chosen = list.find((e) => e.path === params.get('bundle')) || list[0];
   ui.bundle.value = chosen.path;
   page.bundlePath = chosen.path;
-  runtime = await import('../../js/src/index.js');
+  runtime = await runtimeModule;
   page.timings.runtime = performance.now();
   const source = runtime.urlSource(new URL(`../../${chosen.path}`, location.href), { fetch: (...a) => fetch(...a) });
   clf = await runtime.FewShotClassifier.load(ort, source, { threads: THREADS });
