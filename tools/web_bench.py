@@ -1,6 +1,6 @@
 """Browser costs of the page (``examples/web``) in Debian's headless Chromium, against Node in the same run.
 
-    python tools/web_bench.py [--repeats 50] [--threads 1 2] [--json]
+    python tools/web_bench.py [--rounds 3] [--repeats 30] [--threads 1 2] [--json]
 
 For each onnxruntime-web thread count (``?threads=N``; 2 = SIMD + threads, needs the server's
 cross-origin isolation), in a fresh profile (cold HTTP cache) and again on a reload (warm cache):
@@ -12,14 +12,18 @@ cross-origin isolation), in a fresh profile (cold HTTP cache) and again on a rel
 - bytes downloaded (response bodies as sent, from the request log), by part: page, runtime JS,
   onnxruntime-web (JS + wasm), bundle.
 Node: ``node examples/node/bench.js --json`` (onnxruntime-node, 1 thread) in the same run, for the
-adapt 5w5s ratio. Prints; asserts nothing.
+adapt 5w5s ratio. The browser runs and Node alternate for ``--rounds`` rounds (a fresh browser each
+time); each figure is the median over rounds, and the ratio is given per round, since a shared
+machine's load moves every figure between rounds. Prints; asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import statistics
 import subprocess
 import tempfile
 from pathlib import Path
@@ -109,35 +113,58 @@ def node_run(repeats: int) -> dict[str, Any] | None:
     return json.loads(out)
 
 
-def report(runs: list[dict[str, Any]], node: dict[str, Any] | None, chromium: str) -> None:
+def _median(rounds: list[dict[str, Any]], *path: str) -> float:
+    """The median over rounds of the figure at ``path`` (keys into each round's result)."""
+    values = []
+    for r in rounds:
+        for k in path:
+            r = r[k]
+        values.append(r)
+    return statistics.median(values)
+
+
+def report(rounds: list[dict[str, Any]], chromium: str) -> None:
+    """Print medians over rounds (one round: {"browser": [one run per thread count], "node": ...})."""
+    first = rounds[0]["browser"]
+    node = [r["node"] for r in rounds if r["node"]]
     print(f"{chromium}, headless; onnxruntime-web wasm from this origin; bundle models/omniglot-conv4-proto "
-          f"({runs[0]['steady']['precision']} backbone)")
-    for r in runs:
-        c, w, s = r["cold"], r["warm"], r["steady"]
-        print(f"\nthreads={r['threads']} (cross-origin isolated: {c['isolated']})")
-        print(f"  first prediction after navigation: cold cache {c['first_prediction']:.0f} ms "
-              f"(ready at {c['ready']:.0f} ms), warm reload {w['first_prediction']:.0f} ms (ready at {w['ready']:.0f} ms)")
-        print(f"  adapt 5-way 5-shot from pixels: median {s['adapt_5w5s']['median_ms']:.2f} ms "
-              f"(p10 {s['adapt_5w5s']['p10_ms']:.2f}, p90 {s['adapt_5w5s']['p90_ms']:.2f})")
-        print(f"  predict 1 image: median {s['predict_1']['median_ms']:.2f} ms; "
-              f"embed in a batch of 75: {s['embed_per_image_ms']:.3f} ms per image")
+          f"({first[0]['steady']['precision']} backbone); medians over {len(rounds)} round(s)")
+    for i, run in enumerate(first):
+        runs = [r["browser"][i] for r in rounds]
+
+        def med(*path: str, runs: list[dict[str, Any]] = runs) -> float:
+            return _median(runs, *path)
+
+        print(f"\nthreads={run['threads']} (cross-origin isolated: {run['cold']['isolated']})")
+        print(f"  first prediction after navigation: cold cache {med('cold', 'first_prediction'):.0f} ms "
+              f"(ready at {med('cold', 'ready'):.0f} ms), warm reload {med('warm', 'first_prediction'):.0f} ms "
+              f"(ready at {med('warm', 'ready'):.0f} ms)")
+        print(f"  adapt 5-way 5-shot from pixels: median {med('steady', 'adapt_5w5s', 'median_ms'):.2f} ms")
+        print(f"  predict 1 image: median {med('steady', 'predict_1', 'median_ms'):.2f} ms; "
+              f"embed in a batch of 75: {med('steady', 'embed_per_image_ms'):.3f} ms per image")
         if node:
-            print(f"  adapt 5w5s browser / Node: {s['adapt_5w5s']['median_ms'] / node['adapt_5w5s']['median_ms']:.2f}x")
-        print(f"  downloaded {r['bytes_total'] / 1e6:.2f} MB: " +
-              ", ".join(f"{k} {v / 1e6:.3f} MB" for k, v in sorted(r["bytes"].items(), key=lambda kv: -kv[1])))
-        if r["outside_requests"]:
-            print(f"  REQUESTS TO OTHER ORIGINS: {r['outside_requests']}")
+            ratios = [r["browser"][i]["steady"]["adapt_5w5s"]["median_ms"] / r["node"]["adapt_5w5s"]["median_ms"]
+                      for r in rounds if r["node"]]
+            print(f"  adapt 5w5s browser / Node: {statistics.median(ratios):.2f}x "
+                  f"(rounds: {', '.join(f'{x:.2f}x' for x in ratios)})")
+        print(f"  downloaded {run['bytes_total'] / 1e6:.2f} MB: " +
+              ", ".join(f"{k} {v / 1e6:.3f} MB" for k, v in sorted(run["bytes"].items(), key=lambda kv: -kv[1])))
+        outside = sorted({u for r in runs for u in r["outside_requests"]})
+        if outside:
+            print(f"  REQUESTS TO OTHER ORIGINS: {outside}")
     if node:
-        print(f"\nNode ({node['runtime']}, 1 thread): adapt 5w5s median {node['adapt_5w5s']['median_ms']:.2f} ms, "
-              f"predict 1 image {node['predict_1']['median_ms']:.2f} ms, "
-              f"{node['predict_batch75_per_image_ms']:.3f} ms per image in a batch of 75")
+        print(f"\nNode ({node[0]['runtime']}, 1 thread): adapt 5w5s median {_median(node, 'adapt_5w5s', 'median_ms'):.2f} ms, "
+              f"predict 1 image {_median(node, 'predict_1', 'median_ms'):.2f} ms, "
+              f"{_median(node, 'predict_batch75_per_image_ms'):.3f} ms per image in a batch of 75")
     else:
         print("\nNode: not measured (node or examples/node/node_modules missing)")
+    print(f"load average: {rounds[0]['load']} at the start, {rounds[-1]['load']} after the last round")
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--repeats", type=int, default=50)
+    ap.add_argument("--rounds", type=int, default=3, help="alternating browser / Node rounds")
+    ap.add_argument("--repeats", type=int, default=30, help="timed calls per steady-state figure")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
     args = ap.parse_args(argv)
@@ -146,20 +173,23 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"error: {why}")
     from playwright.sync_api import sync_playwright
 
+    rounds = []
     proc, origin = web_harness.start_server()
     try:
         with sync_playwright() as pw:
-            runs = [browser_run(pw, origin, t, args.repeats) for t in args.threads]
+            for _ in range(args.rounds):
+                load = [round(x, 2) for x in os.getloadavg()]
+                browser = [browser_run(pw, origin, t, args.repeats) for t in args.threads]
+                rounds.append({"load": load, "browser": browser, "node": node_run(args.repeats)})
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-    node = node_run(args.repeats)
     chromium = subprocess.run([str(web_harness.CHROMIUM), "--version"], capture_output=True, text=True,
                               check=True).stdout.strip()
     if args.json:
-        print(json.dumps({"chromium": chromium, "browser": runs, "node": node}, indent=2))
+        print(json.dumps({"chromium": chromium, "rounds": rounds}, indent=2))
     else:
-        report(runs, node, chromium)
+        report(rounds, chromium)
 
 
 if __name__ == "__main__":
