@@ -119,3 +119,20 @@ def test_choosing_the_classifier_reads_a_folder_manifest_only(tmp_path):
         read_manifest(folder)
     with pytest.raises(BundleError, match="bundle not found"):
         read_manifest(tmp_path / "missing")
+
+
+def test_cold_start_tool_measures_a_copy_without_bytecode(tmp_path):
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import cold_start
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    package = tmp_path / "checkout" / "edgemeta"
+    for name in ("__init__.py", "runtime/__init__.py", "runtime/__pycache__/__init__.cpython-311.pyc",
+                 "__pycache__/__init__.cpython-311.pyc", "stale.pyc"):
+        (package / name).parent.mkdir(parents=True, exist_ok=True)
+        (package / name).write_text(name)
+    parent = Path(cold_start.copy_package(package, tmp_path / "measured"))
+    copied = sorted(str(p.relative_to(parent / "edgemeta")) for p in (parent / "edgemeta").rglob("*"))
+    assert copied == ["__init__.py", "runtime", "runtime/__init__.py"]
+    assert (parent / "edgemeta" / "runtime" / "__init__.py").read_text() == "runtime/__init__.py"
