@@ -45,7 +45,15 @@ async function asZipError(source, op) {
  * ArrayBuffer of the whole zip, or a reader { size, read(pos, len) -> Promise<Uint8Array> }.
  */
 function zipSource(data, { name = 'bundle.zip' } = {}) {
-  const reader = typeof data?.read === 'function' && Number.isInteger(data.size) ? data : bytesReader(asBytes(data, 'a zip bundle'));
+  let reader = typeof data?.read === 'function' && Number.isInteger(data.size) ? data : null;
+  if (!reader) {
+    try {
+      reader = bytesReader(asBytes(data, 'a zip bundle'));
+    } catch {
+      throw new BundleError(`${name}: a zip bundle must be bytes (a Uint8Array or ArrayBuffer) or a reader { size, read(pos, len) }, ` +
+        `got ${data === null ? 'null' : typeof data}`);
+    }
+  }
   let opened = null;
   const open = () => {
     opened ??= asZipError(name, async () => {

@@ -217,3 +217,10 @@ test('loading next to a 1 GiB zip bomb stays far below its size in memory', (t) 
   t.diagnostic(`peak RSS grew by ${grownMiB.toFixed(1)} MiB loading next to a 1 GiB bomb`);
   assert.ok(grownMiB < 300, `peak memory grew by ${grownMiB} MiB`);
 });
+
+test('zipSource takes bytes or a reader; anything else is a BundleError', () => {
+  for (const bad of ['bundle.zip', null, 42, [1, 2, 3]]) {
+    assert.throws(() => em.zipSource(bad), (e) => e instanceof em.BundleError && /must be bytes/.test(e.message));
+  }
+  assert.equal(typeof em.zipSource(new ArrayBuffer(0)).readManifest, 'function');
+});
