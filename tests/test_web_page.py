@@ -19,6 +19,7 @@ import base64
 import hashlib
 import http.client
 import importlib.util
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -455,6 +456,18 @@ def test_camera_frames_on_the_photo_bundle_match_python(browser, tmp_path):
     path = tmp_path / "camera.state"
     path.write_bytes(base64.b64decode(page.evaluate(f"async () => ({B64})(await window.__edgemeta.clf.saveState({{}}))")))
     check_parity(last, FewShotClassifier.load(PHOTO_BUNDLE, path))
+
+
+def test_every_listed_bundle_loads_in_the_page(browser):
+    entries = json.loads((web_harness.WEB / "bundles.json").read_text())
+    assert entries[0]["path"] == "models/omniglot-conv4-proto/"               # the default
+    for entry in entries:
+        assert (REPO / entry["path"] / "manifest.json").is_file(), entry
+        page = browser.open(f"?bundle={entry['path']}")
+        assert page.evaluate("window.__edgemeta.bundlePath") == entry["path"]
+        assert page.locator("#bundle").input_value() == entry["path"]
+        assert page.locator("#draw-box" if entry["input"] == "draw" else "#camera-box").is_visible()
+        assert page.locator("#status").inner_text().startswith("ready")
 
 
 def test_every_request_stays_local_and_the_csp_refuses_other_origins(browser):

@@ -40,6 +40,7 @@ class Handler(http.server.SimpleHTTPRequestHandler):
     """Static files of ``directory`` with isolation headers; refuses listings and dot paths."""
 
     extensions_map = TYPES
+    protocol_version = "HTTP/1.1"       # keep-alive: the page's ~30 files reuse a few connections
 
     def send_head(self):  # the base class's signature: a file object or None
         parts = self.path.split("?", 1)[0].split("#", 1)[0].split("/")
