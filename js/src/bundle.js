@@ -5,7 +5,7 @@
  * `import * as ort from 'onnxruntime-node'` in Node, `onnxruntime-web` in a browser.
  */
 
-import { BundleError } from './errors.js';
+import { BundleError, InputError } from './errors.js';
 import { readBundle } from './bundle_reader.js';
 import { preprocess } from './preprocess.js';
 import { openRefiner } from './refine.js';
@@ -20,6 +20,18 @@ function checkBinding(ort) {
       "'onnxruntime-node' (Node) or 'onnxruntime-web' (browser), then load(ort, source)");
   }
   return ort;
+}
+
+/**
+ * An onnxruntime session over the verified bytes of graph `name`; a graph onnxruntime cannot load (a
+ * bundle resealed around a broken file) is a BundleError naming it.
+ */
+async function openSession(ort, bytes, options, name, source) {
+  try {
+    return await ort.InferenceSession.create(new Uint8Array(bytes), options);
+  } catch (err) {
+    throw new BundleError(`${source}: onnxruntime cannot load ${name} (${String(err && err.message).slice(0, 300)}); expected a valid ONNX graph`);
+  }
 }
 
 /** `source` is a bundle source ({ readManifest, readFile }); TypeError naming the helpers otherwise. */
@@ -48,12 +60,12 @@ class Bundle {
    */
   static async load(ort, source, { threads = 1, precision = 'auto' } = {}) {
     checkBinding(ort);
+    if (!['auto', 'fp32', 'int8'].includes(precision)) throw new InputError(`precision must be 'auto', 'fp32' or 'int8', got ${JSON.stringify(precision)}`);
     const { manifest, files } = await readBundle(checkSource(source));
     const bundlePath = source.name ?? 'bundle';
     const g = manifest.graphs;
     if (manifest.regression) throw new BundleError(`${bundlePath} is a regression bundle; load it with RegressionBundle / FewShotRegressor`);
     if (manifest.vector_input) throw new BundleError(`${bundlePath} takes vectors [N, D]; this runtime reads image classifier and regression bundles only`);
-    if (!['auto', 'fp32', 'int8'].includes(precision)) throw new Error(`precision must be 'auto', 'fp32' or 'int8', got ${JSON.stringify(precision)}`);
     const hasInt8 = typeof g.backbone_int8 === 'string' && files.has(g.backbone_int8);
     if (precision === 'int8' && !hasInt8) throw new BundleError(`${bundlePath} has no int8 backbone; use precision 'fp32'`);
     // auto: the manifest's precision.default (export sets it from accuracy and measured speed); a
@@ -63,7 +75,7 @@ class Bundle {
     const opts = sessionOptions(threads);
     // sessions are built from the verified bytes: nothing is re-read from disk between check and use
     const [backbone, adapt, classify] = await Promise.all([useInt8 ? g.backbone_int8 : g.backbone, g.adapt, g.classify].map(
-      (f) => ort.InferenceSession.create(new Uint8Array(files.get(f)), opts)));
+      (f) => openSession(ort, files.get(f), opts, f, bundlePath)));
     const bundle = new Bundle(manifest, String(bundlePath), backbone, adapt, classify);
     bundle.ort = ort;
     bundle.precision = useInt8 ? 'int8' : 'fp32';
@@ -162,4 +174,4 @@ class Bundle {
   }
 }
 
-export { Bundle, sessionOptions, checkBinding, checkSource, EMBED_CHUNK };
+export { Bundle, sessionOptions, openSession, checkBinding, checkSource, EMBED_CHUNK };

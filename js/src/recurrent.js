@@ -10,13 +10,14 @@
  */
 
 import { BundleError, InputError, StateError } from './errors.js';
+import { openSession } from './bundle.js';
 
 const INPUTS = ['memory', 'fresh', 'support_embeddings', 'support_labels_onehot'];
 
 /** The update.onnx session of a verified recurrent bundle, its I/O checked against the contract. */
 async function openMemoryUpdate(bundle, graph, options) {
   const { manifest, source, ort } = bundle;
-  const session = await ort.InferenceSession.create(new Uint8Array(graph), options);
+  const session = await openSession(ort, graph, options, manifest.recurrent.graph, source);
   const outputs = ['updated_memory', ...bundle.paramNames];
   if (JSON.stringify(session.inputNames) !== JSON.stringify(INPUTS) || JSON.stringify(session.outputNames) !== JSON.stringify(outputs)) {
     throw new BundleError(`${source}: ${manifest.recurrent.graph} has inputs ${JSON.stringify(session.inputNames)} and outputs ` +

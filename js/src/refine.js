@@ -10,6 +10,7 @@
  */
 
 import { BundleError, InputError } from './errors.js';
+import { openSession } from './bundle.js';
 
 const INPUTS = ['support_embeddings', 'support_labels_onehot', 'unlabeled_embeddings'];
 const SMOKE_TOL = 1e-4; // refine.onnx with no unlabelled sample must give adapt.onnx's prototypes
@@ -34,12 +35,7 @@ class Refiner {
 async function openRefiner(bundle, graph, options) {
   const { manifest, source, ort } = bundle;
   const section = manifest.refine;
-  let session;
-  try {
-    session = await ort.InferenceSession.create(new Uint8Array(graph), options);
-  } catch (err) {
-    throw new BundleError(`${source}: onnxruntime cannot load ${section.graph} (${String(err.message).slice(0, 300)}); expected a valid ONNX graph`);
-  }
+  const session = await openSession(ort, graph, options, section.graph, source);
   const outputs = [...section.outputs];
   if (JSON.stringify(session.inputNames) !== JSON.stringify(INPUTS) || JSON.stringify(session.outputNames) !== JSON.stringify(outputs)) {
     throw new BundleError(`${source}: ${section.graph} inputs/outputs ${JSON.stringify([...session.inputNames, ...session.outputNames])} ` +

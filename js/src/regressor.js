@@ -14,7 +14,7 @@
 
 import { BundleError, InputError, StateError } from './errors.js';
 import { readBundle } from './bundle_reader.js';
-import { checkBinding, checkSource, sessionOptions } from './bundle.js';
+import { checkBinding, checkSource, openSession, sessionOptions } from './bundle.js';
 import { compareCodePoints } from './canonical_json.js';
 import { packBody, readBody, sealBody } from './state.js';
 
@@ -34,7 +34,7 @@ class RegressionBundle {
     const g = manifest.graphs;
     const opts = sessionOptions(threads);
     const [backbone, adapt, predict] = await Promise.all([g.backbone, g.adapt, g.predict].map(
-      (f) => ort.InferenceSession.create(new Uint8Array(files.get(f)), opts)));
+      (f) => openSession(ort, files.get(f), opts, f, bundlePath)));
     const bundle = new RegressionBundle(manifest, String(bundlePath), { backbone, adapt, predict });
     bundle.ort = ort;
     await bundle.smokeTest();

@@ -114,3 +114,21 @@ test("precision 'auto' follows the manifest's precision.default, as the Python r
   assert.equal((await em.Bundle.load(ort, at(dir), { precision: 'int8' })).precision, 'int8');
   assert.equal((await em.Bundle.load(ort, at(SHIPPED))).precision, 'int8');
 });
+
+test('a graph onnxruntime cannot load, in a bundle resealed around it, is a BundleError naming it; a bad precision an InputError', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'em-graph-'));
+  try {
+    for (const f of fs.readdirSync(SHIPPED)) fs.copyFileSync(path.join(SHIPPED, f), path.join(dir, f));
+    const junk = new TextEncoder().encode('not an onnx graph at all');
+    fs.writeFileSync(path.join(dir, 'classify.onnx'), junk);
+    const sha = await em.sha256Hex(junk);
+    const text = shippedText.replace(/("classify\.onnx": \{\s*"bytes": )\d+(,\s*"sha256": ")[0-9a-f]+"/, `$1${junk.length}$2${sha}"`);
+    assert.notEqual(text, shippedText);
+    fs.writeFileSync(path.join(dir, 'manifest.json'), await resealed(text));
+    await assert.rejects(em.Bundle.load(ort, at(dir)),
+      (e) => e instanceof em.BundleError && /onnxruntime cannot load classify\.onnx .*expected a valid ONNX graph/.test(e.message));
+    await assert.rejects(em.Bundle.load(ort, at(SHIPPED), { precision: 'fp16' }), (e) => e instanceof em.InputError && /precision must be/.test(e.message));
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
