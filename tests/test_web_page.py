@@ -22,6 +22,8 @@ import importlib.util
 import json
 import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -493,3 +495,26 @@ def test_every_request_stays_local_and_the_csp_refuses_other_origins(browser):
     assert {"connect-src", "script-src-elem", "img-src"} <= directives, blocked
     for url in browser.requests[seen:]:                     # announced to the browser, never sent
         assert url.startswith(browser.origin) or "csp" in browser.failed.get(url, "").lower(), (url, browser.failed)
+
+
+@pytest.mark.slow          # its own server, browser and three page loads plus Node: about 15 s
+def test_web_bench_measures_the_page_and_node():
+    why = web_harness.missing()
+    if why:
+        pytest.skip(why)
+    out = subprocess.run([sys.executable, str(REPO / "tools" / "web_bench.py"), "--rounds", "1", "--repeats", "2",
+                          "--threads", "1", "--json"], capture_output=True, text=True, timeout=300, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout)
+    (run,) = result["rounds"][0]["browser"]
+    assert run["threads"] == 1 and run["cold"]["isolated"] and run["outside_requests"] == []
+    for start in ("cold", "warm"):
+        assert 0 < run[start]["runtime"] <= run[start]["ready"] <= run[start]["first_prediction"]
+    assert run["steady"]["precision"] == "int8" and run["steady"]["adapt_5w5s"]["repeats"] == 2
+    wasm = (web_harness.WEB / "node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.wasm").stat().st_size
+    bundle = sum((BUNDLE / f).stat().st_size for f in ("manifest.json", "backbone.onnx", "backbone.int8.onnx",
+                                                        "adapt.onnx", "classify.onnx"))
+    assert run["bytes"]["onnxruntime-web wasm"] == wasm and run["bytes"]["bundle"] == bundle
+    node = result["rounds"][0]["node"]
+    if (REPO / "examples" / "node" / "node_modules").is_dir():
+        assert node["adapt_5w5s"]["median_ms"] > 0
