@@ -34,6 +34,18 @@ async function openSession(ort, bytes, options, name, source) {
   }
 }
 
+/**
+ * `session.run(feeds)`; an onnxruntime failure at run time (a graph whose shapes do not fit the contract)
+ * becomes a BundleError naming bundle `source`'s graph `name` (Python: loaded_bundle.run_graph).
+ */
+async function runGraph(session, source, name, feeds) {
+  try {
+    return await session.run(feeds);
+  } catch (err) {
+    throw new BundleError(`${source}: ${name} failed at run time (${String(err && err.message).slice(0, 300)})`);
+  }
+}
+
 /** `source` is a bundle source ({ readManifest, readFile }); TypeError naming the helpers otherwise. */
 function checkSource(source) {
   if (!source || typeof source.readManifest !== 'function' || typeof source.readFile !== 'function') {
@@ -79,6 +91,8 @@ class Bundle {
     const bundle = new Bundle(manifest, String(bundlePath), backbone, adapt, classify);
     bundle.ort = ort;
     bundle.precision = useInt8 ? 'int8' : 'fp32';
+    bundle.graphNames = { backbone: useInt8 ? g.backbone_int8 : g.backbone, adapt: g.adapt, classify: g.classify };
+    await bundle.smokeTest();
     // recurrent bundles (format 3): update.onnx, the per-class memory update (recurrent.js)
     bundle.memoryUpdate = manifest.recurrent ? await openMemoryUpdate(bundle, files.get(manifest.recurrent.graph), opts) : null;
     // bundles with a refine section (format 3): refine.onnx, unlabelled samples refine the prototypes (refine.js)
@@ -130,6 +144,35 @@ class Bundle {
     }
   }
 
+  /**
+   * Run the three graphs once on a tiny synthetic task (a blank and a full image; 3 support rows of 2
+   * classes) and check every output's shape and finiteness, so a bundle that loads is one fit / predict
+   * can use (Python: Bundle._smoke_test).
+   */
+  async smokeTest() {
+    const [C, H, W] = [this.preprocessSpec.channels ?? 1, ...this.preprocessSpec.size].map(Number);
+    const data = new Float32Array(2 * C * H * W);
+    data.fill(1, C * H * W);
+    const D = this.embeddingDim;
+    const emb = await this.embed({ data, n: 2, channels: C, height: H, width: W });
+    this.expect('backbone', 'embeddings', emb, 2 * D);
+    const support = new Float32Array(3 * D);
+    support.set(emb.subarray(0, D), 0);
+    support.set(emb.subarray(D), D);
+    support.set(emb.subarray(0, D), 2 * D);
+    const params = await this.adapt(support, 3, Float32Array.of(1, 0, 0, 1, 1, 0), 2);
+    for (const [name, t] of Object.entries(params)) this.expect('adapt', name, t.data, name === 'bias' ? 2 : 2 * D);
+    this.expect('classify', 'logits', (await this.classify(support.subarray(0, D), 1, params)).data, 2);
+  }
+
+  /** `values` holds `count` finite numbers; BundleError naming the graph and output otherwise. */
+  expect(role, what, values, count) {
+    if (!values || values.length !== count || !values.every(Number.isFinite)) {
+      throw new BundleError(`${this.source}: ${this.graphNames[role]} answers a 2-class test task with ${what} of ` +
+        `${values ? values.length : 0} values (finite: ${!!values && values.every(Number.isFinite)}); expected ${count} finite values`);
+    }
+  }
+
   /** Raw images -> preprocessed batch (see preprocess()). */
   preprocess(images, { ink = 'auto', what = 'images' } = {}) {
     return preprocess(images, this.preprocessSpec, { ink, what });
@@ -144,7 +187,7 @@ class Bundle {
     for (let s = 0; s < n; s += EMBED_CHUNK) {
       const m = Math.min(EMBED_CHUNK, n - s);
       const images = new this.ort.Tensor('float32', batch.data.subarray(s * C * H * W, (s + m) * C * H * W), [m, C, H, W]);
-      const { embeddings } = await this.sessions.backbone.run({ images });
+      const { embeddings } = await runGraph(this.sessions.backbone, this.source, this.graphNames.backbone, { images });
       if (embeddings.dims[1] !== D) throw new BundleError(`${this.source}: backbone gives ${embeddings.dims[1]}-d embeddings, the manifest says ${D}`);
       out.set(embeddings.data, s * D);
     }
@@ -154,7 +197,7 @@ class Bundle {
   /** Support embeddings [S * D] + one-hot labels [S * C] -> head parameters { name: ort.Tensor }. */
   async adapt(support, S, onehot, C) {
     const D = this.embeddingDim;
-    const res = await this.sessions.adapt.run({
+    const res = await runGraph(this.sessions.adapt, this.source, this.graphNames.adapt, {
       support_embeddings: new this.ort.Tensor('float32', support, [S, D]),
       support_labels_onehot: new this.ort.Tensor('float32', onehot, [S, C]),
     });
@@ -163,7 +206,7 @@ class Bundle {
 
   /** Embeddings [N * D] + head parameters -> logits { data: Float32Array [N * C], n, c }. */
   async classify(embeddings, n, params) {
-    const res = await this.sessions.classify.run({
+    const res = await runGraph(this.sessions.classify, this.source, this.graphNames.classify, {
       embeddings: new this.ort.Tensor('float32', embeddings, [n, this.embeddingDim]), ...params,
     });
     return { data: res.logits.data, n: res.logits.dims[0], c: res.logits.dims[1] };
@@ -174,4 +217,4 @@ class Bundle {
   }
 }
 
-export { Bundle, sessionOptions, openSession, checkBinding, checkSource, EMBED_CHUNK };
+export { Bundle, sessionOptions, openSession, runGraph, checkBinding, checkSource, EMBED_CHUNK };

@@ -10,7 +10,7 @@
  */
 
 import { BundleError, InputError, StateError } from './errors.js';
-import { openSession } from './bundle.js';
+import { openSession, runGraph } from './bundle.js';
 
 const INPUTS = ['memory', 'fresh', 'support_embeddings', 'support_labels_onehot'];
 
@@ -23,7 +23,8 @@ async function openMemoryUpdate(bundle, graph, options) {
     throw new BundleError(`${source}: ${manifest.recurrent.graph} has inputs ${JSON.stringify(session.inputNames)} and outputs ` +
       `${JSON.stringify(session.outputNames)}; the contract says ${JSON.stringify(INPUTS)} and ${JSON.stringify(outputs)}`);
   }
-  const update = new MemoryUpdate(ort, session, Number(manifest.recurrent.hidden), bundle.embeddingDim, bundle.paramNames);
+  const update = new MemoryUpdate(ort, session, Number(manifest.recurrent.hidden), bundle.embeddingDim, bundle.paramNames,
+    manifest.recurrent.graph, source);
   // smoke run: two fresh classes, three samples; every output of its contract's shape and finite
   const D = bundle.embeddingDim;
   const support = Float32Array.from({ length: 3 * D }, (_, i) => (i % 7) / 7);
@@ -35,13 +36,13 @@ async function openMemoryUpdate(bundle, graph, options) {
 }
 
 class MemoryUpdate {
-  constructor(ort, session, hidden, dim, paramNames) {
-    Object.assign(this, { ort, session, hidden, dim, paramNames });
+  constructor(ort, session, hidden, dim, paramNames, graph = 'update.onnx', source = 'bundle') {
+    Object.assign(this, { ort, session, hidden, dim, paramNames, graph, source });
   }
 
   /** memory Float32Array [C * H], fresh [C], support [S * D], onehot [S * C] -> { memory, params: {name: Float32Array} }. */
   async run(memory, fresh, support, onehot, C, S) {
-    const res = await this.session.run({
+    const res = await runGraph(this.session, this.source, this.graph, {
       memory: new this.ort.Tensor('float32', memory, [C, this.hidden]),
       fresh: new this.ort.Tensor('float32', fresh, [C]),
       support_embeddings: new this.ort.Tensor('float32', support, [S, this.dim]),

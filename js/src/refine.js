@@ -10,19 +10,19 @@
  */
 
 import { BundleError, InputError } from './errors.js';
-import { openSession } from './bundle.js';
+import { openSession, runGraph } from './bundle.js';
 
 const INPUTS = ['support_embeddings', 'support_labels_onehot', 'unlabeled_embeddings'];
 const SMOKE_TOL = 1e-4; // refine.onnx with no unlabelled sample must give adapt.onnx's prototypes
 
 class Refiner {
-  constructor(ort, session, dim, outputs, maxUnlabeled, graph) {
-    Object.assign(this, { ort, session, dim, outputs, maxUnlabeled, graph });
+  constructor(ort, session, dim, outputs, maxUnlabeled, graph, source) {
+    Object.assign(this, { ort, session, dim, outputs, maxUnlabeled, graph, source });
   }
 
   /** support [S * D], onehot [S * C], unlabeled [U * D] (Float32Arrays) -> head parameters { name: ort.Tensor }. */
   async refine(support, S, onehot, C, unlabeled, U) {
-    const res = await this.session.run({
+    const res = await runGraph(this.session, this.source, this.graph, {
       support_embeddings: new this.ort.Tensor('float32', support, [S, this.dim]),
       support_labels_onehot: new this.ort.Tensor('float32', onehot, [S, C]),
       unlabeled_embeddings: new this.ort.Tensor('float32', unlabeled, [U, this.dim]),
@@ -41,7 +41,7 @@ async function openRefiner(bundle, graph, options) {
     throw new BundleError(`${source}: ${section.graph} inputs/outputs ${JSON.stringify([...session.inputNames, ...session.outputNames])} ` +
       `do not follow the contract ${JSON.stringify([...INPUTS, ...outputs])}`);
   }
-  const refiner = new Refiner(ort, session, bundle.embeddingDim, outputs, Number(section.max_unlabeled), section.graph);
+  const refiner = new Refiner(ort, session, bundle.embeddingDim, outputs, Number(section.max_unlabeled), section.graph, source);
   const D = bundle.embeddingDim;
   const support = Float32Array.from({ length: 3 * D }, (_, i) => Math.sin(i + 1));
   const onehot = Float32Array.of(1, 0, 0, 1, 1, 0);

@@ -14,7 +14,7 @@
 
 import { BundleError, InputError, StateError } from './errors.js';
 import { readBundle } from './bundle_reader.js';
-import { checkBinding, checkSource, openSession, sessionOptions } from './bundle.js';
+import { checkBinding, checkSource, openSession, runGraph, sessionOptions } from './bundle.js';
 import { compareCodePoints } from './canonical_json.js';
 import { packBody, readBody, sealBody } from './state.js';
 
@@ -85,7 +85,7 @@ class RegressionBundle {
     const out = new Float32Array(n * P);
     for (let s = 0; s < n; s += EMBED_CHUNK) {
       const m = Math.min(EMBED_CHUNK, n - s);
-      const { embeddings } = await this.sessions.backbone.run({ inputs: new this.ort.Tensor('float32', x.subarray(s * D, (s + m) * D), [m, D]) });
+      const { embeddings } = await runGraph(this.sessions.backbone, this.source, 'backbone.onnx', { inputs: new this.ort.Tensor('float32', x.subarray(s * D, (s + m) * D), [m, D]) });
       out.set(embeddings.data, s * P);
     }
     return out;
@@ -94,7 +94,7 @@ class RegressionBundle {
   /** float64 sums gram [P * P], targets [P * O] -> head parameters { name: ort.Tensor }. */
   async adapt(gram, targets) {
     const P = this.embeddingDim;
-    const res = await this.sessions.adapt.run({
+    const res = await runGraph(this.sessions.adapt, this.source, 'adapt.onnx', {
       feature_gram: new this.ort.Tensor('float64', gram, [P, P]),
       feature_targets: new this.ort.Tensor('float64', targets, [P, this.outputs]),
     });
@@ -103,7 +103,7 @@ class RegressionBundle {
 
   /** Embeddings [N * P] + head -> { predictions: Float32Array [N * O], variances: Float32Array or null }. */
   async predict(emb, n, params) {
-    const res = await this.sessions.predict.run({ embeddings: new this.ort.Tensor('float32', emb, [n, this.embeddingDim]), ...params });
+    const res = await runGraph(this.sessions.predict, this.source, 'predict.onnx', { embeddings: new this.ort.Tensor('float32', emb, [n, this.embeddingDim]), ...params });
     return { predictions: res.predictions.data, variances: this.givesVariance ? res.variances.data : null };
   }
 }
