@@ -136,3 +136,19 @@ def test_cold_start_tool_measures_a_copy_without_bytecode(tmp_path):
     copied = sorted(str(p.relative_to(parent / "edgemeta")) for p in (parent / "edgemeta").rglob("*"))
     assert copied == ["__init__.py", "runtime", "runtime/__init__.py"]
     assert (parent / "edgemeta" / "runtime" / "__init__.py").read_text() == "runtime/__init__.py"
+
+
+def test_a_classifier_from_a_bundle_folder_reads_and_hashes_each_listed_file_once(monkeypatch):
+    from edgemeta.contract import bundle as contract_bundle
+    from edgemeta.runtime import FewShotClassifier
+
+    checked: list[str] = []
+    real = contract_bundle.check_file
+
+    def counting(name, *args, **kwargs):
+        checked.append(name)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(contract_bundle, "check_file", counting)
+    clf = FewShotClassifier(_shipped())
+    assert sorted(checked) == sorted(clf.bundle.manifest["files"])
