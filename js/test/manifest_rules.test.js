@@ -132,3 +132,11 @@ test('a graph onnxruntime cannot load, in a bundle resealed around it, is a Bund
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a graph that fails at run time (inputs that do not fit it) is a BundleError naming the graph', async () => {
+  const bundle = await em.Bundle.load(ort, at(SHIPPED));
+  const D = bundle.embeddingDim;
+  const misfit = { prototypes: new ort.Tensor('float32', new Float32Array(2 * (D + 3)), [2, D + 3]) };
+  await assert.rejects(bundle.classify(new Float32Array(D), 1, misfit),
+    (e) => e instanceof em.BundleError && new RegExp(`${SHIPPED}: classify\\.onnx failed at run time`).test(e.message));
+});
