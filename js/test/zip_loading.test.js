@@ -224,3 +224,14 @@ test('zipSource takes bytes or a reader; anything else is a BundleError', () => 
   }
   assert.equal(typeof em.zipSource(new ArrayBuffer(0)).readManifest, 'function');
 });
+
+test('memorySource: a bundle already in memory loads like the folder; without a manifest it is refused', async () => {
+  const files = new Map(NAMES.map((n) => [n, new Uint8Array(original[n])]));
+  const bundle = await em.Bundle.load(ort, em.memorySource(files, { name: 'mem' }));
+  assert.equal(bundle.identity, (await em.Bundle.load(ort, at(BUNDLE))).identity);
+  files.delete('manifest.json');
+  await assert.rejects(em.readBundle(em.memorySource(files, { name: 'mem' })), /mem: no manifest\.json/);
+  const altered = new Map(NAMES.map((n) => [n, new Uint8Array(original[n])]));
+  altered.get('classify.onnx')[10] ^= 1;
+  await assert.rejects(em.readBundle(em.memorySource(altered)), /sha256 of classify\.onnx does not match/);
+});
