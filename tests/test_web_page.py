@@ -338,6 +338,7 @@ def test_page_learns_drawn_classes_like_the_python_runtime(browser, vinyals_test
 
 def test_encrypted_state_round_trip(browser, vinyals_test_drawings, tmp_path):
     from edgemeta.runtime import FewShotClassifier
+    from edgemeta.runtime.state import decode_state
 
     page = browser.open()
     for label, c in {"one": 7, "two": 60}.items():
@@ -358,15 +359,18 @@ def test_encrypted_state_round_trip(browser, vinyals_test_drawings, tmp_path):
         open.onerror = () => reject(open.error); })""")
     assert len(record) == 1
     record = record[0]
+    stored = page.evaluate("""async () => ({ local: localStorage.length, session: sessionStorage.length,
+        caches: (await caches.keys()).length, dbs: (await indexedDB.databases()).map((d) => d.name) })""")
+    assert stored == {"local": 0, "session": 0, "caches": 0, "dbs": ["edgemeta-web"]}   # nothing else kept
     state, salt = bytes(record["state"]), bytes(record["salt"])
     assert record["kdf"] == "PBKDF2-SHA256" and len(salt) == 16 and record["iterations"] >= 100_000
     assert b"aes-256-gcm" in state[:200]
-    for raw in (before["pixels"].tobytes(), bytes(before["pixels"][..., 0].ravel())):   # no pixels stored
-        assert raw[:64] not in state
 
     path = tmp_path / "web.state"                                   # the same bytes in the Python runtime
     path.write_bytes(state)
     key = hashlib.pbkdf2_hmac("sha256", PASSPHRASE.encode(), salt, record["iterations"], 32)
+    held = decode_state(state, key)                                 # one 64-d embedding per sample, no pixels
+    assert held.labels == ["one", "two"] and held.embeddings.shape == (2, 64) and held.unlabeled is None
     check_parity(before, FewShotClassifier.load(BUNDLE, path, key=key))
 
     page = browser.open()                                           # a fresh page: nothing held
