@@ -16,7 +16,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
-import { FewShotClassifier, ZipArchive } from 'edgemeta-js';
+import { FewShotClassifier, ZipArchive, deriveStateKey } from 'edgemeta-js';
 import { fileReader, sourceFromPath } from 'edgemeta-js/node';
 
 const __dirname = path.dirname(fileURLToPath(import.meta.url));
@@ -119,6 +119,16 @@ async function main() {
     console.log(`open set: ${open.filter((p) => p === 'unknown').length}/20 drawings of an unregistered character answered ` +
       `'unknown'; ${known.filter((p) => p === 'unknown').length}/75 of registered ones`);
   }
+
+  // 7. Keep what was learned: the private state (embeddings, labels, head; no drawing), encrypted under a
+  //    passphrase-derived key, in the Python runtime's file format (edgemeta.runtime.FewShotClassifier.load reads it).
+  const salt = crypto.getRandomValues(new Uint8Array(16));
+  const key = await deriveStateKey('an example passphrase', salt);
+  const state = await clf.saveState({ key });
+  const restored = await FewShotClassifier.load(ort, sourceFromPath(bundlePath), { threads: 1, state, key });
+  const same = (await restored.predict(q6)).every((p, i) => p === after[i]);
+  console.log(`saveState: ${state.length} bytes (AES-256-GCM); restored: ${restored.classes.length} classes, ` +
+    `${same ? 'the same' : 'different'} predictions on 90 drawings`);
 }
 
 main().catch((e) => { console.error(`${e.name}: ${e.message}`); process.exit(1); });
