@@ -459,6 +459,9 @@ def test_camera_frames_on_the_photo_bundle_match_python(browser, tmp_path):
     assert last["pixels"].shape == (240, 320, 4)
     assert last["classes"] == ["left", "right"]
     # the page dropped the frames it learned from; the state it saves holds their embeddings
+    page.click("#camera-start")                       # now "Stop camera": the stream ends
+    assert page.evaluate("document.getElementById('camera').srcObject") is None
+    assert page.locator("#camera-start").inner_text() == "Start camera"
     path = tmp_path / "camera.state"
     path.write_bytes(base64.b64decode(page.evaluate(f"async () => ({B64})(await window.__edgemeta.clf.saveState({{}}))")))
     check_parity(last, FewShotClassifier.load(PHOTO_BUNDLE, path))

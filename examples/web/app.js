@@ -166,18 +166,22 @@ function setMode(next) {
   ui.modeCamera.setAttribute('aria-pressed', String(mode === 'camera'));
   ui.drawBox.hidden = mode !== 'draw';
   ui.cameraBox.hidden = mode !== 'camera';
-  if (mode === 'draw') {
-    if (cameraTimer !== null) clearInterval(cameraTimer);
-    cameraTimer = null;
-    stopCamera(ui.camera);
-  }
+  if (mode === 'draw') cameraOff();
   schedulePredict();
 }
 
 async function cameraOn() {
   await startCamera(ui.camera);
   if (cameraTimer === null) cameraTimer = setInterval(schedulePredict, CAMERA_EVERY_MS);
+  ui.cameraStart.textContent = 'Stop camera';
   setStatus('camera on: frames stay in this tab');
+}
+
+function cameraOff() {
+  if (cameraTimer !== null) clearInterval(cameraTimer);
+  cameraTimer = null;
+  stopCamera(ui.camera);
+  ui.cameraStart.textContent = 'Start camera';
 }
 
 function addSample() {
@@ -250,7 +254,7 @@ function wire() {
   ui.clear.addEventListener('click', () => { pad.clear(); renderPrediction(null); });
   ui.modeDraw.addEventListener('click', () => setMode('draw'));
   ui.modeCamera.addEventListener('click', () => setMode('camera'));
-  ui.cameraStart.addEventListener('click', () => serial(cameraOn));
+  ui.cameraStart.addEventListener('click', () => (ui.camera.srcObject ? cameraOff() : serial(cameraOn)));
   ui.addSample.addEventListener('click', addSample);
   ui.learn.addEventListener('click', () => serial(learnClass));
   ui.discard.addEventListener('click', () => { pending = []; renderPending(); });
