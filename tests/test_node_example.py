@@ -124,3 +124,20 @@ def test_node_runtime_matches_python_runtime_for_every_method(tmp_path, omniglot
     cases = json.loads((fixtures / "index.json").read_text())["cases"]
     assert {c.split("-")[0] for c in cases} >= {"proto", "metasgd", "ridge", "finetune"}
     _run_node_tests(node, fixtures, min_pass=35)
+
+
+def test_the_node_example_runs_on_the_js_runtime(omniglot_root):
+    """examples/node/example.js (edgemeta-js over onnxruntime-node): fit, addClass, forget, open set and
+    an encrypted state saved and restored with the same predictions, on raw Omniglot test drawings."""
+    node = _node()
+    example = REPO / "examples" / "node"
+    if not (example / "node_modules" / "onnxruntime-node").is_dir() or not (example / "node_modules" / "edgemeta-js").exists():
+        pytest.skip("examples/node/node_modules is missing: run (cd examples/node && npm ci --ignore-scripts)")
+    proc = subprocess.run([node, "example.js", str(REPO / "models" / "omniglot-conv4-proto"), str(omniglot_root)],
+                          cwd=example, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert re.search(r"^predict 75 new drawings: \d+\.\d % correct$", out, re.M), out
+    assert re.search(r"^forget \S+: 5 classes left; predicted 0 times$", out, re.M), out
+    assert re.search(r"^saveState: \d+ bytes \(AES-256-GCM\); restored: 5 classes, the same predictions on 90 drawings$",
+                     out, re.M), out
