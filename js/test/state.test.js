@@ -149,6 +149,7 @@ test('hostile state bytes are refused with a StateError naming the check', async
     ['another header key', withHeader(plain, header.replace('"version": 2', '"version": 2, "extra": 1')), null, /header has keys/],
     ['version 3', withHeader(plain, header.replace('"version": 2', '"version": 3')), null, /version 3 is not supported/],
     ['version 2.0', withHeader(plain, header.replace('"version": 2', '"version": 2.0')), null, /is not supported/],
+    ['version 1 (a .npz body)', withHeader(plain, header.replace('"version": 2', '"version": 1')), null, /read by the Python runtime only; load and save it there once/],
     ['a payload over 256 MiB', withHeader(plain, header.replace(/"payload_bytes": \d+/, '"payload_bytes": 300000000')), null, /at most 268435456 bytes/],
     ['a key for a plain file', plain, KEY, /not encrypted but a key was given/],
     ['no key for an encrypted file', sealed, null, /encrypted; pass the key/],
