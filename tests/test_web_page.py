@@ -522,6 +522,8 @@ def test_web_bench_measures_the_page_and_node():
     bundle = sum((BUNDLE / f).stat().st_size for f in ("manifest.json", "backbone.onnx", "backbone.int8.onnx",
                                                         "adapt.onnx", "classify.onnx"))
     assert run["bytes"]["onnxruntime-web wasm"] == wasm and run["bytes"]["bundle"] == bundle
+    cpu = run["steady"]["adapt_5w5s_cpu"]
+    assert 0 < cpu["main_thread_cpu_ms"] <= cpu["process_cpu_ms"]
     node = result["rounds"][0]["node"]
     if (REPO / "examples" / "node" / "node_modules").is_dir():
-        assert node["adapt_5w5s"]["median_ms"] > 0
+        assert node["adapt_5w5s"]["median_ms"] > 0 and node["adapt_5w5s_cpu"]["cpu_ms"] > 0

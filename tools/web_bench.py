@@ -12,7 +12,9 @@ cross-origin isolation), in a fresh profile (cold HTTP cache) and again on a rel
 - bytes downloaded (response bodies as sent, from the request log), by part: page, runtime JS,
   onnxruntime-web (JS + wasm), bundle.
 Node: ``node examples/node/bench.js --json`` (onnxruntime-node, 1 thread) in the same run, for the
-adapt 5w5s ratio. The browser runs and Node alternate for ``--rounds`` rounds (a fresh browser each
+adapt 5w5s ratio. CPU time as well, since a shared machine's load inflates wall time: the browser's
+renderer process (DevTools ``Performance.getMetrics`` ProcessTime, thread ticks) and Node's
+``process.cpuUsage()`` around the same fits (a few lines run with examples/node's packages). The browser runs and Node alternate for ``--rounds`` rounds (a fresh browser each
 time); each figure is the median over rounds, and the ratio is given per round, since a shared
 machine's load moves every figure between rounds. Prints; asserts nothing.
 """
@@ -67,6 +69,43 @@ STEADY = "async (repeats) => {" + PAGE_SETUP + """
 }"""
 
 
+FITS = "async (n) => {" + PAGE_SETUP + """
+  const clf = window.__edgemeta.clf;
+  const support = range(25, image), labels = range(25, (k) => `class${Math.floor(k / 5)}`);
+  const t0 = performance.now(); for (let i = 0; i < n; i++) await clf.fit(support, labels);
+  return (performance.now() - t0) / n;
+}"""
+NODE_CPU = """import * as ort from 'onnxruntime-node';
+import { FewShotClassifier } from 'edgemeta-js';
+import { sourceFromPath } from 'edgemeta-js/node';
+const [bundle, n] = [process.argv[1], Number(process.argv[2])];
+""" + PAGE_SETUP + """
+const clf = await FewShotClassifier.load(ort, sourceFromPath(bundle), { threads: 1 });
+const support = range(25, image), labels = range(25, (k) => `class${Math.floor(k / 5)}`);
+for (let i = 0; i < 10; i++) await clf.fit(support, labels);
+const c0 = process.cpuUsage(), t0 = performance.now();
+for (let i = 0; i < n; i++) await clf.fit(support, labels);
+const c = process.cpuUsage(c0);
+console.log(JSON.stringify({ cpu_ms: (c.user + c.system) / 1000 / n, wall_ms: (performance.now() - t0) / n }));
+"""
+
+
+def adapt_cpu(context: Any, page: Any, n: int) -> dict[str, float]:
+    """CPU ms per 5w5s fit in the page: the renderer process and its main thread (thread ticks)."""
+    cdp = context.new_cdp_session(page)
+    cdp.send("Performance.enable", {"timeDomain": "threadTicks"})
+
+    def metrics() -> dict[str, float]:
+        return {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
+
+    page.evaluate(FITS, 5)
+    before = metrics()
+    wall = page.evaluate(FITS, n)
+    after = metrics()
+    return {"process_cpu_ms": (after["ProcessTime"] - before["ProcessTime"]) * 1000 / n,
+            "main_thread_cpu_ms": (after["ThreadTime"] - before["ThreadTime"]) * 1000 / n, "wall_ms": wall}
+
+
 def part_of(url: str) -> str:
     """Which part of the page weight a URL is."""
     if "/onnxruntime-web/" in url:
@@ -96,6 +135,7 @@ def browser_run(pw: Any, origin: str, threads: int, repeats: int) -> dict[str, A
         page.goto(url, wait_until="commit")
         warm = page.evaluate(FIRST_PREDICTION)
         steady = page.evaluate(STEADY, repeats)
+        steady["adapt_5w5s_cpu"] = adapt_cpu(context, page, repeats)
     finally:
         context.close()
         shutil.rmtree(profile, ignore_errors=True)
@@ -110,7 +150,11 @@ def node_run(repeats: int) -> dict[str, Any] | None:
         return None
     out = subprocess.run([node, str(NODE_BENCH), "--json", "--repeats", str(repeats)], cwd=NODE_BENCH.parent,
                          capture_output=True, text=True, timeout=600, check=True).stdout
-    return json.loads(out)
+    result = json.loads(out)
+    cpu = subprocess.run([node, "--input-type=module", "-e", NODE_CPU, str(REPO / "models" / "omniglot-conv4-proto"),
+                          str(repeats)], cwd=NODE_BENCH.parent, capture_output=True, text=True, timeout=600, check=True)
+    result["adapt_5w5s_cpu"] = json.loads(cpu.stdout)
+    return result
 
 
 def _median(rounds: list[dict[str, Any]], *path: str) -> float:
@@ -147,6 +191,11 @@ def report(rounds: list[dict[str, Any]], chromium: str) -> None:
                       for r in rounds if r["node"]]
             print(f"  adapt 5w5s browser / Node: {statistics.median(ratios):.2f}x "
                   f"(rounds: {', '.join(f'{x:.2f}x' for x in ratios)})")
+            cpu = [r["browser"][i]["steady"]["adapt_5w5s_cpu"]["process_cpu_ms"] / r["node"]["adapt_5w5s_cpu"]["cpu_ms"]
+                   for r in rounds if r["node"]]
+            print(f"  adapt 5w5s CPU time: renderer process {med('steady', 'adapt_5w5s_cpu', 'process_cpu_ms'):.2f} ms "
+                  f"(main thread {med('steady', 'adapt_5w5s_cpu', 'main_thread_cpu_ms'):.2f} ms); browser / Node "
+                  f"{statistics.median(cpu):.2f}x (rounds: {', '.join(f'{x:.2f}x' for x in cpu)})")
         print(f"  downloaded {run['bytes_total'] / 1e6:.2f} MB: " +
               ", ".join(f"{k} {v / 1e6:.3f} MB" for k, v in sorted(run["bytes"].items(), key=lambda kv: -kv[1])))
         outside = sorted({u for r in runs for u in r["outside_requests"]})
@@ -155,7 +204,8 @@ def report(rounds: list[dict[str, Any]], chromium: str) -> None:
     if node:
         print(f"\nNode ({node[0]['runtime']}, 1 thread): adapt 5w5s median {_median(node, 'adapt_5w5s', 'median_ms'):.2f} ms, "
               f"predict 1 image {_median(node, 'predict_1', 'median_ms'):.2f} ms, "
-              f"{_median(node, 'predict_batch75_per_image_ms'):.3f} ms per image in a batch of 75")
+              f"{_median(node, 'predict_batch75_per_image_ms'):.3f} ms per image in a batch of 75; "
+              f"adapt 5w5s CPU time {_median(node, 'adapt_5w5s_cpu', 'cpu_ms'):.2f} ms")
     else:
         print("\nNode: not measured (node or examples/node/node_modules missing)")
     print(f"load average: {rounds[0]['load']} at the start, {rounds[-1]['load']} after the last round")
