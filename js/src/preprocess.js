@@ -278,7 +278,7 @@ function preprocess(images, spec, { ink = 'auto', what = 'images' } = {}) {
         for (let j = 0; j < W; j++) out[dst + j] = values[src + cols[j]];
       }
     } else {
-      throw new InputError(`resize filter "${spec.resize}" is not supported in this example (only "nearest"); ` +
+      throw new InputError(`resize filter "${spec.resize}" is not implemented in the JavaScript runtime (only "nearest" for grey bundles); ` +
         `give ${H}x${W} images or resize them with Pillow's ${spec.resize} filter first`);
     }
     if (given !== bundleInk) for (let k = base; k < base + H * W; k++) out[k] = 1 - out[k]; // float32 1 - x

@@ -323,7 +323,7 @@ test('bad images are refused with a reason', async () => {
   assert.throws(() => em.preprocess([{ data: new Float32Array(9), height: 3, width: 3 }], spec), /size 3x3; expected 2-D images at least 4x4/);
   assert.throws(() => em.preprocess([{ data: new Float32Array(500), height: 10, width: 50 }], spec), /aspect ratio within 4:1/);
   assert.throws(() => em.preprocess([{ data: new Float32Array(16), height: 4, width: 4 }], { ...spec, resize: 'bilinear' }),
-    /not supported in this example/);
+    /not implemented in the JavaScript runtime/);
   // a bilinear bundle still takes images already at its size (no resize needed)
   assert.equal(em.preprocess([{ data: new Float32Array(28 * 28), height: 28, width: 28 }], { ...spec, resize: 'bilinear' }).n, 1);
   assert.deepEqual(Array.from(em.nearestIndices(105, 28)).slice(0, 5), [1, 5, 9, 13, 16]);
