@@ -210,13 +210,19 @@ async function learnClass() {
 async function saveEncrypted() {
   const pass = ui.passphrase.value;
   if (!pass) { setStateMessage('type a passphrase first', true); return; }
+  if (!clf.classCounts().size) { setStateMessage('nothing to save yet: teach a class first', true); return; }
   setStateMessage('deriving the key…');
   const salt = crypto.getRandomValues(new Uint8Array(16));
   const iterations = runtime.PBKDF2_ITERATIONS;
   const key = await runtime.deriveStateKey(pass, salt, iterations);
   const state = await clf.saveState({ key });
   await putState(page.bundlePath, { salt, iterations, state });
-  setStateMessage(`saved ${heldClasses().length} class(es) encrypted: ${state.length} bytes of embeddings, no samples`);
+  setStateMessage(`saved ${clf.classCounts().size} class(es) encrypted: ${state.length} bytes of embeddings, no samples`);
+}
+
+/** `fn` once the bundle is loaded; before that, a message instead. */
+function whenReady(fn) {
+  return () => (clf ? serial(fn) : setStatus('the bundle is still loading', true));
 }
 
 async function unlockSaved() {
@@ -241,7 +247,7 @@ async function unlockSaved() {
     return;
   }
   renderClasses();
-  setStateMessage(`unlocked ${heldClasses().length} class(es) saved ${record.savedAt}`);
+  setStateMessage(`unlocked ${clf.classCounts().size} class(es) saved ${record.savedAt}`);
   await predictNow();
 }
 
@@ -256,11 +262,11 @@ function wire() {
   ui.modeCamera.addEventListener('click', () => setMode('camera'));
   ui.cameraStart.addEventListener('click', () => (ui.camera.srcObject ? cameraOff() : serial(cameraOn)));
   ui.addSample.addEventListener('click', addSample);
-  ui.learn.addEventListener('click', () => serial(learnClass));
+  ui.learn.addEventListener('click', whenReady(learnClass));
   ui.discard.addEventListener('click', () => { pending = []; renderPending(); });
   ui.reject.addEventListener('change', schedulePredict);
-  ui.save.addEventListener('click', () => serial(saveEncrypted));
-  ui.unlock.addEventListener('click', () => serial(unlockSaved));
+  ui.save.addEventListener('click', whenReady(saveEncrypted));
+  ui.unlock.addEventListener('click', whenReady(unlockSaved));
   ui.erase.addEventListener('click', () => serial(eraseSaved));
   ui.stateForm.addEventListener('submit', (e) => e.preventDefault());
   ui.bundle.addEventListener('change', () => {
