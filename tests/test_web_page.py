@@ -479,6 +479,27 @@ def test_every_listed_bundle_loads_in_the_page(browser):
         assert page.locator("#status").inner_text().startswith("ready")
 
 
+def test_wasm_threads_run_cross_origin_isolated(browser):
+    workers: list[str] = []
+
+    def on_worker(worker: Any) -> None:
+        workers.append(worker.url)
+
+    browser.page.on("worker", on_worker)
+    page = browser.open("?threads=2")
+    answer = page.evaluate("""async () => {
+        const img = (k) => ({ data: Uint8Array.from({ length: 28 * 28 }, (_, i) => ((i * (k + 3)) % 11 < 2 ? 255 : 0)),
+                               height: 28, width: 28 });
+        const clf = window.__edgemeta.clf;
+        await clf.fit([img(0), img(1)], ['a', 'b']);
+        return { isolated: crossOriginIsolated, threads: window.__edgemeta.threads,
+                 label: (await clf.predict([img(1)]))[0] }; }""")
+    assert answer == {"isolated": True, "threads": 2, "label": "b"}
+    assert workers and all(w.startswith(browser.origin + "/examples/web/node_modules/onnxruntime-web/") for w in workers)
+    assert "not cross-origin isolated" not in page.locator("#status").inner_text()
+    browser.page.remove_listener("worker", on_worker)
+
+
 def test_every_request_stays_local_and_the_csp_refuses_other_origins(browser):
     page = browser.open()
     origins = {re.match(r"[a-z]+://[^/]+", u).group(0) for u in browser.requests if not u.startswith(("data:", "blob:"))}
