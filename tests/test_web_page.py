@@ -85,7 +85,8 @@ def test_server_isolates_types_and_refuses_listings(server):
         for path, kind in [("ort.wasm.min.mjs", "text/javascript"), ("ort-wasm-simd-threaded.wasm", "application/wasm")]:
             status, headers, _ = _get(server, f"/examples/web/node_modules/onnxruntime-web/dist/{path}")
             assert (status, headers["content-type"].split(";")[0]) == (200, kind), path
-    for refused in ["/.git/HEAD", "/examples/", "/models/", "/examples/web/../../.git/config", "/nowhere.js"]:
+    for refused in ["/.git/HEAD", "/%2egit/HEAD", "/%2Egit/config", "/examples/%2e%2e/.git/HEAD", "/.venv/pyvenv.cfg",
+                    "/examples/", "/models/", "/examples/web/../../.git/config", "/nowhere.js"]:
         assert _get(server, refused)[0] == 404, refused
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import http.server
 import sys
+import urllib.parse
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,8 +44,8 @@ class Handler(http.server.SimpleHTTPRequestHandler):
     protocol_version = "HTTP/1.1"       # keep-alive: the page's ~30 files reuse a few connections
 
     def send_head(self):  # the base class's signature: a file object or None
-        parts = self.path.split("?", 1)[0].split("#", 1)[0].split("/")
-        if any(p.startswith(".") for p in parts if p):
+        parts = urllib.parse.unquote(self.path.split("?", 1)[0].split("#", 1)[0]).replace("\\", "/").split("/")
+        if any(p.startswith(".") for p in parts if p):                # also %2e-encoded
             self.send_error(404, "not served")
             return None
         target = Path(self.translate_path(self.path))
