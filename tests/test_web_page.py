@@ -501,6 +501,20 @@ def test_wasm_threads_run_cross_origin_isolated(browser):
     browser.page.remove_listener("worker", on_worker)
 
 
+def test_a_missing_runtime_or_onnxruntime_is_named_with_its_fix(browser):
+    page = browser.page
+    for pattern, expected in [("**/ort.wasm.min.mjs", "npm ci"), ("**/js/src/index.js", "serve the repository root")]:
+        page.route(pattern, lambda route: route.fulfill(status=404, body="not found"))
+        try:
+            page.goto(f"{browser.origin}/examples/web/")
+            assert wait_until(page, "window.__edgemeta && window.__edgemeta.error", 30)
+            status = page.locator("#status")
+            assert expected in status.inner_text() and "error" in (status.get_attribute("class") or "")
+            assert page.evaluate("window.__edgemeta.ready") is False
+        finally:
+            page.unroute(pattern)
+
+
 def test_every_request_stays_local_and_the_csp_refuses_other_origins(browser):
     page = browser.open()
     origins = {re.match(r"[a-z]+://[^/]+", u).group(0) for u in browser.requests if not u.startswith(("data:", "blob:"))}

@@ -6,16 +6,23 @@
 // `error`, `timings` (ms since navigation), `last` (the last prediction with the exact pixels it was
 // computed from), `idle()` (resolves when no work is queued) and `clf` (the classifier).
 
-import * as ort from './node_modules/onnxruntime-web/dist/ort.wasm.min.mjs';
 import { DrawingPad } from './pad.js';
 import { startCamera, stopCamera, grabFrame } from './camera.js';
-import { putState, getState, deleteState } from './state_store.js';
+import { putState, getState, deleteState, recordProblem } from './state_store.js';
 
 const params = new URLSearchParams(location.search);
 const THREADS = Math.min(16, Math.max(1, Number.parseInt(params.get('threads') || '1', 10) || 1));
-ort.env.wasm.wasmPaths = new URL('./node_modules/onnxruntime-web/dist/', import.meta.url).href;
-ort.env.wasm.numThreads = THREADS;
-ort.env.wasm.proxy = false;
+const ORT_DIST = new URL('./node_modules/onnxruntime-web/dist/', import.meta.url).href;
+
+// Both fetched at once, while the bundle list loads; a failed import is shown with its fix by main().
+const ortModule = import(`${ORT_DIST}ort.wasm.min.mjs`).catch(() => {
+  throw new Error('onnxruntime-web is missing: run (cd examples/web && npm ci --ignore-scripts)');
+});
+const runtimeModule = import('../../js/src/index.js').catch((err) => {
+  throw new Error(`the runtime (js/src) did not load (${err.message}): serve the repository root, e.g. python tools/serve_web.py`);
+});
+ortModule.catch(() => {});
+runtimeModule.catch(() => {});
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -228,15 +235,10 @@ function whenReady(fn) {
 async function unlockSaved() {
   const pass = ui.passphrase.value;
   if (!pass) { setStateMessage('type the passphrase first', true); return; }
-  let record;
-  try {
-    record = await getState(page.bundlePath);
-  } catch (err) {
-    if (!(err instanceof runtime.StateError)) throw err;
-    setStateMessage(`${err.message}; nothing was loaded (erase it, then save again)`, true);
-    return;
-  }
+  const record = await getState(page.bundlePath);
   if (!record) { setStateMessage('nothing is saved for this bundle', true); return; }
+  const problem = recordProblem(record);
+  if (problem) { setStateMessage(`${problem}; nothing was loaded (erase it, then save again)`, true); return; }
   setStateMessage('deriving the key…');
   try {
     const key = await runtime.deriveStateKey(pass, record.salt, record.iterations);
@@ -276,10 +278,6 @@ function wire() {
   });
 }
 
-// Fetched while the bundle list loads: the runtime's module graph (a failed import is shown by main()).
-const runtimeModule = import('../../js/src/index.js');
-runtimeModule.catch(() => {});
-
 async function main() {
   wire();
   const list = await (await fetch('bundles.json')).json();
@@ -287,6 +285,10 @@ async function main() {
   const chosen = list.find((e) => e.path === params.get('bundle')) || list[0];
   ui.bundle.value = chosen.path;
   page.bundlePath = chosen.path;
+  const ort = await ortModule;
+  ort.env.wasm.wasmPaths = ORT_DIST;
+  ort.env.wasm.numThreads = THREADS;
+  ort.env.wasm.proxy = false;
   runtime = await runtimeModule;
   page.timings.runtime = performance.now();
   const source = runtime.urlSource(new URL(`../../${chosen.path}`, location.href), { fetch: (...a) => fetch(...a) });

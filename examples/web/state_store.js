@@ -1,8 +1,6 @@
 // The private state in IndexedDB: one record per bundle, the runtime's AES-256-GCM state bytes with
 // the PBKDF2 salt and iteration count beside them. Never a raw sample: only what saveState writes.
 
-import { StateError } from '../../js/src/index.js';
-
 const DB = 'edgemeta-web';
 const STORE = 'states';
 export const RECORD_FORMAT = 'edgemeta-web-state-1';
@@ -44,22 +42,23 @@ export function putState(bundle, { salt, iterations, state }) {
 /** Most PBKDF2 iterations a stored record may ask for (a damaged count must not hang the tab). */
 export const MAX_ITERATIONS = 10000000;
 
-/**
- * The stored record of `bundle` ({format, bundle, kdf, salt, iterations, state, savedAt}) or null;
- * StateError when it is not one putState wrote (what the state bytes hold, loadState checks).
- */
+/** The stored record of `bundle` ({format, bundle, kdf, salt, iterations, state, savedAt}), as stored, or null. */
 export async function getState(bundle) {
   const record = await run('readonly', (s) => s.get(bundle));
-  if (record === undefined) return null;
+  return record === undefined ? null : record;
+}
+
+/**
+ * Why `record` is not one putState wrote (a sentence), or null when it is; what the state bytes
+ * hold, loadState checks.
+ */
+export function recordProblem(record) {
   const ok = record !== null && typeof record === 'object' && record.format === RECORD_FORMAT && record.kdf === 'PBKDF2-SHA256'
     && record.salt instanceof Uint8Array && record.salt.length >= 16 && record.salt.length <= 64
     && Number.isInteger(record.iterations) && record.iterations >= 1 && record.iterations <= MAX_ITERATIONS
     && record.state instanceof Uint8Array;
-  if (!ok) {
-    throw new StateError(`the saved record of ${bundle} is damaged: expected {format: '${RECORD_FORMAT}', kdf: 'PBKDF2-SHA256', ` +
-      `salt: 16-64 bytes, iterations: 1..${MAX_ITERATIONS}, state: bytes}`);
-  }
-  return record;
+  return ok ? null : `the saved record is damaged: expected {format: '${RECORD_FORMAT}', kdf: 'PBKDF2-SHA256', ` +
+    `salt: 16-64 bytes, iterations: 1..${MAX_ITERATIONS}, state: bytes}`;
 }
 
 /** Delete the stored record of `bundle`. */
