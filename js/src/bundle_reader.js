@@ -6,7 +6,9 @@
  *
  * Bytes come from a *source*: `{ name, readManifest(), readFile(name, bytes) }`, each read a Promise
  * of a Uint8Array (readFile: null when the file is absent, at most `bytes + 1` bytes otherwise), and an
- * optional `close()`. sources.js has zipSource and urlSource; node.js has folderSource.
+ * optional `close()`. sources.js has zipSource and urlSource; node.js has folderSource. A source with
+ * `concurrent: true` (urlSource) has all its listed files requested at once, each still bounded by its
+ * listed size and checked in manifest order.
  */
 
 import { BundleError } from './errors.js';
@@ -131,8 +133,13 @@ async function readBundle(source) {
   const name = source.name ?? 'bundle';
   const manifest = await parseManifest(await source.readManifest(), name);
   const files = new Map();
-  for (const [file, meta] of Object.entries(manifest.files)) {
-    const data = await source.readFile(file, meta.bytes);
+  const listed = Object.entries(manifest.files);
+  // A source over the network (urlSource: `concurrent`) fetches every listed file at once, each still
+  // cut at its listed size; the others read one file at a time, each checked before the next is opened.
+  const pending = source.concurrent ? listed.map(([file, meta]) => source.readFile(file, meta.bytes)) : null;
+  pending?.forEach((p) => p.catch(() => {}));     // the first failure is reported below; the rest are dropped
+  for (const [i, [file, meta]] of listed.entries()) {
+    const data = await (pending ? pending[i] : source.readFile(file, meta.bytes));
     if (data === null) throw new BundleError(`${name}: file "${file}" listed in the manifest is missing`);
     files.set(file, await checkFile(file, meta, data, name));
   }

@@ -148,6 +148,7 @@ function urlSource(baseUrl, { fetch = globalThis.fetch, name = String(baseUrl) }
   };
   return {
     name,
+    concurrent: true,     // readBundle fetches the listed files at once (one round trip, not one per file)
     readManifest: () => get(MANIFEST, MAX_MANIFEST_BYTES),
     readFile: (file, bytes) => get(file, bytes),
   };

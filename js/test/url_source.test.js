@@ -18,10 +18,11 @@ const __dirname = path.dirname(fileURLToPath(import.meta.url));
 const BUNDLE = path.resolve(__dirname, '..', '..', 'models', 'omniglot-conv4-proto');
 const file = (name) => fs.readFileSync(path.join(BUNDLE, name));
 let streamedBytes = 0; // what the endless route managed to send before the client stopped reading
+let inFlight = 0, mostInFlight = 0; // requests of the slow route being answered at once
 
 /** Routes: /ok/<f> the bundle; /missing/ no classify.onnx; /grown/ backbone.onnx with 1 MiB more;
  *  /declared/ the same announced by its Content-Length; /endless/ a backbone.onnx that never ends;
- *  /broken/ HTTP 500 for everything. */
+ *  /broken/ HTTP 500 for everything; /slow/ each listed file after 100 ms. */
 const server = http.createServer((req, res) => {
   const [, route, name] = req.url.split('/');
   const exists = fs.existsSync(path.join(BUNDLE, name)) && name !== '';
@@ -51,6 +52,16 @@ const server = http.createServer((req, res) => {
     more();
     return;
   }
+  if (route === 'slow' && name !== 'manifest.json') { // each listed file answered after 100 ms
+    inFlight += 1;
+    mostInFlight = Math.max(mostInFlight, inFlight);
+    setTimeout(() => {
+      inFlight -= 1;
+      res.writeHead(200, { 'content-length': file(name).length });
+      res.end(file(name));
+    }, 100);
+    return;
+  }
   res.writeHead(200, { 'content-length': file(name).length });
   res.end(file(name));
 });
@@ -72,6 +83,13 @@ test('a bundle folder served over HTTP loads, verified, like the folder on disk'
   await clf.fit(support, ['x', 'x', 'y', 'y']);
   await local.fit(support, ['x', 'x', 'y', 'y']);
   assert.deepEqual((await clf.decisionFunction([img(7)])).data, (await local.decisionFunction([img(7)])).data);
+});
+
+test('the listed files are requested at once, not one round trip each', async () => {
+  const listed = Object.keys(JSON.parse(file('manifest.json').toString()).files).length;
+  const clf = await em.FewShotClassifier.load(ort, em.urlSource(`${base}/slow/`));
+  assert.equal(clf.bundle.identity, (await em.Bundle.load(ort, at(BUNDLE))).identity);
+  assert.equal(mostInFlight, listed, `${mostInFlight} of the ${listed} listed files were requested together`);
 });
 
 test('HTTP errors are BundleErrors naming the file', async () => {
