@@ -495,9 +495,13 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     out: Path = args.out.resolve()
+    try:
+        data = Omniglot(args.omniglot)        # before anything is deleted: no data leaves `out` as it was
+    except FileNotFoundError as err:
+        print(f"error: the fixtures need Omniglot's test characters: {err}", file=sys.stderr)
+        return 2
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    data = Omniglot(args.omniglot)
     rel = lambda p: Path(os.path.relpath(p, out)).as_posix()  # noqa: E731 - paths in the fixtures are relative
 
     # (name, method, bundle path, precision, scenarios): the shipped bundle at the runtime's default
