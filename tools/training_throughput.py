@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import NoReturn
 
 WORKER = """
 import json, sys, time, numpy as np, torch
@@ -25,8 +26,8 @@ from edgemeta.data import load_omniglot
 from edgemeta.train.trainer import TrainConfig, meta_train
 a = json.loads(sys.argv[1])
 torch.set_num_threads(a["threads"])
-train = load_omniglot("vinyals", "train")
-val = load_omniglot("vinyals", "val").subset(np.arange(10))
+train = load_omniglot("vinyals", "train", a["omniglot"])
+val = load_omniglot("vinyals", "val", a["omniglot"]).subset(np.arange(10))
 cfg = TrainConfig(method=a["method"], ways=a["ways"], shots=a["shots"], queries=a["queries"], max_episodes=a["episodes"],
                   val_every=10**9, val_episodes=2, val_ways=5, device=a["device"], patience=10**9, amp=a["amp"])
 t = time.perf_counter()
@@ -36,11 +37,17 @@ if rec.get("world_size", 1) == 1 or torch.distributed.get_rank() == 0:
 """
 
 
+def fail(message: str) -> NoReturn:
+    """Stop as the edgemeta CLI does: ``error: <what was expected>`` on stderr, exit status 2."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def run(args: argparse.Namespace, procs: int, threads: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         spec = {"method": args.method, "ways": args.ways, "shots": args.shots, "queries": args.queries,
                 "episodes": args.episodes, "threads": threads, "out": str(Path(tmp) / "run"),
-                "device": args.device, "amp": args.amp}
+                "device": args.device, "amp": args.amp, "omniglot": args.omniglot}
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         cmd = [sys.executable, "-c", WORKER, json.dumps(spec)]
         if procs > 1:
@@ -48,8 +55,11 @@ def run(args: argparse.Namespace, procs: int, threads: int) -> dict:
             script.write_text(WORKER)
             cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs),
                    str(script), json.dumps(spec)]
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
-        rec = json.loads(out.strip().splitlines()[-1])
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            fail(f"the training run failed (exit status {done.returncode}); its last output:\n"
+                 + "\n".join(done.stderr.strip().splitlines()[-5:]))
+        rec = json.loads(done.stdout.strip().splitlines()[-1])
     rec.update(procs=procs, threads_per_proc=threads, episodes_per_s=round(rec["episodes"] / rec["seconds"], 2))
     return rec
 
@@ -64,7 +74,18 @@ def main() -> None:
     ap.add_argument("--procs", type=int, default=2)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--amp", action="store_true", help="bf16 autocast")
+    ap.add_argument("--omniglot", default=None, help="Omniglot folder (default: EDGEMETA_OMNIGLOT, ../shared/data/omniglot)")
     args = ap.parse_args()
+    from edgemeta.data.omniglot import FILES, default_root
+    root = Path(args.omniglot) if args.omniglot else None
+    try:
+        root = root or default_root()
+    except FileNotFoundError as err:
+        fail(str(err))
+    missing = [f for f in FILES if not (root / f).is_file()]
+    if missing:
+        fail(f"{root} has no {', '.join(missing)}; expected Omniglot's background.npz and evaluation.npz")
+    args.omniglot = str(root)
     rows = [run(args, 1, 1)]
     if args.procs > 1:
         if args.device == "cpu":   # N threads in one process: a fair CPU comparison; on a GPU threads do not matter
