@@ -22,17 +22,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
-def _images(n: int, shape: tuple[int, ...]) -> tuple[np.ndarray, str]:
+def _images(n: int, shape: tuple[int, ...], root: str | None) -> tuple[np.ndarray, str]:
     try:
         from edgemeta.data.omniglot import load_omniglot
 
-        val = load_omniglot("vinyals", "val")
+        val = load_omniglot("vinyals", "val", root)
         if tuple(val.batch([0]).shape[1:]) == shape:
             return val.batch(np.arange(n)), "Omniglot validation images"
     except (OSError, ValueError, ImportError):
@@ -48,7 +49,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=21)
     ap.add_argument("--accuracy", type=int, default=0, metavar="EPISODES",
                     help="also measure 5w1s validation accuracy, fp32 vs int8, on this many episodes")
+    ap.add_argument("--omniglot", default=None, metavar="PATH",
+                    help="Omniglot folder (default: $EDGEMETA_OMNIGLOT, ../shared/data/omniglot)")
     a = ap.parse_args(argv)
+    if a.requantise or a.both or a.accuracy:
+        problem = _omniglot_problem(a.omniglot)
+        if problem:
+            print(f"error: --requantise, --both and --accuracy need Omniglot: {problem}", file=sys.stderr)
+            return 2
     from edgemeta.contract.bundle import read_bundle
     from edgemeta.train.quantize import measure_speedup
 
@@ -66,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         from edgemeta.data.omniglot import load_omniglot
         from edgemeta.train.quantize import quantize_backbone
 
-        graphs["re-quantised backbone.onnx"] = quantize_backbone(fp32, load_omniglot("vinyals", "train"))
-    images, what = _images(25, shape)
+        graphs["re-quantised backbone.onnx"] = quantize_backbone(fp32, load_omniglot("vinyals", "train", a.omniglot))
+    images, what = _images(25, shape, a.omniglot)
     print(f"{a.bundle}: {what}, 1 intra-op thread, {a.rounds} interleaved rounds per figure")
     for label, int8 in graphs.items():
         for batch in (1, 25):
@@ -77,18 +85,31 @@ def main(argv: list[str] | None = None) -> int:
                   f"{s['int8_ms_per_image']:.4f} ms/image, speedup {s['speedup']:.2f}x (quartiles {lo:.2f}-{hi:.2f}, "
                   f"fastest of {s['runs_per_timing']} runs per timing)")
     if a.accuracy:
-        _accuracy(manifest, files, graphs, a.accuracy)
+        _accuracy(manifest, files, graphs, a.accuracy, a.omniglot)
     return 0
 
 
-def _accuracy(manifest: dict, files: dict[str, bytes], graphs: dict[str, bytes], episodes: int) -> None:
+def _omniglot_problem(root: str | None) -> str | None:
+    """Why Omniglot cannot be read from ``root`` (None: the usual search), or None when it can."""
+    from edgemeta.data.omniglot import FILES, default_root
+
+    try:
+        folder = Path(root) if root else default_root()
+    except FileNotFoundError as err:
+        return str(err)
+    missing = [f for f in FILES if not (folder / f).is_file()]
+    return f"{folder} has no {', '.join(missing)}" if missing else None
+
+
+def _accuracy(manifest: dict, files: dict[str, bytes], graphs: dict[str, bytes], episodes: int,
+              root: str | None) -> None:
     """The export's accuracy gate (same validation episodes for fp32 and int8) for each int8 graph."""
     from edgemeta.data.omniglot import load_omniglot
     from edgemeta.evaluation import evaluate_episodes
     from edgemeta.train.memo_bundle import MemoizedBundle
     from edgemeta.train.quantize import MAX_DROP
 
-    val = load_omniglot("vinyals", "val")
+    val = load_omniglot("vinyals", "val", root)
     fp32 = evaluate_episodes(MemoizedBundle(manifest, files, "fp32", precision="fp32"), val, 5, 1, 15, episodes,
                              seed=29)
     for label, int8 in graphs.items():
