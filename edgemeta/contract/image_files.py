@@ -58,9 +58,17 @@ _SLICE = 1 << 20                 # pixels composited at a time (bounds the int32
 ImageSource = str | os.PathLike | bytes | bytearray
 
 
+def is_hidden(path: Path) -> bool:
+    """A name starting with ``.``: ``.DS_Store``, macOS's ``._photo.jpg`` copies, ``.ipynb_checkpoints``.
+    Never a user's sample, so folder listings leave it out (a path named explicitly is still read)."""
+    return path.name.startswith(".")
+
+
 def image_files_in(folder: Path) -> list[Path]:
-    """The files of ``folder`` (not recursive) with a suffix of ``LISTED_SUFFIXES`` (any case), sorted."""
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in LISTED_SUFFIXES and p.is_file())
+    """The files of ``folder`` (not recursive) with a suffix of ``LISTED_SUFFIXES`` (any case), sorted;
+    hidden names (:func:`is_hidden`) left out."""
+    return sorted(p for p in folder.iterdir()
+                  if p.suffix.lower() in LISTED_SUFFIXES and not is_hidden(p) and p.is_file())
 
 
 def is_image_source(x: Any) -> bool:

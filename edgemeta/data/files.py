@@ -12,7 +12,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from edgemeta.contract.image_files import IMAGE_SUFFIXES, decode_image, image_files_in, read_image_file
+from edgemeta.contract.image_files import IMAGE_SUFFIXES, decode_image, image_files_in, is_hidden, read_image_file
 from edgemeta.contract.preprocess import check_ink, dark_on_bright, grey_image, preprocess
 from edgemeta.data.classes import ClassImages
 from edgemeta.errors import InputError
@@ -60,7 +60,7 @@ def list_class_folders(root: str | Path) -> list[tuple[str, list[Path]]]:
     if not root.is_dir():
         raise InputError(f"{root} is not a folder; expected root/<class>/<image files>")
     out = []
-    for d in sorted(p for p in root.iterdir() if p.is_dir()):
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and not is_hidden(p)):     # not .ipynb_checkpoints
         files = image_files_in(d)
         if files:
             out.append((d.name, files))
