@@ -65,7 +65,10 @@ def list_class_folders(root: str | Path) -> list[tuple[str, list[Path]]]:
         if files:
             out.append((d.name, files))
     if not out:
-        raise InputError(f"{root} holds no class folders with images ({', '.join(IMAGE_SUFFIXES)})")
+        direct = image_files_in(root)
+        hint = (f"; its {len(direct)} image file(s) sit directly in it: put each class's images in a sub-folder "
+                "named after the class (root/<class>/<image files>)" if direct else "")
+        raise InputError(f"{root} holds no class folders with images ({', '.join(IMAGE_SUFFIXES)}){hint}")
     return out
 
 
