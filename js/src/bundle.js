@@ -10,6 +10,7 @@ import { readBundle } from './bundle_reader.js';
 import { preprocess } from './preprocess.js';
 import { openRefiner } from './refine.js';
 import { openMemoryUpdate } from './recurrent.js';
+import { checkVectors } from './vectors.js';
 
 const EMBED_CHUNK = 256;
 
@@ -77,7 +78,6 @@ class Bundle {
     const bundlePath = source.name ?? 'bundle';
     const g = manifest.graphs;
     if (manifest.regression) throw new BundleError(`${bundlePath} is a regression bundle; load it with RegressionBundle / FewShotRegressor`);
-    if (manifest.vector_input) throw new BundleError(`${bundlePath} takes vectors [N, D]; this runtime reads image classifier and regression bundles only`);
     const hasInt8 = typeof g.backbone_int8 === 'string' && files.has(g.backbone_int8);
     if (precision === 'int8' && !hasInt8) throw new BundleError(`${bundlePath} has no int8 backbone; use precision 'fp32'`);
     // auto: the manifest's precision.default (export sets it from accuracy and measured speed); a
@@ -107,7 +107,10 @@ class Bundle {
     if (!Array.isArray(manifest.head.outputs) || !manifest.head.outputs.every((n) => typeof n === 'string')) {
       throw new BundleError(`${source}: manifest head.outputs must be a list of graph output names`);
     }
-    if (!Array.isArray(manifest.input.shape) || !Array.isArray(manifest.preprocess.size) || manifest.preprocess.size.length !== 2) {
+    // vector-input bundles (format 3): backbone.onnx takes `inputs` [N, D], D = vector_input.dim (vectors.js)
+    this.vectorDim = manifest.vector_input ? Number(manifest.vector_input.dim) : null;
+    const vectors = this.vectorDim !== null;
+    if (!Array.isArray(manifest.input.shape) || (!vectors && (!Array.isArray(manifest.preprocess.size) || manifest.preprocess.size.length !== 2))) {
       throw new BundleError(`${source}: manifest input.shape and preprocess.size must be lists ([N, C, H, W] and [H, W])`);
     }
     this.paramNames = [...manifest.head.outputs];
@@ -116,7 +119,7 @@ class Bundle {
     this.identity = manifest.integrity.manifest_sha256;
     this.sessions = { backbone, adapt, classify };
     const expect = [
-      [backbone.inputNames, ['images']], [backbone.outputNames, ['embeddings']],
+      [backbone.inputNames, [vectors ? 'inputs' : 'images']], [backbone.outputNames, ['embeddings']],
       [adapt.inputNames, ['support_embeddings', 'support_labels_onehot']], [adapt.outputNames, this.paramNames],
       [classify.inputNames, ['embeddings', ...this.paramNames]], [classify.outputNames, ['logits']],
     ];
@@ -131,7 +134,7 @@ class Bundle {
     if (graphIn) {
       const g = graphIn.slice(1).map((v) => (Number.isInteger(v) ? v : -1));
       const spec = manifest.preprocess;
-      for (const shape of [manifest.input.shape.slice(1), [spec.channels ?? 1, ...spec.size]]) {
+      for (const shape of vectors ? [[this.vectorDim]] : [manifest.input.shape.slice(1), [spec.channels ?? 1, ...spec.size]]) {
         if (JSON.stringify(shape.map(Number)) !== JSON.stringify(g)) {
           throw new BundleError(`${source}: the manifest's input ${JSON.stringify(shape)} does not match backbone.onnx's input ` +
             `${JSON.stringify(graphIn.slice(1))}; the manifest and graphs are from different exports`);
@@ -150,7 +153,7 @@ class Bundle {
    * can use (Python: Bundle._smoke_test).
    */
   async smokeTest() {
-    const [C, H, W] = [this.preprocessSpec.channels ?? 1, ...this.preprocessSpec.size].map(Number);
+    const [C, H, W] = this.vectorDim !== null ? [1, 1, this.vectorDim] : [this.preprocessSpec.channels ?? 1, ...this.preprocessSpec.size].map(Number);
     const data = new Float32Array(2 * C * H * W);
     data.fill(1, C * H * W);
     const D = this.embeddingDim;
@@ -173,21 +176,30 @@ class Bundle {
     }
   }
 
-  /** Raw images -> preprocessed batch (see preprocess()). */
+  /**
+   * Raw images -> preprocessed batch (see preprocess()); for a vector-input bundle, rows [N, D] -> the
+   * checked float32 batch { data, n } (vectors.js: the normalisation is inside backbone.onnx).
+   */
   preprocess(images, { ink = 'auto', what = 'images' } = {}) {
+    if (this.vectorDim !== null) return checkVectors(images, this.vectorDim, what);
     return preprocess(images, this.preprocessSpec, { ink, what });
   }
 
-  /** Preprocessed batch [N, C, H, W] -> embeddings Float32Array [N * D] (row-major), in chunks of 256 images. */
+  /**
+   * Preprocessed batch [N, C, H, W] (vector bundles: { data, n } of [N, vectorDim]) -> embeddings
+   * Float32Array [N * D] (row-major), in chunks of 256 samples.
+   */
   async embed(batch) {
-    const { n, height: H, width: W } = batch;
-    const C = batch.channels ?? 1;
+    const vectors = this.vectorDim !== null;
+    const { n } = batch;
+    const [C, H, W] = vectors ? [1, 1, this.vectorDim] : [batch.channels ?? 1, batch.height, batch.width];
     const D = this.embeddingDim;
     const out = new Float32Array(n * D);
     for (let s = 0; s < n; s += EMBED_CHUNK) {
       const m = Math.min(EMBED_CHUNK, n - s);
-      const images = new this.ort.Tensor('float32', batch.data.subarray(s * C * H * W, (s + m) * C * H * W), [m, C, H, W]);
-      const { embeddings } = await runGraph(this.sessions.backbone, this.source, this.graphNames.backbone, { images });
+      const x = new this.ort.Tensor('float32', batch.data.subarray(s * C * H * W, (s + m) * C * H * W), vectors ? [m, W] : [m, C, H, W]);
+      const feeds = vectors ? { inputs: x } : { images: x };
+      const { embeddings } = await runGraph(this.sessions.backbone, this.source, this.graphNames.backbone, feeds);
       if (embeddings.dims[1] !== D) throw new BundleError(`${this.source}: backbone gives ${embeddings.dims[1]}-d embeddings, the manifest says ${D}`);
       out.set(embeddings.data, s * D);
     }

@@ -9,7 +9,7 @@
  *   await clf.predictProba(queryImages);     // -> [[p0, p1, p2], ...], columns in clf.classes order
  *   const bytes = await clf.saveState();     // the Python runtime's state file (state.js)
  *
- * Images: see preprocess.js. Labels are all strings or all integers; `classes` is sorted like
+ * Images: see preprocess.js; a vector-input bundle takes rows [N, D] instead (vectors.js). Labels are all strings or all integers; `classes` is sorted like
  * numpy.unique (strings by code point, numbers numerically) and gives the column order of the
  * probabilities.
  */
@@ -115,12 +115,13 @@ class FewShotClassifier {
   }
 
   async _embedSupport(images, labels) {
-    if (!Array.isArray(images) || images.length === 0) {
+    // vector-input bundles also take one packed matrix { data, rows, cols } (vectors.js checks it)
+    if (Array.isArray(images) ? images.length === 0 : this.bundle.vectorDim === null) {
       throw new InputError('the support set is empty; expected at least one image per class');
     }
     const x = this.bundle.preprocess(images, { ink: this.ink, what: 'support images' });
-    if (!Array.isArray(labels) || labels.length !== images.length) {
-      throw new InputError(`got ${images.length} images but ${Array.isArray(labels) ? labels.length : 'no'} labels; expected one label per image`);
+    if (!Array.isArray(labels) || labels.length !== x.n) {
+      throw new InputError(`got ${x.n} images but ${Array.isArray(labels) ? labels.length : 'no'} labels; expected one label per image`);
     }
     labelKind(labels);
     return this.bundle.embed(x);
@@ -194,7 +195,8 @@ class FewShotClassifier {
 
   /** Add one class (or more samples of an existing one) from `images`. */
   async addClass(label, images) {
-    return this.partialFit(images, Array.isArray(images) ? images.map(() => label) : []);
+    const n = Array.isArray(images) ? images.length : (this.bundle.vectorDim !== null && Number.isSafeInteger(images?.rows) ? images.rows : 0);
+    return this.partialFit(images, new Array(n).fill(label));
   }
 
   /** Remove class `label` and every stored embedding of it, then re-adapt without it. */
@@ -313,7 +315,7 @@ class FewShotClassifier {
   async _logits(images) {
     const head = this._snapshot(); // one consistent head for this call, even if another call re-adapts meanwhile
     const emb = await this.embed(images);
-    return { logits: await this.bundle.classify(emb, images.length, head.params), head };
+    return { logits: await this.bundle.classify(emb, emb.length / this.bundle.embeddingDim, head.params), head };
   }
 
   /** Logits { data: Float32Array [N * C], n, c } (column j = classes[j]). */

@@ -17,8 +17,8 @@ import { readBundle } from './bundle_reader.js';
 import { checkBinding, checkSource, openSession, runGraph, sessionOptions } from './bundle.js';
 import { compareCodePoints } from './canonical_json.js';
 import { packBody, readBody, sealBody } from './state.js';
+import { checkVectors } from './vectors.js';
 
-const FLOAT32_MAX = 3.0e38;
 const DEFAULT_GROUP = 'default';
 const EMBED_CHUNK = 4096;
 
@@ -122,22 +122,6 @@ function sums(phi, n, P, y, O) {
   return { gram, targets };
 }
 
-/** Rows of numbers [[x1..xD], ...] -> Float32Array [N * D]; InputError naming the row otherwise. */
-function checkVectors(rows, D, what = 'X') {
-  if (!Array.isArray(rows) || rows.length === 0) throw new InputError(`${what} must be a non-empty array of rows of ${D} numbers`);
-  const out = new Float32Array(rows.length * D);
-  rows.forEach((row, r) => {
-    if (!Array.isArray(row) || row.length !== D) throw new InputError(`${what} row ${r} must hold ${D} numbers`);
-    row.forEach((v, c) => {
-      if (typeof v !== 'number' || !Number.isFinite(v) || Math.abs(v) > FLOAT32_MAX) {
-        throw new InputError(`${what} row ${r} holds ${JSON.stringify(v)}; expected finite numbers that fit float32`);
-      }
-      out[r * D + c] = v;
-    });
-  });
-  return out;
-}
-
 /** Targets: [y1, ...] (one output) or [[y1..yO], ...] -> Float64Array [N * O]. */
 function checkTargets(y, n, O) {
   if (!Array.isArray(y) || y.length !== n) throw new InputError(`targets must be an array of ${n} values`);
@@ -188,8 +172,7 @@ class FewShotRegressor {
 
   async statistics(X, y, groups) {
     const b = this.bundle;
-    const x = checkVectors(X, b.inputDim);
-    const n = X.length;
+    const { data: x, n } = checkVectors(X, b.inputDim, 'X');
     const t = checkTargets(y, n, b.outputs);
     const names = groups === undefined || groups === null ? Array(n).fill(DEFAULT_GROUP)
       : (Array.isArray(groups) ? groups : Array(n).fill(groups));
@@ -242,8 +225,8 @@ class FewShotRegressor {
   async predict(X) {
     if (!this.head) throw new InputError('this FewShotRegressor holds no samples; call fit(X, y) first');
     const b = this.bundle;
-    const n = X.length;
-    const emb = await b.embed(checkVectors(X, b.inputDim), n);
+    const { data: x, n } = checkVectors(X, b.inputDim, 'X');
+    const emb = await b.embed(x, n);
     const { predictions, variances } = await b.predict(emb, n, this.head);
     const O = b.outputs;
     const shape = (a, f = (v) => v) => Array.from({ length: n }, (_, i) => (O === 1 ? f(a[i]) : Array.from(a.subarray(i * O, (i + 1) * O), f)));
@@ -360,4 +343,4 @@ FewShotRegressor.load = async function load(bundle, bytes, { key = null, source 
   return reg;
 };
 
-export { RegressionBundle, FewShotRegressor, checkVectors, checkTargets, sums };
+export { RegressionBundle, FewShotRegressor, checkTargets, sums };
