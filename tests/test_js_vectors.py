@@ -19,8 +19,10 @@ import numpy as np
 import pytest
 
 from edgemeta.runtime import FewShotClassifier
+from edgemeta.runtime.regressor import FewShotRegressor
 
 REPO = Path(__file__).resolve().parents[1]
+METASGD = REPO / "models" / "sinusoid-metasgd"
 KEY = bytes(range(1, 33))
 TOL = 1e-5
 THRESHOLD = -2.0            # an open-set threshold on the max logit that some queries fall below
@@ -29,13 +31,19 @@ THRESHOLD = -2.0            # an open-set threshold on the max logit that some q
 SCRIPT = r"""
 import fs from 'node:fs';
 import * as ort from 'onnxruntime-node';
-import { FewShotClassifier, fromHex } from './src/index.js';
+import { FewShotClassifier, FewShotRegressor, RegressionBundle, fromHex } from './src/index.js';
 import { sourceFromPath } from './src/node.js';
 
 const req = JSON.parse(fs.readFileSync(0, 'utf8'));
 const key = req.key ? fromHex(req.key) : null;
 const packed = (rows) => ({ data: Float64Array.from(rows.flat()), rows: rows.length, cols: rows[0].length });
 const form = (rows) => (req.form === 'packed' ? packed(rows) : req.form === 'float32' ? rows.map((r) => Float32Array.from(r)) : rows);
+if (req.regress) {        // the regressor reads the same input forms (one checkVectors, vectors.js)
+  const reg = new FewShotRegressor(await RegressionBundle.load(ort, sourceFromPath(req.bundle)));
+  await reg.fit(form(req.support), req.targets);
+  process.stdout.write(JSON.stringify(await reg.predict(form(req.query))));
+  process.exit(0);
+}
 const clf = await FewShotClassifier.load(ort, sourceFromPath(req.bundle), { unknownThreshold: req.threshold });
 const out = {};
 if (req.state) await clf.loadState(fs.readFileSync(req.state), { key });
@@ -190,3 +198,14 @@ def test_hostile_vectors_are_refused_with_input_error_in_js(node, bundle):
         assert got is not None, f"{what}({bad!r}) was accepted"
         assert got["name"] == "InputError", (bad, got)
         assert re.search(message, got["message"]), (bad, got["message"])
+
+
+@pytest.mark.parametrize("form", ["rows", "packed"])
+def test_the_regressor_takes_the_same_input_forms(node, form):
+    rng = np.random.default_rng(5)
+    x, xq = rng.uniform(-5, 5, (10, 1)), rng.uniform(-5, 5, (6, 1))
+    y = np.sin(x[:, 0] + 0.5)
+    js = _js(node, {"regress": True, "bundle": str(METASGD), "form": form, "support": x.tolist(), "targets": y.tolist(),
+                    "query": xq.tolist()})
+    py = FewShotRegressor(METASGD).fit(x, y).predict(xq)
+    np.testing.assert_allclose(np.array(js["predictions"]), np.asarray(py).reshape(-1), atol=1e-4, rtol=0)

@@ -26,4 +26,5 @@ export { FewShotClassifier, uniqueSorted } from './classifier.js';
 export { bounded } from './refine.js';
 export { sha256Hex, toHex, fromHex } from './bytes.js';
 export { RegressionBundle, FewShotRegressor } from './regressor.js';
+export { checkVectors, FLOAT32_MAX, MAX_ROWS } from './vectors.js';
 export { deriveStateKey, encodeState, decodeState, readBody, PBKDF2_ITERATIONS } from './state.js';

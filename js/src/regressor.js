@@ -146,7 +146,10 @@ class FewShotRegressor {
     this.head = null;
   }
 
-  /** Learn from these samples only (groups: one name, or one per sample; default "default"). */
+  /**
+   * Learn from these samples only (X: rows [N, D], vectors.js's form; groups: one name, or one per sample;
+   * default "default").
+   */
   async fit(X, y, groups) {
     const update = await this.statistics(X, y, groups);
     this.stats = new Map();
@@ -219,7 +222,7 @@ class FewShotRegressor {
   }
 
   /**
-   * Predictions for rows X: { predictions: [N] (one output) or [N][O], std: the same shape, or null
+   * Predictions for rows X (vectors.js's form): { predictions: [N] (one output) or [N][O], std: the same shape, or null
    * where the rule gives no uncertainty (metasgd) }.
    */
   async predict(X) {
