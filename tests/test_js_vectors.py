@@ -68,9 +68,11 @@ out.refusals = [];
 for (const [what, bad] of req.hostile ?? []) {
   const value = bad === 'NaN-row' ? [[NaN, 0, 0, 0]] : bad === 'inf-packed' ? { data: Float32Array.of(0, Infinity, 0, 0), rows: 1, cols: 4 }
     : bad === 'int32-packed' ? { data: Int32Array.of(0, 0, 0, 0), rows: 1, cols: 4 } : bad === 'one-vector' ? Float32Array.of(0, 0, 0, 0)
-    : bad === 'empty-packed' ? { data: new Float32Array(0), rows: 0, cols: 4 } : bad;
+    : bad === 'empty-packed' ? { data: new Float32Array(0), rows: 0, cols: 4 }
+    : bad === 'huge-rows' ? { data: new Float32Array(4), rows: 1e15, cols: 4 } : bad;
   try {
     if (what === 'fit') await clf.fit(value, Array.isArray(value) ? value.map((_, i) => i % 2) : [0, 1]);
+    else if (what === 'addClass') await clf.addClass('z', value);
     else await clf.predict(value);
     out.refusals.push(null);
   } catch (e) {
@@ -180,6 +182,8 @@ HOSTILE = [
     ("fit", [], "support set is empty"),
     ("predict", [], "no rows"),
     ("predict", "empty-packed", "no rows"),
+    ("addClass", "huge-rows", r"rows: 1000000000000000, cols: 4 \} with 4 values"),
+    ("addClass", [[0.0] * 4, [1.0] * 3], "row 1 has 3 columns"),
     ("predict", "x", "is string; expected an Array of rows"),
     ("predict", None, "is null"),
     ("predict", "one-vector", r"one Float32Array.*\(one sample: \[x\]\)"),

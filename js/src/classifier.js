@@ -9,9 +9,9 @@
  *   await clf.predictProba(queryImages);     // -> [[p0, p1, p2], ...], columns in clf.classes order
  *   const bytes = await clf.saveState();     // the Python runtime's state file (state.js)
  *
- * Images: see preprocess.js; a vector-input bundle takes rows [N, D] instead (vectors.js). Labels are all strings or all integers; `classes` is sorted like
- * numpy.unique (strings by code point, numbers numerically) and gives the column order of the
- * probabilities.
+ * Images: see preprocess.js; a vector-input bundle takes rows [N, D] instead (vectors.js). Labels
+ * are all strings or all integers; `classes` is sorted like numpy.unique (strings by code point,
+ * numbers numerically) and gives the column order of the probabilities.
  */
 
 import { InputError, StateError } from './errors.js';
@@ -21,6 +21,7 @@ import { Bundle } from './bundle.js';
 import { makeSemiSupervisedClassifier, refuseUnlabeled } from './refine.js';
 import { makeOnlineClassifier } from './recurrent.js';
 import { decodeState, encodeState } from './state.js';
+import { MAX_ROWS } from './vectors.js';
 
 function labelKind(labels, what = 'labels') {
   if (!Array.isArray(labels)) throw new InputError(`${what} must be an Array with one label per image`);
@@ -195,7 +196,9 @@ class FewShotClassifier {
 
   /** Add one class (or more samples of an existing one) from `images`. */
   async addClass(label, images) {
-    const n = Array.isArray(images) ? images.length : (this.bundle.vectorDim !== null && Number.isSafeInteger(images?.rows) ? images.rows : 0);
+    // a packed matrix { data, rows, cols } of a vector-input bundle: `rows` labels (vectors.js checks the rest first)
+    const rows = images?.rows;
+    const n = Array.isArray(images) ? images.length : (Number.isSafeInteger(rows) && rows >= 0 && rows <= MAX_ROWS ? rows : 0);
     return this.partialFit(images, new Array(n).fill(label));
   }
 
