@@ -134,7 +134,7 @@ def adapt(
         clf.add_unlabeled(extra)
     clf.save(state, key)
     counts = clf.class_counts()
-    typer.echo(f"{state}: {len(counts)} classes " + ", ".join(f"{k} ({v})" for k, v in counts.items()))
+    typer.echo(f"{state}: {len(counts)} class{'' if len(counts) == 1 else 'es'} " + ", ".join(f"{k} ({v})" for k, v in counts.items()))
 
 
 @command()

@@ -5,6 +5,7 @@ One base class lets an app (and the CLI) catch everything edgemeta refuses in on
     EdgemetaError
     ├── BundleError      a bundle is missing, malformed, of another format version, or altered
     ├── InputError       images, labels or arguments are not what the bundle expects
+    │   └── DataNotFoundError   a data set (Omniglot) is not where it was looked for
     ├── StateError       a private state file is missing, damaged, altered or of another bundle
     ├── ExportError      a run cannot be exported (a gate failed, the run is incomplete)
     └── NotFittedError   the classifier is used before ``fit`` (scikit-learn's convention)
@@ -26,6 +27,11 @@ class BundleError(EdgemetaError, ValueError):
 
 class InputError(EdgemetaError, ValueError):
     """Input images, labels or arguments are not what the bundle expects; the message says what was."""
+
+
+class DataNotFoundError(InputError, FileNotFoundError):
+    """A data set is not where it was looked for; the message lists the places and how to point at it.
+    Also a ``FileNotFoundError``, which callers caught before it existed."""
 
 
 class StateError(EdgemetaError, ValueError):

@@ -121,3 +121,16 @@ def test_a_small_user_dataset_trains_and_exports(tmp_path, omniglot_root):
     manifest = export_bundle(tmp_path / "run", tmp_path / "bundle", val, parity_episodes=3, metric_episodes=5)
     assert "5w1s" in manifest["validation"]
     assert Bundle.load(tmp_path / "bundle").manifest == manifest
+
+
+def test_missing_omniglot_is_the_projects_error_naming_where_it_looked(tmp_path, monkeypatch):
+    from edgemeta.errors import DataNotFoundError
+
+    monkeypatch.setenv("EDGEMETA_OMNIGLOT", str(tmp_path / "nowhere"))
+    monkeypatch.chdir(tmp_path)
+    from edgemeta.data import omniglot
+
+    monkeypatch.setattr(omniglot, "__file__", str(tmp_path / "a" / "b" / "c" / "omniglot.py"))
+    with pytest.raises(DataNotFoundError, match=r"Omniglot not found; looked in .*nowhere.*--omniglot PATH") as err:
+        load_omniglot(part="test")
+    assert isinstance(err.value, InputError) and isinstance(err.value, FileNotFoundError)

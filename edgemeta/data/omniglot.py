@@ -24,7 +24,7 @@ import numpy as np
 
 from edgemeta.contract.preprocess import default_spec, preprocess
 from edgemeta.data.classes import ClassImages, add_rotations
-from edgemeta.errors import InputError
+from edgemeta.errors import DataNotFoundError, InputError
 
 SPLITS = ("vinyals", "lake")
 PARTS = ("train", "val", "test")
@@ -45,7 +45,7 @@ def default_root() -> Path:
     for c in candidates:
         if all((c / f).is_file() for f in FILES):
             return c
-    raise FileNotFoundError(
+    raise DataNotFoundError(
         "Omniglot not found; looked in " + ", ".join(str(c) for c in candidates) +
         ". Pass --omniglot PATH (a folder with background.npz and evaluation.npz) "
         "or set EDGEMETA_OMNIGLOT.")
