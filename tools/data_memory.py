@@ -49,6 +49,9 @@ def main() -> None:
             figures[name] = {"exit_status": rc, "peak_rss_mb": round(mb, 1)}
             print(f"edgemeta {name}: peak RSS {mb:.0f} MB" + ("" if rc == 0 else f" (exit status {rc})"), flush=True)
     print(json.dumps(figures))
+    failed = [name for name, f in figures.items() if f["exit_status"] != 0]
+    if failed:      # a failed run's peak is not the command's: say so and fail
+        sys.exit(f"error: {', '.join(failed)} failed (exit status above); its peak RSS is not a measurement")
 
 
 if __name__ == "__main__":
