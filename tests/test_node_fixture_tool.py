@@ -29,3 +29,19 @@ def test_missing_omniglot_is_an_error_and_deletes_nothing(tmp_path: Path) -> Non
     assert str(empty) in run.stderr                                  # names where it looked
     assert kept.read_text(encoding="utf-8") == '{"cases": []}\n'     # the folder is untouched
     assert sorted(p.name for p in out.iterdir()) == ["index.json"]
+
+
+def test_missing_photos_is_an_error_and_deletes_nothing(tmp_path: Path, omniglot_root) -> None:
+    """Without the sample photos the fixtures would lose their committed colour case: refused up front."""
+    out = tmp_path / "fixtures"
+    out.mkdir()
+    kept = out / "index.json"
+    kept.write_text('{"cases": []}\n', encoding="utf-8")
+    empty = tmp_path / "no-photos"
+    empty.mkdir()
+    run = subprocess.run([sys.executable, str(REPO / "tools" / "node_fixture.py"), str(out), "--omniglot",
+                          str(omniglot_root), "--photos", str(empty)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.startswith("error: the fixtures need the mini-ImageNet sample photos"), run.stderr
+    assert str(empty) in run.stderr and "Traceback" not in run.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["index.json"]

@@ -481,9 +481,12 @@ SCENARIOS = {"strings": scenario_strings, "ints-dark": scenario_ints_dark, "sequ
 
 
 def main(argv: list[str] | None = None) -> int:
+    global PHOTOS
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out", type=Path, help="folder to (re)write the fixtures into")
     ap.add_argument("--omniglot", type=Path, default=None, help="Omniglot folder (default: the usual search)")
+    ap.add_argument("--photos", type=Path, default=None,
+                    help=f"mini-ImageNet sample test photos, one folder per class (default: {PHOTOS})")
     ap.add_argument("--write-colour-bundle", action="store_true",
                     help=f"(re)export the committed colour bundle {COLOUR_BUNDLE.relative_to(REPO)} first")
     ap.add_argument("--full", action="store_true",
@@ -499,6 +502,12 @@ def main(argv: list[str] | None = None) -> int:
         data = Omniglot(args.omniglot)        # before anything is deleted: no data leaves `out` as it was
     except FileNotFoundError as err:
         print(f"error: the fixtures need Omniglot's test characters: {err}", file=sys.stderr)
+        return 2
+    PHOTOS = args.photos.resolve() if args.photos else PHOTOS
+    if not PHOTOS.is_dir() or not any(p.is_dir() for p in PHOTOS.iterdir()):
+        # the committed fixtures hold a colour case: never regenerate them without it
+        print(f"error: the fixtures need the mini-ImageNet sample photos (class folders) at {PHOTOS} for their "
+              "colour case; pass --photos PATH", file=sys.stderr)
         return 2
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
@@ -523,17 +532,14 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(COLOUR_BUNDLE, ignore_errors=True)
         colour_bundle(COLOUR_BUNDLE)
     cases = []
-    if PHOTOS.is_dir():
-        sc = scenario_colour(FewShotClassifier(Bundle.load(COLOUR_BUNDLE, threads=1)), np.random.default_rng([SEED, 99]))
-        case = {"name": "colour-photos", "method": "proto", "bundle": rel(COLOUR_BUNDLE), "ink": sc["ink"],
-                "precision": "auto", "python_precision": "fp32", "query": [enc(q) for q in sc["query"]],
-                "dropped_near_ties": sc["dropped_near_ties"], "queries_total": sc["queries_total"],
-                "support": [enc(s) for s in sc["support"]], "labels": sc["labels"], "expected": sc["expected"],
-                "preprocessed_sha256": sc["preprocessed_sha256"], "bit_identical": True}
-        (out / f"case-{case['name']}.json").write_text(json.dumps(case), encoding="utf-8")
-        cases.append(case["name"])
-    else:
-        print(f"note: no photos at {PHOTOS}: the colour case is not written", file=sys.stderr)
+    sc = scenario_colour(FewShotClassifier(Bundle.load(COLOUR_BUNDLE, threads=1)), np.random.default_rng([SEED, 99]))
+    case = {"name": "colour-photos", "method": "proto", "bundle": rel(COLOUR_BUNDLE), "ink": sc["ink"],
+            "precision": "auto", "python_precision": "fp32", "query": [enc(q) for q in sc["query"]],
+            "dropped_near_ties": sc["dropped_near_ties"], "queries_total": sc["queries_total"],
+            "support": [enc(s) for s in sc["support"]], "labels": sc["labels"], "expected": sc["expected"],
+            "preprocessed_sha256": sc["preprocessed_sha256"], "bit_identical": True}
+    (out / f"case-{case['name']}.json").write_text(json.dumps(case), encoding="utf-8")
+    cases.append(case["name"])
     for k, (label, method, path, precision, kinds) in enumerate(runs):
         bundle = Bundle.load(path, threads=1, **({"precision": precision} if precision else {}))
         for kind in kinds:
