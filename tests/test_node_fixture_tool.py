@@ -14,34 +14,34 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_missing_omniglot_is_an_error_and_deletes_nothing(tmp_path: Path) -> None:
+def _run_on_kept_folder(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, Path]:
+    """Run the tool into a fixtures folder holding one file; returns the run and that folder."""
     out = tmp_path / "fixtures"
     out.mkdir()
-    kept = out / "index.json"
-    kept.write_text('{"cases": []}\n', encoding="utf-8")
+    (out / "index.json").write_text('{"cases": []}\n', encoding="utf-8")
+    run = subprocess.run([sys.executable, str(REPO / "tools" / "node_fixture.py"), str(out), *args],
+                         capture_output=True, text=True, timeout=300)
+    return run, out
+
+def test_missing_omniglot_is_an_error_and_deletes_nothing(tmp_path: Path) -> None:
     empty = tmp_path / "no-omniglot"
     empty.mkdir()
-    run = subprocess.run([sys.executable, str(REPO / "tools" / "node_fixture.py"), str(out), "--omniglot", str(empty)],
-                         capture_output=True, text=True, timeout=120)
+    run, out = _run_on_kept_folder(tmp_path, "--omniglot", str(empty))
     assert run.returncode == 2, run.stderr
     assert run.stderr.startswith("error: the fixtures need Omniglot"), run.stderr
     assert "Traceback" not in run.stderr
     assert str(empty) in run.stderr                                  # names where it looked
-    assert kept.read_text(encoding="utf-8") == '{"cases": []}\n'     # the folder is untouched
+    assert (out / "index.json").read_text(encoding="utf-8") == '{"cases": []}\n'     # the folder is untouched
     assert sorted(p.name for p in out.iterdir()) == ["index.json"]
 
 
 def test_missing_photos_is_an_error_and_deletes_nothing(tmp_path: Path, omniglot_root) -> None:
     """Without the sample photos the fixtures would lose their committed colour case: refused up front."""
-    out = tmp_path / "fixtures"
-    out.mkdir()
-    kept = out / "index.json"
-    kept.write_text('{"cases": []}\n', encoding="utf-8")
     empty = tmp_path / "no-photos"
     empty.mkdir()
-    run = subprocess.run([sys.executable, str(REPO / "tools" / "node_fixture.py"), str(out), "--omniglot",
-                          str(omniglot_root), "--photos", str(empty)], capture_output=True, text=True, timeout=300)
+    run, out = _run_on_kept_folder(tmp_path, "--omniglot", str(omniglot_root), "--photos", str(empty))
     assert run.returncode == 2, run.stderr
     assert run.stderr.startswith("error: the fixtures need the mini-ImageNet sample photos"), run.stderr
     assert str(empty) in run.stderr and "Traceback" not in run.stderr
+    assert (out / "index.json").read_text(encoding="utf-8") == '{"cases": []}\n'
     assert sorted(p.name for p in out.iterdir()) == ["index.json"]
