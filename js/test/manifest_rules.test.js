@@ -106,13 +106,17 @@ test('a bundle folder: only listed files are read, and a symlinked file is refus
 
 test("precision 'auto' follows the manifest's precision.default, as the Python runtime does", async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'em-precision-'));
-  for (const f of fs.readdirSync(SHIPPED)) fs.copyFileSync(path.join(SHIPPED, f), path.join(dir, f));
-  const slower = shippedText.replace(/("precision": \{\s*"default": )"int8"/, '$1"fp32"');
-  assert.notEqual(slower, shippedText);
-  fs.writeFileSync(path.join(dir, 'manifest.json'), await resealed(slower));
-  assert.equal((await em.Bundle.load(ort, at(dir))).precision, 'fp32');
-  assert.equal((await em.Bundle.load(ort, at(dir), { precision: 'int8' })).precision, 'int8');
-  assert.equal((await em.Bundle.load(ort, at(SHIPPED))).precision, 'int8');
+  try {
+    for (const f of fs.readdirSync(SHIPPED)) fs.copyFileSync(path.join(SHIPPED, f), path.join(dir, f));
+    const slower = shippedText.replace(/("precision": \{\s*"default": )"int8"/, '$1"fp32"');
+    assert.notEqual(slower, shippedText);
+    fs.writeFileSync(path.join(dir, 'manifest.json'), await resealed(slower));
+    assert.equal((await em.Bundle.load(ort, at(dir))).precision, 'fp32');
+    assert.equal((await em.Bundle.load(ort, at(dir), { precision: 'int8' })).precision, 'int8');
+    assert.equal((await em.Bundle.load(ort, at(SHIPPED))).precision, 'int8');
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('a graph onnxruntime cannot load, in a bundle resealed around it, is a BundleError naming it; a bad precision an InputError', async () => {

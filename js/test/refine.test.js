@@ -137,9 +137,13 @@ test('the pool keeps the most recent max_unlabeled rows', () => {
 // ------------------------------------------------------------------ a hostile refine graph at load
 
 
+const copies = []; // the bundle copies written below, removed after the tests
+test.after(() => { for (const dir of copies) fs.rmSync(dir, { recursive: true, force: true }); });
+
 /** A copy of the shipped refine bundle whose refine.onnx is `graph`, checksums and digest recomputed. */
 async function withRefineGraph(graph) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'refine-'));
+  copies.push(dir);
   for (const f of fs.readdirSync(bundlePath)) fs.copyFileSync(path.join(bundlePath, f), path.join(dir, f));
   fs.writeFileSync(path.join(dir, 'refine.onnx'), graph);
   const sha = crypto.createHash('sha256').update(graph).digest('hex');
