@@ -105,7 +105,7 @@ def run_bench(bundle_path: str, threads: int = 1, repeats: int = 50, seed: int =
     """Every figure of ``edgemeta bench`` as a dict (``photos`` only for colour bundles)."""
     rng = np.random.default_rng(seed)
     res: dict[str, Any] = {"bundle": bundle_path, "threads": threads, "repeats": repeats,
-                           "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()}}
+                           "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()}}
     import onnxruntime as ort
 
     res["machine"]["onnxruntime"] = ort.__version__
@@ -208,7 +208,8 @@ def photo_figures(bundle_path: str, threads: int, repeats: int, precisions: list
     return out
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what the platform says."""
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:

@@ -51,16 +51,11 @@ def kind(manifest: dict[str, Any]) -> str:
 
 
 def cpu_ms(fn: Any, repeats: int, warmup: int = 3) -> tuple[float, float]:
-    """Median ``(cpu_ms, wall_ms)`` of ``fn()`` over ``repeats`` runs after ``warmup``."""
-    for _ in range(warmup):
-        fn()
-    cpu, wall = [], []
-    for _ in range(repeats):
-        c, t = time.process_time(), time.perf_counter()
-        fn()
-        cpu.append(time.process_time() - c)
-        wall.append(time.perf_counter() - t)
-    return statistics.median(cpu) * 1e3, statistics.median(wall) * 1e3
+    """Median ``(cpu_ms, wall_ms)`` of ``fn()`` over ``repeats`` runs after ``warmup`` (the benchmarks' timer)."""
+    from bench.common import timeit
+
+    t = timeit(fn, warmup=warmup, repeat=repeats)
+    return t["ms"], t["wall"]["median"]
 
 
 def accuracy(path: Path, episodes: int, omniglot: str | None) -> dict[str, Any]:
@@ -193,7 +188,9 @@ def main() -> None:
                         row["accuracy"]["seconds"] = round(time.perf_counter() - t0, 1)
             rows[name] = row
             print(json.dumps({name: row}), file=sys.stderr, flush=True)
-    machine = {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": sys.version.split()[0]}
+    from edgemeta.bench import cpu_name
+
+    machine = {"cpu": cpu_name(), "cores": os.cpu_count(), "python": sys.version.split()[0]}
     import onnxruntime
 
     machine["onnxruntime"] = onnxruntime.__version__
@@ -205,14 +202,6 @@ def main() -> None:
           f"{machine['onnxruntime']}; accuracy: {a.episodes} episodes per cell, {QUERIES} queries per class, seed 0; "
           f"times: process CPU ms, medians\n")
     print(markdown(rows))
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            return next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return "unknown CPU"
 
 
 if __name__ == "__main__":
