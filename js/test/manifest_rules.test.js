@@ -7,21 +7,18 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
 import * as em from '../src/index.js';
 import { sourceFromPath as at } from '../src/node.js';
+import { parseResealed as parse, relisted, resealed, withBundleCopy } from './bundle_copies.js';
 
 const __dirname = path.dirname(fileURLToPath(import.meta.url));
 
 const SHIPPED = path.resolve(__dirname, '..', '..', 'models', 'omniglot-conv4-proto');
 const shippedText = fs.readFileSync(path.join(SHIPPED, 'manifest.json'), 'utf8');
 
-/** Manifest text with its integrity digest recomputed (what a careful forger or a buggy exporter writes). */
-const resealed = async (text) => text.replace(/"manifest_sha256": "[0-9a-f]+"/, `"manifest_sha256": "${await em.manifestDigest(text)}"`);
-const parse = async (text) => em.parseManifest(new TextEncoder().encode(await resealed(text)), 'b');
 
 /** The shipped manifest as a format-version-2 colour manifest (84x84 RGB), as text. */
 function colourText(preprocess = null, shape = '[-1, 3, 84, 84]') {
@@ -90,51 +87,38 @@ for (const [what, edit, message] of refused) {
 }
 
 test('a bundle folder: only listed files are read, and a symlinked file is refused unread', async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'edgemeta-rules-'));
-  try {
-    for (const f of fs.readdirSync(SHIPPED)) fs.copyFileSync(path.join(SHIPPED, f), path.join(dir, f));
+  await withBundleCopy(SHIPPED, async (dir) => {
     fs.mkdirSync(path.join(dir, 'notes.txt')); // an unlisted folder or file next to the bundle is ignored
     fs.symlinkSync('/dev/zero', path.join(dir, 'unlisted.bin')); // never opened: not listed
     assert.equal((await em.Bundle.load(ort, at(dir))).method, 'proto');
     fs.renameSync(path.join(dir, 'adapt.onnx'), path.join(dir, 'real-adapt.onnx'));
     fs.symlinkSync(path.join(dir, 'real-adapt.onnx'), path.join(dir, 'adapt.onnx'));
     await assert.rejects(em.Bundle.load(ort, at(dir)), (e) => e instanceof em.BundleError && /adapt\.onnx is a symbolic link/.test(e.message));
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test("precision 'auto' follows the manifest's precision.default, as the Python runtime does", async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'em-precision-'));
-  try {
-    for (const f of fs.readdirSync(SHIPPED)) fs.copyFileSync(path.join(SHIPPED, f), path.join(dir, f));
+  await withBundleCopy(SHIPPED, async (dir) => {
     const slower = shippedText.replace(/("precision": \{\s*"default": )"int8"/, '$1"fp32"');
     assert.notEqual(slower, shippedText);
     fs.writeFileSync(path.join(dir, 'manifest.json'), await resealed(slower));
     assert.equal((await em.Bundle.load(ort, at(dir))).precision, 'fp32');
     assert.equal((await em.Bundle.load(ort, at(dir), { precision: 'int8' })).precision, 'int8');
     assert.equal((await em.Bundle.load(ort, at(SHIPPED))).precision, 'int8');
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test('a graph onnxruntime cannot load, in a bundle resealed around it, is a BundleError naming it; a bad precision an InputError', async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'em-graph-'));
-  try {
-    for (const f of fs.readdirSync(SHIPPED)) fs.copyFileSync(path.join(SHIPPED, f), path.join(dir, f));
+  await withBundleCopy(SHIPPED, async (dir) => {
     const junk = new TextEncoder().encode('not an onnx graph at all');
     fs.writeFileSync(path.join(dir, 'classify.onnx'), junk);
-    const sha = await em.sha256Hex(junk);
-    const text = shippedText.replace(/("classify\.onnx": \{\s*"bytes": )\d+(,\s*"sha256": ")[0-9a-f]+"/, `$1${junk.length}$2${sha}"`);
+    const text = await relisted(shippedText, 'classify.onnx', junk);
     assert.notEqual(text, shippedText);
     fs.writeFileSync(path.join(dir, 'manifest.json'), await resealed(text));
     await assert.rejects(em.Bundle.load(ort, at(dir)),
       (e) => e instanceof em.BundleError && /onnxruntime cannot load classify\.onnx .*expected a valid ONNX graph/.test(e.message));
     await assert.rejects(em.Bundle.load(ort, at(SHIPPED), { precision: 'fp16' }), (e) => e instanceof em.InputError && /precision must be/.test(e.message));
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test('a graph that fails at run time (inputs that do not fit it) is a BundleError naming the graph', async () => {

@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
 import * as em from '../src/index.js';
 import { sourceFromPath as at } from '../src/node.js';
+import { parseResealed as parse } from './bundle_copies.js';
 
 const __dirname = path.dirname(fileURLToPath(import.meta.url));
 
@@ -73,8 +74,6 @@ test('recurrent: partialFit in parts equals fit on the same samples in that orde
 
 test('recurrent: a recurrent method without its section, or the section in a version-2 manifest, is refused', async () => {
   const text = fs.readFileSync(path.join(BUNDLE, 'manifest.json'), 'utf8');
-  const resealed = async (t) => t.replace(/"manifest_sha256":\s*"[0-9a-f]+"/, `"manifest_sha256": "${await em.manifestDigest(t)}"`);
-  const parse = async (t) => em.parseManifest(new TextEncoder().encode(await resealed(t)), 'b');
   assert.equal((await parse(text)).recurrent.hidden, CASE.hidden);
   const m = JSON.parse(text);
   const { recurrent, ...without } = m;

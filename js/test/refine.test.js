@@ -5,15 +5,14 @@
 
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import crypto from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
 import * as em from '../src/index.js';
 import { sourceFromPath as at } from '../src/node.js';
+import { parseResealed as parse, relisted, resealed, withBundleCopy } from './bundle_copies.js';
 
 const __dirname = path.dirname(fileURLToPath(import.meta.url));
 const { writerVersion, bounded } = em;
@@ -22,8 +21,6 @@ const SHIPPED = path.resolve(__dirname, '..', '..', 'models', 'omniglot-conv4-pr
 const shippedText = fs.readFileSync(path.join(SHIPPED, 'manifest.json'), 'utf8');
 const REFINE = '{"graph": "refine.onnx", "rule": "masked_soft_kmeans", "outputs": ["prototypes"], "max_unlabeled": 1000}';
 
-const resealed = async (text) => text.replace(/"manifest_sha256": "[0-9a-f]+"/, `"manifest_sha256": "${await em.manifestDigest(text)}"`);
-const parse = async (text) => em.parseManifest(new TextEncoder().encode(await resealed(text)), 'b');
 
 /** The shipped manifest text with a refine section (and its graph listed) at `version`. */
 function withRefine(version = 3, section = REFINE) {
@@ -137,29 +134,20 @@ test('the pool keeps the most recent max_unlabeled rows', () => {
 // ------------------------------------------------------------------ a hostile refine graph at load
 
 
-const copies = []; // the bundle copies written below, removed after the tests
-test.after(() => { for (const dir of copies) fs.rmSync(dir, { recursive: true, force: true }); });
-
-/** A copy of the shipped refine bundle whose refine.onnx is `graph`, checksums and digest recomputed. */
-async function withRefineGraph(graph) {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'refine-'));
-  copies.push(dir);
-  for (const f of fs.readdirSync(bundlePath)) fs.copyFileSync(path.join(bundlePath, f), path.join(dir, f));
+/** Bundle.load of a copy of the shipped refine bundle whose refine.onnx is `graph`, checksums and digest recomputed. */
+const loadWithRefineGraph = (graph) => withBundleCopy(bundlePath, async (dir) => {
   fs.writeFileSync(path.join(dir, 'refine.onnx'), graph);
-  const sha = crypto.createHash('sha256').update(graph).digest('hex');
-  let text = fs.readFileSync(path.join(dir, 'manifest.json'), 'utf8')
-    .replace(/("refine\.onnx": \{\s*"bytes": )\d+(,\s*"sha256": ")[0-9a-f]+"/, `$1${graph.length}$2${sha}"`);
-  text = text.replace(/"manifest_sha256": "[0-9a-f]+"/, `"manifest_sha256": "${await em.manifestDigest(text)}"`);
-  fs.writeFileSync(path.join(dir, 'manifest.json'), text);
-  return dir;
-}
+  const text = await relisted(fs.readFileSync(path.join(dir, 'manifest.json'), 'utf8'), 'refine.onnx', graph);
+  fs.writeFileSync(path.join(dir, 'manifest.json'), await resealed(text));
+  return em.Bundle.load(ort, at(dir));
+});
 
 test('a refine graph of another contract or that is not ONNX is refused at load', async () => {
   const adapt = fs.readFileSync(path.join(bundlePath, 'adapt.onnx'));
-  await assert.rejects(em.Bundle.load(ort, at(await withRefineGraph(adapt))),
+  await assert.rejects(loadWithRefineGraph(adapt),
     (err) => err instanceof em.BundleError && /refine\.onnx inputs\/outputs .* do not follow the contract/.test(err.message));
-  await assert.rejects(em.Bundle.load(ort, at(await withRefineGraph(Buffer.from('not an onnx graph at all')))),
+  await assert.rejects(loadWithRefineGraph(Buffer.from('not an onnx graph at all')),
     (err) => err instanceof em.BundleError && /onnxruntime cannot load refine\.onnx/.test(err.message));
-  const ok = await em.Bundle.load(ort, at(await withRefineGraph(fs.readFileSync(path.join(bundlePath, 'refine.onnx')))));
+  const ok = await loadWithRefineGraph(fs.readFileSync(path.join(bundlePath, 'refine.onnx')));
   assert.equal(ok.refiner.maxUnlabeled, 1000);
 });
