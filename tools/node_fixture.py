@@ -194,12 +194,12 @@ def colour_bundle(out: Path, seed: int = SEED) -> Path:
     return out
 
 
-def photo_variants(rng: np.random.Generator) -> tuple[list[np.ndarray], list[str], list[np.ndarray]]:
+def photo_variants(rng: np.random.Generator, photos: Path) -> tuple[list[np.ndarray], list[str], list[np.ndarray]]:
     """3-way 1-shot support and 9 queries from real photos (3 classes), each photo in one form:
     wide and tall (downscaled), small (upscaled), RGBA with transparency, grey, float RGB / RGBA."""
     from PIL import Image
 
-    classes = sorted(p for p in PHOTOS.iterdir() if p.is_dir())[:3]
+    classes = sorted(p for p in photos.iterdir() if p.is_dir())[:3]
     files = [sorted(c.glob("*.jpg"))[:4] for c in classes]
     rgb = lambda f, h, w: np.asarray(Image.open(f).convert("RGB").resize((w, h), Image.Resampling.BILINEAR))  # noqa: E731
 
@@ -223,11 +223,11 @@ def photo_variants(rng: np.random.Generator) -> tuple[list[np.ndarray], list[str
     return support, labels, query
 
 
-def scenario_colour(clf: Any, rng: np.random.Generator) -> dict[str, Any]:
+def scenario_colour(clf: Any, rng: np.random.Generator, photos: Path) -> dict[str, Any]:
     """Real photos through a colour bundle; Node must give bit-identical preprocessing and logits."""
     import hashlib
 
-    support, labels, query = photo_variants(rng)
+    support, labels, query = photo_variants(rng, photos)
     case = fit_case(clf, support, labels, query)
     x = clf.bundle.preprocess(case["query"]).astype("<f4")
     case["preprocessed_sha256"] = hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()
@@ -481,7 +481,6 @@ SCENARIOS = {"strings": scenario_strings, "ints-dark": scenario_ints_dark, "sequ
 
 
 def main(argv: list[str] | None = None) -> int:
-    global PHOTOS
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out", type=Path, help="folder to (re)write the fixtures into")
     ap.add_argument("--omniglot", type=Path, default=None, help="Omniglot folder (default: the usual search)")
@@ -503,10 +502,10 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as err:
         print(f"error: the fixtures need Omniglot's test characters: {err}", file=sys.stderr)
         return 2
-    PHOTOS = args.photos.resolve() if args.photos else PHOTOS
-    if not PHOTOS.is_dir() or not any(p.is_dir() for p in PHOTOS.iterdir()):
+    photos = args.photos.resolve() if args.photos else PHOTOS
+    if not photos.is_dir() or not any(p.is_dir() for p in photos.iterdir()):
         # the committed fixtures hold a colour case: never regenerate them without it
-        print(f"error: the fixtures need the mini-ImageNet sample photos (class folders) at {PHOTOS} for their "
+        print(f"error: the fixtures need the mini-ImageNet sample photos (class folders) at {photos} for their "
               "colour case; pass --photos PATH", file=sys.stderr)
         return 2
     shutil.rmtree(out, ignore_errors=True)
@@ -532,7 +531,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(COLOUR_BUNDLE, ignore_errors=True)
         colour_bundle(COLOUR_BUNDLE)
     cases = []
-    sc = scenario_colour(FewShotClassifier(Bundle.load(COLOUR_BUNDLE, threads=1)), np.random.default_rng([SEED, 99]))
+    colour = FewShotClassifier(Bundle.load(COLOUR_BUNDLE, threads=1))
+    sc = scenario_colour(colour, np.random.default_rng([SEED, 99]), photos)
     case = {"name": "colour-photos", "method": "proto", "bundle": rel(COLOUR_BUNDLE), "ink": sc["ink"],
             "precision": "auto", "python_precision": "fp32", "query": [enc(q) for q in sc["query"]],
             "dropped_near_ties": sc["dropped_near_ties"], "queries_total": sc["queries_total"],
