@@ -65,6 +65,14 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+RECURRENT = "recurrent"       # the method (and manifest section) of recurrent bundles
+
+
+def is_recurrent(manifest: dict[str, Any]) -> bool:
+    """Whether a verified manifest is a recurrent bundle's (``method`` ``recurrent`` with its section)."""
+    return manifest.get("method") == RECURRENT and RECURRENT in manifest
+
+
 def _py(label: Any) -> Any:
     """numpy scalar -> plain int / str (what users get back and what the state file stores)."""
     return int(label) if isinstance(label, (int, np.integer)) else str(label)
@@ -141,10 +149,10 @@ class FewShotClassifier:
         Deciding reads a bundle folder's manifest only; other bundles never import the recurrent module."""
         if cls is FewShotClassifier:
             manifest = _manifest_of(bundle)
-            if manifest is not None and "recurrent" in manifest:       # only such a manifest can be recurrent
-                from edgemeta.runtime.recurrent_memory import classifier_class    # imports this module
+            if manifest is not None and is_recurrent(manifest):
+                from edgemeta.runtime.recurrent_memory import OnlineClassifier    # imports this module
 
-                cls = classifier_class(manifest)
+                cls = OnlineClassifier
         return super().__new__(cls)
 
     def __init__(self, bundle: Bundle | str | os.PathLike, ink: str = "auto", threads: int = 1,

@@ -27,16 +27,11 @@ from typing import Any, Mapping
 import numpy as np
 
 from edgemeta.errors import BundleError, InputError, StateError
+from edgemeta.runtime.classifier import RECURRENT as METHOD
 from edgemeta.runtime.classifier import FewShotClassifier, Images, _Head, _py, check_labels
 from edgemeta.runtime.loaded_bundle import Bundle, open_graph, run_graph
 
-METHOD = "recurrent"
 INPUTS = ["memory", "fresh", "support_embeddings", "support_labels_onehot"]
-
-
-def is_recurrent(manifest: Mapping[str, Any]) -> bool:
-    """Whether a verified manifest is a recurrent bundle's (``method`` ``recurrent`` with its section)."""
-    return manifest.get("method") == METHOD and METHOD in manifest
 
 
 class MemoryUpdate:
@@ -263,7 +258,3 @@ def memory_update(bundle: Bundle) -> MemoryUpdate:
                           f"a 'recurrent' manifest section")
     return update
 
-
-def classifier_class(manifest: Mapping[str, Any]) -> type[FewShotClassifier]:
-    """:class:`OnlineClassifier` for a recurrent bundle's checked manifest, else :class:`FewShotClassifier`."""
-    return OnlineClassifier if is_recurrent(manifest) else FewShotClassifier
