@@ -40,6 +40,14 @@ def omniglot_root() -> Path:
 
 
 @pytest.fixture(scope="session")
+def node() -> str:
+    """The Node.js executable for the JavaScript runtime's tests (skips where Node.js or js/node_modules is missing)."""
+    from test_node_example import _node
+
+    return _node()
+
+
+@pytest.fixture(scope="session")
 def lake_sets(omniglot_root):
     """``(train, val, provenance)`` of the Lake split, through the same path `edgemeta train` uses."""
     from edgemeta.data.sources import training_sets

@@ -33,13 +33,6 @@ KEY = bytes(range(1, 33))
 LOGIT_TOL = 1e-5
 
 
-@pytest.fixture(scope="module")
-def node() -> str:
-    from test_node_example import _node          # skips where Node.js or js/node_modules is missing
-
-    return _node()
-
-
 def _images(seed: int, n: int) -> np.ndarray:
     """``n`` float32 28x28 drawings in [0, 1]: random strokes (what is drawn does not matter here)."""
     rng = np.random.default_rng(seed)

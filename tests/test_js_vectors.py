@@ -84,13 +84,6 @@ process.stdout.write(JSON.stringify(out));
 
 
 @pytest.fixture(scope="module")
-def node() -> str:
-    from test_node_example import _node          # skips where Node.js or js/node_modules is missing
-
-    return _node()
-
-
-@pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from test_vector_input import _vector_classifier_bundle   # skips without torch
 
