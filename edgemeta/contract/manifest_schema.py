@@ -335,6 +335,7 @@ def _relate_recurrent(m: Mapping[str, Any], source: str) -> None:
 
 
 RECURRENT_GRAPH = "update.onnx"
+RECURRENT_RULES = ("gru_class_memory", "gru_class_mean")
 MAX_VECTOR_DIM = 1 << 16     # vector_input.dim
 MAX_TARGETS = 1024           # regression.outputs
 REGRESSION_GRAPH_FILES = {"backbone": "backbone.onnx", "adapt": "adapt.onnx", "predict": "predict.onnx"}
@@ -379,8 +380,10 @@ V3_SECTIONS: dict[str, Section] = {
                           optional={"steps": Int(1, 16), "distractor": Obj(), "calibrated_on": Str(r".{0,512}")}),
                       _relate_refine),
     # recurrent class memory (docs/recurrent.md): memory [C, H] + new samples -> memory, head, in constant time a sample
-    "recurrent": Section(Obj(required={"graph": Const(RECURRENT_GRAPH), "rule": Const("gru_class_memory"),
-                                       "hidden": Int(1, 1 << 14), "outputs": List(Str(r"[a-z_]{1,32}"), 1, 8)}),
+    # (rule gru_class_memory: the memory is the GRU state; gru_class_mean: GRU state, class mean, count)
+    "recurrent": Section(Obj(required={"graph": Const(RECURRENT_GRAPH), "rule": OneOf(RECURRENT_RULES),
+                                       "hidden": Int(1, 1 << 15), "outputs": List(Str(r"[a-z_]{1,32}"), 1, 8)},
+                             optional={"gru_hidden": Int(1, 1 << 14)}),
                          _relate_recurrent, methods=("recurrent",)),
     # vector inputs [N, D] (docs/regression.md): the normalisation lives inside backbone.onnx
     "vector_input": Section(Obj(required={"dim": Int(1, MAX_VECTOR_DIM), "normalization": Const("in_graph")},

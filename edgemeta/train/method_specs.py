@@ -36,9 +36,10 @@ METHOD_SPECS: Mapping[str, MethodSpec] = MappingProxyType({s.name: s for s in (
     MethodSpec("finetune", "Transfer-learning baseline: many-class pre-training, then SGD on a zero-initialised "
                            "linear head (nothing meta-learned).",
                method_kwargs={"steps": 100, "lr": 0.1}, train={"pretrain_steps": 20_000, "max_episodes": 0}),
-    MethodSpec("recurrent", "Online GRU memory per class (one update per sample, constant time) read out into a "
-                            "linear head; trained on shuffled support with random shot counts.",
-               method_kwargs={"hidden": 128}),
+    MethodSpec("recurrent", "Online memory per class (one update per sample, constant time): the exact class "
+                            "mean plus a GRU state read out into a learned correction of it; trained on shuffled "
+                            "support with random shot counts.",
+               method_kwargs={"hidden": 128, "memory": "class_mean"}),
 )})
 
 

@@ -2,6 +2,8 @@
 
 ``update.onnx``: ``memory [C, H]``, ``fresh [C]`` (1: start from the learned initial memory),
 ``support_embeddings [S, D]``, ``support_labels_onehot [S, C]`` -> ``updated_memory [C, H]``,
+(``H``: the memory width, the manifest's ``recurrent.hidden``; the GRU state alone, or with the
+``class_mean`` layout the GRU state, the class mean and the count),
 ``weight [C, D]``, ``bias [C]``. It is :meth:`Recurrent.update` followed by :meth:`Recurrent.head`,
 traced from the same torch module that was meta-trained, and checked against it before the bundle
 is written (``check_update_parity``).
@@ -46,7 +48,7 @@ def update_graph(method: Recurrent) -> bytes:
     """``update.onnx`` of an eval-mode :class:`Recurrent` rule, as bytes (C, S dynamic)."""
     method = method.eval().cpu()
     C, S = 3, 7
-    args = (torch.zeros(C, method.hidden), torch.ones(C), torch.randn(S, method.dim),
+    args = (torch.zeros(C, method.memory_width), torch.ones(C), torch.randn(S, method.dim),
             torch.nn.functional.one_hot(torch.arange(S) % C, C).float())
     names = list(method.param_names)
     axes = {"memory": {0: "C"}, "fresh": {0: "C"}, "support_embeddings": {0: "S"},
@@ -70,7 +72,9 @@ def check_update_parity(method: Recurrent, graph: bytes, seed: int = 0) -> dict[
     g = np.random.default_rng(seed)
     worst, cases = 0.0, 0
     for C, S in ((2, 0), (2, 1), (5, 5), (5, 25), (20, 40), (3, 12)):
-        memory = g.standard_normal((C, method.hidden)).astype(np.float32)
+        memory = g.standard_normal((C, method.memory_width)).astype(np.float32)
+        if method.class_mean:                                            # a count is a whole number >= 0
+            memory[:, -1] = g.integers(0, 6, C)
         fresh = (g.random(C) < 0.5).astype(np.float32)
         support = g.standard_normal((S, method.dim)).astype(np.float32)
         onehot = np.eye(C, dtype=np.float32)[g.integers(0, C, S)]
@@ -95,6 +99,7 @@ def recurrent_extras(method: nn.Module) -> tuple[dict[str, bytes], dict[str, Any
         return {}, {}
     graph = update_graph(method)
     parity = check_update_parity(method, graph)
-    section = {"graph": RECURRENT_GRAPH, "rule": "gru_class_memory", "hidden": method.hidden,
+    rule = "gru_class_mean" if method.class_mean else "gru_class_memory"
+    section = {"graph": RECURRENT_GRAPH, "rule": rule, "hidden": method.memory_width, "gru_hidden": method.hidden,
                "outputs": list(method.param_names), "parity": parity}
     return {RECURRENT_GRAPH: graph}, {"recurrent": section}

@@ -100,6 +100,9 @@ class TrainConfig:
         d = dict(d)
         d["image_size"] = tuple(d["image_size"])
         d["val_report_shots"] = tuple(d.get("val_report_shots", ()))
+        if d.get("method") == "recurrent" and "memory" not in d.get("method_kwargs", {}):
+            # runs recorded before the class-mean layout existed used the GRU-only memory
+            d["method_kwargs"] = {**d.get("method_kwargs", {}), "memory": "gru"}
         return cls(**{k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}})
 
 

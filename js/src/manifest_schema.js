@@ -221,6 +221,7 @@ function relateRecurrent(m, source) {
 }
 
 const RECURRENT_GRAPH = 'update.onnx';
+const RECURRENT_RULES = ['gru_class_memory', 'gru_class_mean'];
 
 // vector inputs and regression bundles (docs/regression.md), the same rules as manifest_schema.py
 const MAX_VECTOR_DIM = 1 << 16;
@@ -276,8 +277,10 @@ const V3_SECTIONS = {
   // recurrent class memory (docs/recurrent.md); `methods`: bundles of these methods need the section
   recurrent: {
     rule: new Obj({
-      required: { graph: new Const(RECURRENT_GRAPH), rule: new Const('gru_class_memory'), hidden: new Int(1, 1 << 14),
+      // rule gru_class_memory: the memory is the GRU state; gru_class_mean: GRU state, class mean, count
+      required: { graph: new Const(RECURRENT_GRAPH), rule: new OneOf(RECURRENT_RULES), hidden: new Int(1, 1 << 15),
         outputs: new List(new Str(/^[a-z_]{1,32}$/), 1, 8) },
+      optional: { gru_hidden: new Int(1, 1 << 14) },
     }),
     relate: relateRecurrent,
     methods: ['recurrent'],
