@@ -1,6 +1,8 @@
-"""The recurrent rule (GRU class memory): torch == ONNX == a float64 numpy oracle, online learning
+"""The recurrent rule (GRU class memory, alone or beside the exact class mean): torch == ONNX == a
+float64 numpy oracle, the class-mean layout starting as Prototypical Networks, online learning
 (partial_fit in parts equals fit in that order, constant work per sample), exact forget, the memory
-state file (and hostile variants of it), the manifest section rules, and colour bundles."""
+state file (and hostile variants of it), the manifest section rules, old run records, and colour
+bundles. The runtime tests run on a bundle of each memory layout."""
 
 from __future__ import annotations
 
@@ -31,12 +33,12 @@ SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "mini-imagene
 
 
 def untrained_recurrent_bundle(out: Path, seed: int = 3, hidden: int = 32, image_size=(28, 28),
-                               channels: int = 1) -> Path:
+                               channels: int = 1, memory: str = "class_mean") -> Path:
     """A seeded, untrained conv4 + recurrent model exported as a real bundle (format version 3); its
     rule's parameters are nudged off their initial values so every weight matters."""
     torch.manual_seed(seed)
     model = FewShotModel("conv4", "recurrent", image_size=image_size, in_channels=channels,
-                         method_kwargs={"hidden": hidden}).eval()
+                         method_kwargs={"hidden": hidden, "memory": memory}).eval()
     with torch.no_grad():
         for p in model.method.parameters():
             p.add_(0.1 * torch.randn_like(p))
@@ -50,9 +52,9 @@ def untrained_recurrent_bundle(out: Path, seed: int = 3, hidden: int = 32, image
     return write_bundle(out, manifest, {**graphs, **extra})
 
 
-@pytest.fixture(scope="module")
-def rec_dir(tmp_path_factory) -> Path:
-    return untrained_recurrent_bundle(tmp_path_factory.mktemp("recurrent") / "rec.bundle")
+@pytest.fixture(scope="module", params=["class_mean", "gru"])
+def rec_dir(tmp_path_factory, request) -> Path:
+    return untrained_recurrent_bundle(tmp_path_factory.mktemp("recurrent") / "rec.bundle", memory=request.param)
 
 
 @pytest.fixture(scope="module")
@@ -82,33 +84,55 @@ def gru_oracle(method: Recurrent, memory: np.ndarray, support: np.ndarray, label
     return h
 
 
+def memory_oracle(method: Recurrent, memory: np.ndarray, support: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The whole memory row in float64: the GRU part, then (class-mean layout) the running mean and count
+    summed sample by sample."""
+    H = method.hidden
+    h = gru_oracle(method, memory[:, :H], support, labels)
+    if not method.class_mean:
+        return h
+    n = memory[:, -1].astype(np.float64).copy()
+    total = memory[:, H:-1].astype(np.float64) * n[:, None]
+    for x, c in zip(support.astype(np.float64), labels):
+        total[c] += x
+        n[c] += 1.0
+    return np.concatenate([h, total / np.maximum(n, 1.0)[:, None], n[:, None]], 1)
+
+
 def readout_oracle(method: Recurrent, memory: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     w_o, b_o = method.readout.weight.detach().double().numpy(), method.readout.bias.detach().double().numpy()
     v, s = method.bias_readout.weight.detach().double().numpy()[0], float(method.log_scale.detach().exp())
-    p = memory @ w_o.T + b_o
-    return 2.0 * s * p, -s * (p * p).sum(1) + memory @ v
+    h = memory[:, :method.hidden]
+    p = h @ w_o.T + b_o + (memory[:, method.hidden:-1] if method.class_mean else 0.0)
+    return 2.0 * s * p, -s * (p * p).sum(1) + h @ v
 
 
-def nudged_rule(seed: int, dim: int = 24, hidden: int = 16) -> Recurrent:
+def nudged_rule(seed: int, dim: int = 24, hidden: int = 16, memory: str = "class_mean") -> Recurrent:
     torch.manual_seed(seed)
-    m = Recurrent(dim, hidden=hidden).eval()
+    m = Recurrent(dim, hidden=hidden, memory=memory).eval()
     with torch.no_grad():
         for p in m.parameters():
             p.add_(0.2 * torch.randn_like(p))
     return m
 
 
+@pytest.mark.parametrize("layout", ["class_mean", "gru"])
 @pytest.mark.parametrize("C,S", [(2, 1), (5, 5), (5, 23), (20, 20)])
-def test_update_graph_equals_torch_and_the_float64_oracle(C, S):
-    m = nudged_rule(C * 100 + S)
+def test_update_graph_equals_torch_and_the_float64_oracle(C, S, layout):
+    m = nudged_rule(C * 100 + S, memory=layout)
+    assert m.memory_width == (16 + 24 + 1 if layout == "class_mean" else 16)
     g = np.random.default_rng(S)
     support = g.standard_normal((S, m.dim)).astype(np.float32)
     labels = g.integers(0, C, S)
     onehot = np.eye(C, dtype=np.float32)[labels]
-    memory = g.standard_normal((C, m.hidden)).astype(np.float32)
-    fresh = (np.arange(C) % 2).astype(np.float32)                 # odd classes start from h0
-    start = np.where(fresh[:, None] > 0, m.h0.detach().numpy()[None], memory)
-    want_h = gru_oracle(m, start, support, labels)
+    memory = g.standard_normal((C, m.memory_width)).astype(np.float32)
+    if layout == "class_mean":
+        memory[:, -1] = g.integers(0, 6, C)                        # stored counts are whole numbers
+    fresh = (np.arange(C) % 2).astype(np.float32)                 # odd classes start from the initial memory
+    with torch.no_grad():
+        initial = m.initial_memory(torch.from_numpy(onehot if S else np.eye(C, dtype=np.float32))).numpy()
+    start = np.where(fresh[:, None] > 0, initial, memory)
+    want_h = memory_oracle(m, start, support, labels)
     want_w, want_b = readout_oracle(m, want_h)
     with torch.no_grad():
         th, tw, tb = (t.numpy() for t in UpdateGraph(m)(*map(torch.from_numpy, (memory, fresh, support, onehot))))
@@ -121,8 +145,26 @@ def test_update_graph_equals_torch_and_the_float64_oracle(C, S):
         np.testing.assert_allclose(got[2], want_b, atol=2e-4 * max(1, np.abs(want_b).max()))
 
 
-def test_adapt_is_the_update_from_h0_and_skips_zero_rows():
-    m = nudged_rule(1)
+def test_the_class_mean_layout_starts_as_prototypical_networks():
+    """Untrained, the class-mean rule's logits are Prototypical Networks' (squared distance to the
+    exact class mean, times the scale) up to a per-query constant, whatever the order of the samples."""
+    m = Recurrent(24, hidden=16, memory="class_mean").eval()
+    g = torch.Generator().manual_seed(0)
+    support, query = torch.randn(23, 24, generator=g), torch.randn(9, 24, generator=g)
+    onehot = torch.eye(5)[torch.randint(0, 5, (23,), generator=g)]
+    onehot[:5] = torch.eye(5)                                          # every class has a sample
+    means = (onehot.t() @ support) / onehot.sum(0)[:, None]
+    want = -((query[:, None] - means[None]) ** 2).sum(-1)
+    with torch.no_grad():
+        for order in (torch.arange(23), torch.arange(22, -1, -1)):
+            got = m.classify(query, m.adapt(support[order], onehot[order]))
+            diff = got - want
+            torch.testing.assert_close(diff, diff[:, :1].expand_as(diff), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("layout", ["class_mean", "gru"])
+def test_adapt_is_the_update_from_the_initial_memory_and_skips_zero_rows(layout):
+    m = nudged_rule(1, memory=layout)
     g = np.random.default_rng(0)
     support = torch.from_numpy(g.standard_normal((9, m.dim)).astype(np.float32))
     onehot = torch.eye(3)[torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2])]
@@ -134,8 +176,23 @@ def test_adapt_is_the_update_from_h0_and_skips_zero_rows():
         dropped = m.adapt(support[[0, 1, 2, 4, 5, 6, 8]], onehot[[0, 1, 2, 4, 5, 6, 8]])
     torch.testing.assert_close(skipped["weight"], dropped["weight"])
     assert not torch.allclose(whole["weight"], skipped["weight"])
-    want_h = gru_oracle(m, np.tile(m.h0.detach().numpy(), (3, 1)), support.numpy(), onehot.argmax(1).numpy())
+    want_h = memory_oracle(m, m.initial_memory(onehot).detach().numpy(), support.numpy(), onehot.argmax(1).numpy())
     np.testing.assert_allclose(whole["weight"].numpy(), readout_oracle(m, want_h)[0], atol=1e-4)
+
+
+def test_new_runs_get_the_class_mean_layout_and_old_run_records_keep_the_gru_one():
+    from edgemeta.train.trainer import TrainConfig
+
+    assert TrainConfig.for_method("recurrent").method_kwargs == {"hidden": 128, "memory": "class_mean"}
+    old = TrainConfig.from_json({"method": "recurrent", "image_size": [28, 28], "method_kwargs": {"hidden": 128}})
+    new = TrainConfig.from_json({"method": "recurrent", "image_size": [28, 28],
+                                 "method_kwargs": {"hidden": 64, "memory": "class_mean"}})
+    assert old.method_kwargs == {"hidden": 128, "memory": "gru"}
+    assert new.method_kwargs == {"hidden": 64, "memory": "class_mean"}
+    rule = FewShotModel("conv4", "recurrent", method_kwargs=old.method_kwargs).method
+    assert (rule.memory, rule.memory_width) == ("gru", 128)
+    with pytest.raises(ValueError, match="memory must be one of"):
+        Recurrent(8, memory="lstm")
 
 
 def test_training_support_is_shuffled_and_keeps_one_to_all_shots_of_each_class():
@@ -160,7 +217,10 @@ def test_training_support_is_shuffled_and_keeps_one_to_all_shots_of_each_class()
 def test_a_recurrent_bundle_gets_the_online_classifier_and_format_version_3(rec_dir, rec):
     assert type(FewShotClassifier(rec_dir)) is OnlineClassifier
     assert type(FewShotClassifier(rec)) is OnlineClassifier
-    assert rec.manifest["format_version"] == 3 and rec.memory_update.hidden == 32
+    section = rec.manifest["recurrent"]
+    layout = {"gru_class_mean": 32 + 64 + 1, "gru_class_memory": 32}     # GRU state [+ class mean + count]
+    assert rec.manifest["format_version"] == 3 and section["gru_hidden"] == 32
+    assert rec.memory_update.hidden == section["hidden"] == layout[section["rule"]]
 
 
 def test_partial_fit_in_parts_equals_fit_in_that_order(rec):
@@ -170,12 +230,25 @@ def test_partial_fit_in_parts_equals_fit_in_that_order(rec):
     parts = FewShotClassifier(rec)
     for lo, hi in ((0, 1), (1, 3), (3, 11), (11, 24)):              # one class alone first: no head yet
         parts.partial_fit(x[lo:hi], y[lo:hi])
-    np.testing.assert_array_equal(parts.decision_function(q), whole.decision_function(q))
-    np.testing.assert_array_equal(parts._memory.memory, whole._memory.memory)
+    if rec.manifest["recurrent"]["rule"] == "gru_class_memory":      # GRU steps alone: bit for bit
+        np.testing.assert_array_equal(parts.decision_function(q), whole.decision_function(q))
+        np.testing.assert_array_equal(parts._memory.memory, whole._memory.memory)
+    else:                                                            # a mean updated in parts: to float rounding
+        np.testing.assert_array_equal(parts._memory.memory[:, :32], whole._memory.memory[:, :32])
+        np.testing.assert_allclose(parts._memory.memory, whole._memory.memory, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(parts.decision_function(q), whole.decision_function(q), rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(parts.predict(q), whole.predict(q))
     assert parts.class_counts() == {"c0": 6, "c1": 6, "c2": 6, "c3": 6}
     # the same samples in another order give another (order-dependent) memory
     other = FewShotClassifier(rec).fit(x[::-1], y[::-1])
     assert not np.array_equal(other._memory.memory, whole._memory.memory)
+    if rec.manifest["recurrent"]["rule"] == "gru_class_mean":       # ... except the exact mean and count
+        np.testing.assert_allclose(other._memory.memory[:, 32:], whole._memory.memory[:, 32:], atol=1e-6)
+        e = np.random.default_rng(0).standard_normal((24, 64)).astype(np.float32)
+        held = FewShotClassifier(rec).fit_embeddings(e, y)._memory.memory
+        means = np.stack([e[[i for i in range(24) if y[i] == c]].mean(0) for c in ("c0", "c1", "c2", "c3")])
+        np.testing.assert_allclose(held[:, 32:-1], means, atol=1e-5)
+        np.testing.assert_array_equal(held[:, -1], [6, 6, 6, 6])
 
 
 def test_partial_fit_updates_only_the_classes_it_reads(rec):
@@ -209,7 +282,8 @@ def test_state_holds_the_memory_and_no_embeddings(rec, rec_dir, tmp_path):
     clf = FewShotClassifier(rec).fit(x, y)
     clf.save(tmp_path / "a.state")
     st = decode_state((tmp_path / "a.state").read_bytes())
-    assert st.embeddings.shape == (0, 64) and st.memory.shape == (2, 32) and list(st.memory_shots) == [5, 5]
+    width = rec.memory_update.hidden
+    assert st.embeddings.shape == (0, 64) and st.memory.shape == (2, width) and list(st.memory_shots) == [5, 5]
     back = FewShotClassifier.load(rec_dir, tmp_path / "a.state")
     assert type(back) is OnlineClassifier and back.class_counts() == {1: 5, 2: 5}
     q = glyphs(6, 7)
@@ -282,7 +356,7 @@ def test_truncated_flipped_and_half_memory_states_are_refused(rec, rec_dir, tmp_
         decode_state(state_file(rec, [("memory", np.ones((2, 32), "<i8")), ("memory_shots", np.ones(2, "<i8"))]))
     # the wrong memory width for this bundle
     (tmp_path / "w.state").write_bytes(memory_state(rec, memory=np.ones((2, 16), np.float32)))
-    with pytest.raises(StateError, match=r"expected \[C, 32\]"):
+    with pytest.raises(StateError, match=rf"expected \[C, {rec.memory_update.hidden}\]"):
         FewShotClassifier.load(rec_dir, tmp_path / "w.state")
 
 
@@ -297,6 +371,8 @@ def test_manifest_section_rules(rec):
         (lambda d: d.update(format_version=2), "section recurrent needs format version 3"),
         (lambda d: d["recurrent"].update(hidden=0), r"recurrent.hidden must be an integer"),
         (lambda d: d["recurrent"].update(graph="adapt.onnx"), r"recurrent.graph must be 'update.onnx'"),
+        (lambda d: d["recurrent"].update(rule="lstm_memory"), r"recurrent.rule must be one of"),
+        (lambda d: d["recurrent"].update(gru_hidden=0), r"recurrent.gru_hidden must be an integer"),
         (lambda d: d["recurrent"].update(outputs=["prototypes"]), "expected head.outputs"),
         (lambda d: d["files"].pop("update.onnx"), "must list the recurrent update graph"),
         (lambda d: d.update(method="proto", head={**d["head"], "method": "proto", "outputs": ["prototypes"]}),
@@ -337,7 +413,8 @@ def test_colour_recurrent_bundle_learns_photos_online(tmp_path):
         labels = [i % 3 for i in range(12)]
     whole = FewShotClassifier(b).fit(photos, labels)
     parts = FewShotClassifier(b).partial_fit(photos[:5], labels[:5]).partial_fit(photos[5:], labels[5:])
-    np.testing.assert_array_equal(parts.decision_function(photos[:3]), whole.decision_function(photos[:3]))
+    np.testing.assert_allclose(parts.decision_function(photos[:3]), whole.decision_function(photos[:3]),
+                               rtol=1e-5, atol=1e-5)                # the class mean updated in parts: float rounding
     assert whole.predict(photos).shape == (12,)
 
 

@@ -1,7 +1,7 @@
 """The JavaScript runtime learns online with a recurrent bundle exactly like the Python runtime.
 
 ``js/test/recurrent-bundle`` is a small untrained recurrent bundle (conv4 of width 16,
-memory width 16; committed, since an export is not byte-reproducible). :func:`fixture` replays a
+memory: GRU state 16, the class mean (16-d) and the count; committed, since an export is not byte-reproducible). :func:`fixture` replays a
 sequence of ``partial_fit`` / ``forget`` steps through the Python runtime and records, after each,
 the classes, samples per class, the memory ``[C, H]`` and the logits of fixed queries;
 ``js/test/recurrent.test.js`` replays it in Node and must match (memory within 1e-5,
@@ -83,7 +83,7 @@ def fixture(bundle_dir: Path = BUNDLE) -> dict[str, Any]:
 
 
 def write_bundle_dir(out: Path = BUNDLE) -> None:
-    """A seeded untrained conv4 (width 16, small enough to commit) + recurrent (memory 16) bundle."""
+    """A seeded untrained conv4 (width 16, small enough to commit) + recurrent (GRU 16 beside the class mean: memory 16 + 16 + 1) bundle."""
     import torch
 
     from edgemeta.contract.bundle import write_bundle
@@ -94,7 +94,7 @@ def write_bundle_dir(out: Path = BUNDLE) -> None:
 
     shutil.rmtree(out, ignore_errors=True)
     torch.manual_seed(21)
-    model = FewShotModel("conv4", "recurrent", backbone_kwargs={"hidden": 16}, method_kwargs={"hidden": 16}).eval()
+    model = FewShotModel("conv4", "recurrent", backbone_kwargs={"hidden": 16}, method_kwargs={"hidden": 16, "memory": "class_mean"}).eval()
     with torch.no_grad():
         for p in model.method.parameters():
             p.add_(0.1 * torch.randn_like(p))

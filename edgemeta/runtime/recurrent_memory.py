@@ -1,13 +1,15 @@
 """Online learning with a recurrent bundle (``method`` ``recurrent``): per class a fixed-size memory.
 
 A recurrent bundle's ``update.onnx`` reads new samples into their classes' memory rows ``[H]`` (one
-GRU step per sample, in the order given) and writes those classes' head rows. The device keeps
+GRU step per sample, in the order given; with the ``gru_class_mean`` rule also the exact class mean
+and count) and writes those classes' head rows. The runtime does not look inside a row. The device keeps
 per class only its memory row, its head row and its sample count, never embeddings, so
 
 - ``partial_fit`` costs time in the new samples only (the classes they belong to are updated, the
   others are not touched) and the state's size grows with classes, not samples;
 - ``partial_fit(a)`` then ``partial_fit(b)`` equals ``fit(a + b)`` with the samples in that order
-  (the update is order-dependent; it is meta-trained on shuffled support so order matters little);
+  (the GRU steps bit for bit; a class mean updated in parts to float32 rounding; the update is
+  order-dependent; it is meta-trained on shuffled support so order matters little);
 - ``forget(label)`` drops that class's row and is exact (a class's memory depends on its own
   samples only); removing one sample of a class is not possible (its contribution cannot be
   subtracted from the memory) and raises :class:`InputError`.

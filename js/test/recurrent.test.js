@@ -59,7 +59,7 @@ test('recurrent: Node replays partialFit / forget like Python (memory, counts, l
   }
 });
 
-test('recurrent: partialFit in parts equals fit on the same samples in that order; one sample cannot be forgotten', async () => {
+test('recurrent: partialFit in parts equals fit on the same samples in that order (to float rounding); one sample cannot be forgotten', async () => {
   const steps = CASE.steps.slice(0, 3);
   const imgs = steps.flatMap((s) => s.images.map(image));
   const labels = steps.flatMap((s) => s.labels);
@@ -67,7 +67,10 @@ test('recurrent: partialFit in parts equals fit on the same samples in that orde
   await whole.fit(imgs, labels);
   const parts = await em.FewShotClassifier.load(ort, at(BUNDLE), { ink: CASE.ink });
   for (const s of steps) await parts.partialFit(s.images.map(image), s.labels);
-  assert.deepEqual(parts.memory(), whole.memory());
+  // the GRU steps are the same; the class mean updated in parts differs from one update only by float rounding
+  const [got, want] = [parts.memory(), whole.memory()];
+  assert.equal(got.length, want.length);
+  got.forEach((v, i) => assert.ok(Math.abs(v - want[i]) <= 1e-6 * Math.max(1, Math.abs(want[i])), `memory[${i}]: ${v} vs ${want[i]}`));
   assert.throws(() => whole.forgetSample('a', 0), /one sample cannot be removed/);
   await assert.rejects(whole.forget('zz'), /cannot forget "zz"/);
 });
