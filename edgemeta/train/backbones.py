@@ -67,22 +67,28 @@ class Conv4(nn.Module):
     applied in the equivalent cheaper order (see ``_conv_block``); colour inputs are normalised first.
 
     ``final_pool=False`` drops the last max-pool: a ``hidden x 3 x 3`` (576-d) embedding at 28x28,
-    ``hidden x 10 x 10`` at 84x84.
+    ``hidden x 10 x 10`` at 84x84. ``widths`` (four channel counts, one per convolution) replaces the
+    all-layers ``hidden``: the embedding is then ``widths[-1] x h x w``.
     """
 
     def __init__(self, in_channels: int = 1, hidden: int = 64, image_size: tuple[int, int] = (28, 28),
-                 final_pool: bool = True):
+                 final_pool: bool = True, widths: tuple[int, ...] | list[int] | None = None):
         super().__init__()
+        widths = tuple(int(c) for c in (widths if widths is not None else (hidden,) * 4))
+        if len(widths) != 4 or min(widths) < 1:
+            raise ValueError(f"conv4 takes four positive channel counts, got widths={list(widths)}")
         pools = [True, True, True, final_pool]
+        self.in_channels, self.image_size = in_channels, tuple(image_size)
+        self.widths, self.final_pool = widths, final_pool
         self.norm = input_layer(in_channels)
-        self.blocks = nn.Sequential(*[_conv_block(in_channels if i == 0 else hidden, hidden, pools[i])
-                                      for i in range(4)])
+        cins = (in_channels, *widths[:-1])
+        self.blocks = nn.Sequential(*[_conv_block(cins[i], widths[i], pools[i]) for i in range(4)])
         h, w = image_size
         for p in pools:
             h, w = (h // 2, w // 2) if p else (h, w)
         if h < 1 or w < 1:
             raise ValueError(f"conv4 needs inputs of at least 16x16, got {image_size}")
-        self.out_dim = hidden * h * w
+        self.out_dim = widths[-1] * h * w
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.blocks(self.norm(x)).flatten(1)
@@ -206,8 +212,8 @@ class MLP(nn.Module):
 
 @register("conv4")
 def conv4(in_channels: int = 1, image_size: tuple[int, int] = (28, 28), hidden: int = 64,
-          final_pool: bool = True) -> nn.Module:
-    return Conv4(in_channels, hidden, image_size, final_pool)
+          final_pool: bool = True, widths: list[int] | None = None) -> nn.Module:
+    return Conv4(in_channels, hidden, image_size, final_pool, widths)
 
 
 @register("resnet12")
