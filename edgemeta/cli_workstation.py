@@ -278,6 +278,11 @@ def distill(
     val_episodes: int = typer.Option(600, metavar="N", help="20-way 1-shot validation episodes."),
     patience: int = typer.Option(6, metavar="N", help="Stop after this many validations without improvement."),
     seed: int = typer.Option(0, metavar="N", help="Seed of the episodes and the augmentation."),
+    widths: Optional[str] = typer.Option(None, metavar="A,B,C,D", help="The student's four channel counts, e.g. "
+                                         "64,64,320,64: its inner layers widened function-preserving from the "
+                                         "teacher's (the last stays the teacher's). Default: the teacher's."),
+    widen_noise: float = typer.Option(0.05, metavar="X", help="Symmetry-breaking noise of the widening, relative "
+                                                             "to the next layer's weight spread."),
     omniglot: Optional[Path] = typer.Option(None, metavar="FOLDER", help="Omniglot folder."),
     resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint (same settings)."),
 ) -> None:
@@ -287,11 +292,11 @@ def distill(
     episodes, to reproduce the teacher's embedding and to classify with its head; the weights best
     on validation episodes are kept. Then: edgemeta export RUN BUNDLE --int8.
     """
-    from edgemeta.train.distill import DistillConfig, run_distill
+    from edgemeta.train.distill import DistillConfig, parse_widths, run_distill
 
     cfg = DistillConfig(teacher=str(teacher), ways=ways, episodes=episodes, lr=lr, lr_halve_every=lr_halve_every,
                         distill_weight=distill_weight, val_every=val_every, val_episodes=val_episodes,
-                        patience=patience, seed=seed)
+                        patience=patience, seed=seed, widths=parse_widths(widths), widen_noise=widen_noise)
     rec = run_distill(cfg, out, omniglot, resume)
     b = rec["best"]
     typer.echo(f"best val {b['val_acc']:.2f} ± {b['val_ci95']:.2f} at episode {b['step']} (teacher "

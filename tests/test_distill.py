@@ -13,7 +13,7 @@ import torch
 from edgemeta.contract.bundle import read_bundle
 from edgemeta.errors import InputError
 from edgemeta.runtime import Bundle
-from edgemeta.train.distill import (DistillConfig, conv4_state_from_onnx, distill, distill_loss,
+from edgemeta.train.distill import (DistillConfig, conv4_state_from_onnx, distill, distill_loss, parse_widths,
                                     student_from_teacher)
 from edgemeta.train.shift_views import ShiftAveraged
 
@@ -174,3 +174,76 @@ def test_shipped_distilled_bundle_is_one_pass_and_closer_to_its_teacher_than_the
     with torch.no_grad():
         single = student_from_teacher(manifest, files).backbone(torch.from_numpy(x))
     assert distill_loss(student, teacher).item() < 0.9 * distill_loss(single, teacher).item()
+
+
+def test_a_widened_distillation_run_starts_as_the_teacher_single_view_resumes_and_exports(bundle_dir, lake_sets,
+                                                                                           tmp_path):
+    """``widths``: the run's student starts with the teacher's single-view validation accuracy (the
+    widening preserves the function), is recorded, resumes only with the same widths, and exports
+    through the parity gate as an ordinary proto bundle with the widened backbone."""
+    from edgemeta.train.export import export_bundle, load_run
+
+    train, val, _ = lake_sets
+    train, val = train.subset(np.arange(40)), val.subset(np.arange(12))
+    teacher = tmp_path / "teacher"
+    shutil.copytree(bundle_dir, teacher)
+    h = student_from_teacher(*read_bundle(teacher)).backbone.widths[0]
+    widths = [h, h + 8, 2 * h, h]
+    base = dict(teacher=str(teacher), ways=5, episodes=2, val_every=2, val_episodes=10, val_ways=5)
+    narrow = distill(DistillConfig(**base), train, val, tmp_path / "narrow", log=lambda s: None)
+    cfg = DistillConfig(**base, widths=widths)
+    run = tmp_path / "run"
+    first = distill(cfg, train, val, run, log=lambda s: None)
+    assert first["distill"]["widths"] == widths and first["config"]["backbone_kwargs"]["widths"] == widths
+    assert first["student_start_val"] == narrow["student_start_val"]
+    with pytest.raises(InputError, match="other distillation settings"):
+        distill(DistillConfig(**{**base, "episodes": 4}), train, val, run, resume=True, log=lambda s: None)
+    second = distill(DistillConfig(**{**base, "episodes": 4}, widths=widths), train, val, run, resume=True,
+                     log=lambda s: None)
+    assert [h["step"] for h in second["history"]] == [2, 4]
+    model, _ = load_run(run)
+    assert [blk[0].out_channels for blk in model.backbone.blocks] == widths
+    manifest = export_bundle(run, tmp_path / "student", val, parity_episodes=3, metric_episodes=10)
+    assert manifest["method"] == "proto" and manifest["format_version"] in (1, 2)
+    x = val.batch(np.arange(5))
+    with torch.no_grad():
+        want = model.backbone(torch.from_numpy(x)).numpy()
+    assert np.abs(Bundle.load(tmp_path / "student").embed(x) - want).max() < 1e-4
+
+
+def test_a_run_recorded_before_widths_existed_resumes_with_the_default(bundle_dir, lake_sets, tmp_path):
+    import json
+
+    train, val, _ = lake_sets
+    train, val = train.subset(np.arange(40)), val.subset(np.arange(12))
+    teacher = tmp_path / "teacher"
+    shutil.copytree(bundle_dir, teacher)
+    cfg = DistillConfig(teacher=str(teacher), ways=5, episodes=2, val_every=2, val_episodes=10, val_ways=5)
+    run = tmp_path / "run"
+    distill(cfg, train, val, run, log=lambda s: None)
+    record = json.loads((run / "run.json").read_text())
+    for key in ("widths", "widen_noise"):
+        del record["distill"][key]
+    (run / "run.json").write_text(json.dumps(record))
+    more = distill(DistillConfig(**{**cfg.__dict__, "episodes": 4}), train, val, run, resume=True, log=lambda s: None)
+    assert more["episodes"] == 4
+
+
+@pytest.mark.parametrize("text,widths", [("64,64,320,64", [64, 64, 320, 64]), (None, None)])
+def test_parse_widths(text, widths):
+    assert parse_widths(text) == widths
+
+
+@pytest.mark.parametrize("text", ["64,64,320", "64,64,x,64", "", "64,0,64,64", "64,64,64,64,64"])
+def test_bad_widths_are_input_errors(text):
+    with pytest.raises(InputError, match="four positive channel counts"):
+        parse_widths(text)
+
+
+def test_cli_distill_refuses_bad_widths(tmp_path):
+    from typer.testing import CliRunner
+
+    from edgemeta.cli import app
+
+    r = CliRunner().invoke(app, ["distill", str(COMPACT), "--out", str(tmp_path / "run"), "--widths", "64,64"])
+    assert r.exit_code == 2 and "four positive channel counts" in r.output

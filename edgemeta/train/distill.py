@@ -6,7 +6,9 @@ onnxruntime exactly as shipped. The student is a plain conv4 whose weights start
 own convolutions, read from the ONNX initialisers (:func:`conv4_state_from_onnx`), and is trained on
 augmented meta-training episodes to (a) reproduce the teacher's embedding of each image (relative
 squared error) and (b) classify the episode's queries with the teacher's Prototypical-Networks head
-(cross-entropy). The weights best on validation episodes are kept. The run folder has the layout
+(cross-entropy). ``widths`` widens the student's inner convolutions first (Net2WiderNet,
+:func:`edgemeta.train.widen.widen_conv4`: the same function, more channels to learn with; the
+embedding and the teacher's head are kept). The weights best on validation episodes are kept. The run folder has the layout
 of ``edgemeta train`` (``run.json``, ``best.npz``, ``last.*``), so ``edgemeta export`` ships it as
 an ordinary single-view bundle through the same parity and int8 gates.
 """
@@ -16,7 +18,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -35,6 +37,7 @@ from edgemeta.train.checkpoint import load_json, save_json, save_weights
 from edgemeta.train.model import FewShotModel
 from edgemeta.train.resume import has_checkpoint, load_checkpoint, save_checkpoint
 from edgemeta.train.trainer import TrainConfig, to_input, validate
+from edgemeta.train.widen import widen_conv4
 
 BN_EPS = 1e-5          # torch's BatchNorm2d default; running_var = 1 - eps makes the layer the identity
 
@@ -58,6 +61,8 @@ class DistillConfig:
     val_queries: int = 15
     patience: int = 6
     seed: int = 0
+    widths: list[int] | None = None     # the student's four channel counts (None: the teacher's own)
+    widen_noise: float = 0.05           # symmetry-breaking noise of the widening (relative; 0: exact copies)
 
 
 def conv4_state_from_onnx(backbone: bytes) -> tuple[dict[str, torch.Tensor], int, bool]:
@@ -118,6 +123,29 @@ def student_from_teacher(manifest: dict[str, Any], files: dict[str, bytes]) -> F
     return model.eval()
 
 
+def parse_widths(text: str | None) -> list[int] | None:
+    """``"64,64,320,64"`` -> ``[64, 64, 320, 64]`` (None stays None); anything else is an :class:`InputError`."""
+    if text is None:
+        return None
+    try:
+        widths = [int(v) for v in text.split(",")]
+    except ValueError:
+        widths = []
+    if len(widths) != 4 or min(widths) < 1:
+        raise InputError(f"--widths takes four positive channel counts separated by commas (e.g. 64,64,320,64), "
+                         f"got {text!r}")
+    return widths
+
+
+def student_for(cfg: DistillConfig, manifest: dict[str, Any], files: dict[str, bytes]) -> FewShotModel:
+    """The run's starting student: :func:`student_from_teacher`, widened to ``cfg.widths`` (seeded by
+    ``cfg.seed``) when given; it computes the teacher's single-view embedding either way."""
+    model = student_from_teacher(manifest, files)
+    if cfg.widths is not None and list(cfg.widths) != list(model.backbone.widths):
+        model.backbone = widen_conv4(model.backbone, cfg.widths, cfg.widen_noise, cfg.seed)
+    return model.eval()
+
+
 def distill_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """Relative squared error ``mean ||s - t||^2 / mean ||t||^2`` of embeddings ``[N, D]`` (0 when equal)."""
     return ((student - teacher) ** 2).sum(1).mean() / (teacher ** 2).sum(1).mean().clamp_min(1e-12)
@@ -126,9 +154,11 @@ def distill_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
 def _train_config(cfg: DistillConfig, teacher: Bundle, model: FewShotModel) -> TrainConfig:
     """The ``edgemeta train`` config this run is equivalent to, so ``export`` rebuilds the student."""
     prov = teacher.manifest["provenance"]
-    blocks = model.backbone.blocks
-    hidden, final_pool = blocks[0][0].out_channels, isinstance(blocks[3][2], torch.nn.MaxPool2d)
-    kwargs = {"final_pool": final_pool, **({"hidden": hidden} if hidden != 64 else {})}
+    widths, final_pool = list(model.backbone.widths), model.backbone.final_pool
+    if len(set(widths)) > 1:
+        kwargs: dict[str, Any] = {"final_pool": final_pool, "widths": widths}
+    else:
+        kwargs = {"final_pool": final_pool, **({"hidden": widths[0]} if widths[0] != 64 else {})}
     return TrainConfig(method="proto", backbone="conv4", dataset=prov.get("dataset") or "omniglot",
                        split=prov.get("split", "vinyals"), image_size=tuple(teacher.manifest["input"]["shape"][2:]),
                        channels=1, ways=cfg.ways, shots=cfg.shots, queries=cfg.queries, max_episodes=cfg.episodes,
@@ -154,7 +184,7 @@ def distill(cfg: DistillConfig, train: ClassImages, val: ClassImages, out_dir: s
     manifest, files = read_bundle(cfg.teacher)
     teacher = Bundle(manifest, files, str(cfg.teacher), threads=1, precision="fp32")
     torch.manual_seed(cfg.seed)
-    model = student_from_teacher(manifest, files).to(memory_format=torch.channels_last)
+    model = student_for(cfg, manifest, files).to(memory_format=torch.channels_last)
     tcfg = _train_config(cfg, teacher, model)
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -170,7 +200,10 @@ def distill(cfg: DistillConfig, train: ClassImages, val: ClassImages, out_dir: s
             raise InputError(f"{out} has no checkpoint to resume from (expected last.json + last.npz)")
         record = load_json(out / "run.json")
         same = {k: v for k, v in asdict(cfg).items() if k != "episodes"}
-        if {k: v for k, v in record["distill"].items() if k != "episodes"} != same:
+        # settings added after a run was recorded take their defaults (what that run used)
+        recorded = {**{f.name: f.default for f in fields(DistillConfig) if f.name not in record["distill"]},
+                    **record["distill"]}
+        if {k: v for k, v in recorded.items() if k != "episodes"} != same:
             raise InputError(f"{out} was started with other distillation settings; resume it with the same ones "
                              f"(only --episodes may change)")
         record["distill"]["episodes"] = record["config"]["max_episodes"] = cfg.episodes
@@ -190,7 +223,11 @@ def distill(cfg: DistillConfig, train: ClassImages, val: ClassImages, out_dir: s
                                                     "shift_views": len(teacher.manifest["embedding"].get("shift_views", [[0, 0]]))}},
                   "teacher_val": {"val_acc": t_acc, "val_ci95": t_ci}, "history": [], "best": None,
                   "episodes": 0, "train_seconds": 0.0, "stopped": "running (or killed)"}
-        log(f"teacher on the validation episodes: {t_acc:.2f} ± {t_ci:.2f}")
+        s_acc, s_ci = validate(model, val, cfg.val_ways, cfg.val_shots, cfg.val_queries, cfg.val_episodes,
+                               val_seed, torch.device("cpu"))
+        record["student_start_val"] = {"val_acc": s_acc, "val_ci95": s_ci}
+        log(f"teacher on the validation episodes: {t_acc:.2f} ± {t_ci:.2f}; student before training "
+            f"(widths {list(model.backbone.widths)}): {s_acc:.2f} ± {s_ci:.2f}")
         done, bad, best = 0, 0, -1.0
     t0 = time.perf_counter() - float(record["train_seconds"])
     run_ce = run_d = None
