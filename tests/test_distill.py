@@ -189,7 +189,7 @@ def test_a_widened_distillation_run_starts_as_the_teacher_single_view_resumes_an
     shutil.copytree(bundle_dir, teacher)
     h = student_from_teacher(*read_bundle(teacher)).backbone.widths[0]
     widths = [h, h + 8, 2 * h, h]
-    base = dict(teacher=str(teacher), ways=5, episodes=2, val_every=2, val_episodes=10, val_ways=5)
+    base = {"teacher": str(teacher), "ways": 5, "episodes": 2, "val_every": 2, "val_episodes": 10, "val_ways": 5}
     narrow = distill(DistillConfig(**base), train, val, tmp_path / "narrow", log=lambda s: None)
     cfg = DistillConfig(**base, widths=widths)
     run = tmp_path / "run"
