@@ -103,7 +103,9 @@ def readout_oracle(method: Recurrent, memory: np.ndarray) -> tuple[np.ndarray, n
     w_o, b_o = method.readout.weight.detach().double().numpy(), method.readout.bias.detach().double().numpy()
     v, s = method.bias_readout.weight.detach().double().numpy()[0], float(method.log_scale.detach().exp())
     h = memory[:, :method.hidden]
-    p = h @ w_o.T + b_o + (memory[:, method.hidden:-1] if method.class_mean else 0.0)
+    p = h @ w_o.T + b_o
+    if method.class_mean:                                          # mean + correction / count
+        p = memory[:, method.hidden:-1] + p / np.maximum(memory[:, -1:], 1.0)
     return 2.0 * s * p, -s * (p * p).sum(1) + h @ v
 
 
@@ -193,6 +195,32 @@ def test_new_runs_get_the_class_mean_layout_and_old_run_records_keep_the_gru_one
     assert (rule.memory, rule.memory_width) == ("gru", 128)
     with pytest.raises(ValueError, match="memory must be one of"):
         Recurrent(8, memory="lstm")
+
+
+def test_validation_scores_the_rule_as_exported_even_during_training():
+    """Validation inside a training run uses the rule in eval mode (every support sample read, in the
+    given order), draws nothing from torch's generator, and leaves the model in training mode."""
+    from edgemeta.data.classes import ClassImages
+    from edgemeta.train.trainer import validate
+
+    g = np.random.default_rng(0)
+    data = ClassImages(glyphs(8 * 12, 11)[:, None].astype(bool), np.arange(0, 96, 12, dtype=np.int64),
+                       np.full(8, 12, np.int64), tuple(f"k{i}" for i in range(8)), np.arange(96, dtype=np.int64))
+    torch.manual_seed(0)
+    model = FewShotModel("conv4", "recurrent", method_kwargs={"hidden": 8})
+    with torch.no_grad():
+        for p in model.method.parameters():
+            p.add_(0.3 * torch.from_numpy(g.standard_normal(tuple(p.shape)).astype(np.float32)))
+    z = torch.from_numpy(g.standard_normal((96, model.embedding_dim)).astype(np.float32))
+    cpu = torch.device("cpu")
+    model.eval()
+    want = validate(model, data, 5, 5, 3, 20, 7, cpu, z)
+    model.train()
+    torch.manual_seed(1)
+    got = validate(model, data, 5, 5, 3, 20, 7, cpu, z)
+    after = torch.rand(1)
+    torch.manual_seed(1)
+    assert got == want and torch.equal(after, torch.rand(1)) and model.training and model.method.training
 
 
 def test_training_support_is_shuffled_and_keeps_one_to_all_shots_of_each_class():

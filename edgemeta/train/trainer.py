@@ -139,7 +139,7 @@ def embed_all(model: FewShotModel, data: ClassImages, device: torch.device) -> t
 @torch.no_grad()
 def validate(model: FewShotModel, data: ClassImages, ways: int, shots: int, queries: int,
              episodes: int, seed: int, device: torch.device, z: torch.Tensor | None = None) -> tuple[float, float]:
-    """Mean accuracy (%) and 95% CI over ``episodes`` fixed episodes, backbone in eval mode.
+    """Mean accuracy (%) and 95% CI over ``episodes`` fixed episodes, backbone and rule in eval mode.
 
     Each image is embedded once (``z``: embeddings already computed by :func:`embed_all`), then
     episodes are drawn on the embeddings.
@@ -149,11 +149,16 @@ def validate(model: FewShotModel, data: ClassImages, ways: int, shots: int, quer
     ys, yq = (torch.from_numpy(a).to(device) for a in sampler.labels())
     onehot = F.one_hot(ys, ways).to(z.dtype)
     accs = []
-    for e in range(episodes):
-        idx = sampler.indices(e)
-        logits = model.method.episode_logits(z[torch.from_numpy(idx.support).to(device)], onehot,
-                                             z[torch.from_numpy(idx.query).to(device)])
-        accs.append((logits.argmax(1) == yq).float().mean().item() * 100.0)
+    was_training = model.method.training
+    model.method.eval()                  # the rule as exported (no training-time support sampling)
+    try:
+        for e in range(episodes):
+            idx = sampler.indices(e)
+            logits = model.method.episode_logits(z[torch.from_numpy(idx.support).to(device)], onehot,
+                                                 z[torch.from_numpy(idx.query).to(device)])
+            accs.append((logits.argmax(1) == yq).float().mean().item() * 100.0)
+    finally:
+        model.method.train(was_training)
     return mean_ci95(accs)
 
 

@@ -14,8 +14,9 @@ Two memory layouts (``memory``):
 - ``"gru"``: the memory is ``h_c`` alone (``[H]``) and ``p_c = W_o h_c + b_o``;
 - ``"class_mean"``: the memory row is ``[h_c (H), mean_c (D), n_c (1)]``: besides the GRU state it
   carries the exact running mean of the class's embeddings and their count (updated in constant
-  time, order-free), and ``p_c = mean_c + W_o h_c + b_o`` with ``W_o``, ``b_o`` and ``v`` starting
-  at zero: the rule starts as Prototypical Networks exactly and the GRU learns a correction.
+  time, order-free), and ``p_c = mean_c + (W_o h_c + b_o) / n_c`` with ``W_o``, ``b_o`` and ``v``
+  starting at zero: the rule starts as Prototypical Networks exactly and the GRU learns a
+  correction, which fades as more samples back the mean.
 
 One function, :meth:`Recurrent.update`, is trained (torch) and exported (``adapt.onnx`` from the
 initial memory, ``update.onnx`` from a stored memory): the samples are scattered into a padded
@@ -128,8 +129,8 @@ class Recurrent(HeadMethod):
         """Row-wise readout of ``memory [C, W]`` -> ``weight [C, D]``, ``bias [C]``."""
         h = memory[:, :self.hidden]
         p = self.readout(h)
-        if self.class_mean:
-            p = p + memory[:, self.hidden:-1]
+        if self.class_mean:                           # the mean, corrected less as more samples back it
+            p = memory[:, self.hidden:-1] + p / torch.clamp(memory[:, -1:], min=1.0)
         s = self.log_scale.exp()
         return {"weight": 2.0 * s * p, "bias": -s * (p * p).sum(1) + self.bias_readout(h)[:, 0]}
 
@@ -158,6 +159,6 @@ class Recurrent(HeadMethod):
         return support, onehot
 
     def hparams(self) -> dict[str, Any]:
-        p = "mean + W_o h + b_o" if self.class_mean else "W_o h + b_o"
+        p = "mean + (W_o h + b_o) / n" if self.class_mean else "W_o h + b_o"
         return {"memory": self.memory, "hidden": self.hidden, "memory_width": self.memory_width,
                 "scale": float(self.log_scale.detach().exp()), "readout": f"weight = 2 s p, bias = -s |p|^2 + v.h, p = {p}"}
