@@ -223,6 +223,19 @@ def test_validation_scores_the_rule_as_exported_even_during_training():
     assert got == want and torch.equal(after, torch.rand(1)) and model.training and model.method.training
 
 
+def test_a_fraction_of_training_episodes_keeps_every_shot():
+    support = torch.arange(40.0)[:, None].repeat(1, 8)
+    onehot = torch.eye(8).repeat_interleave(5, 0)                       # 8 classes x 5 shots
+    kept = {}
+    for fraction in (0.0, 0.5, 1.0):
+        m = Recurrent(8, hidden=4, full_shot_episodes=fraction).train()
+        torch.manual_seed(0)
+        kept[fraction] = [bool((m.training_support(support, onehot)[1].sum(0) == 5).all()) for _ in range(40)]
+    assert not any(kept[0.0]) and all(kept[1.0]) and 5 < sum(kept[0.5]) < 35
+    with pytest.raises(ValueError, match="full_shot_episodes"):
+        Recurrent(8, full_shot_episodes=1.5)
+
+
 def test_training_support_is_shuffled_and_keeps_one_to_all_shots_of_each_class():
     m = Recurrent(8, hidden=4).train()
     support = torch.arange(40.0)[:, None].repeat(1, 8)                 # row i holds the value i

@@ -45,17 +45,21 @@ class Recurrent(HeadMethod):
     1``: the GRU state, the exact class mean and the sample count). ``random_shots``: in training,
     each class keeps a random ``1..shots`` of its support samples (so the update is trained at every
     shot count) and the order of the support is shuffled (so the learned update is near
-    order-invariant).
+    order-invariant); ``full_shot_episodes``: the fraction of training episodes that keep every
+    support sample instead (only shuffled), so the backbone also trains at the episodes' full shot count.
     """
 
     name = "recurrent"
     param_names = ("weight", "bias")
 
     def __init__(self, dim: int, hidden: int = 128, init_scale: float = 1.0, random_shots: bool = True,
-                 memory: str = "gru"):
+                 memory: str = "gru", full_shot_episodes: float = 0.0):
         super().__init__()
         if memory not in MEMORY_LAYOUTS:
             raise ValueError(f"memory must be one of {list(MEMORY_LAYOUTS)}, got {memory!r}")
+        if not 0.0 <= full_shot_episodes <= 1.0:
+            raise ValueError(f"full_shot_episodes must be a fraction in [0, 1], got {full_shot_episodes!r}")
+        self.full_shot_episodes = float(full_shot_episodes)
         self.dim, self.hidden, self.random_shots = int(dim), int(hidden), bool(random_shots)
         self.memory = memory
         self.class_mean = memory == "class_mean"
@@ -148,10 +152,12 @@ class Recurrent(HeadMethod):
 
     def training_support(self, support: torch.Tensor, onehot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Shuffle the support's order and, with ``random_shots``, keep a random ``1..n_c`` samples of
-        each class (the others' one-hot rows zeroed, so the update skips them)."""
+        each class (the others' one-hot rows zeroed, so the update skips them), except in a
+        ``full_shot_episodes`` fraction of episodes."""
         order = torch.randperm(len(support), device=support.device)
         support, onehot = support[order], onehot[order]
-        if self.random_shots:
+        full = self.full_shot_episodes > 0.0 and float(torch.rand(())) < self.full_shot_episodes
+        if self.random_shots and not full:
             counts = onehot.sum(0)
             keep = torch.floor(torch.rand_like(counts) * counts) + 1.0      # [C] in 1..n_c
             rank = ((torch.cumsum(onehot, 0) - 1.0) * onehot).sum(1)        # [S]
