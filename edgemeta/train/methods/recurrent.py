@@ -53,7 +53,7 @@ class Recurrent(HeadMethod):
     param_names = ("weight", "bias")
 
     def __init__(self, dim: int, hidden: int = 128, init_scale: float = 1.0, random_shots: bool = True,
-                 memory: str = "gru", full_shot_episodes: float = 0.0):
+                 memory: str = "class_mean", full_shot_episodes: float = 0.0):
         super().__init__()
         if memory not in MEMORY_LAYOUTS:
             raise ValueError(f"memory must be one of {list(MEMORY_LAYOUTS)}, got {memory!r}")
