@@ -111,14 +111,20 @@ def test_distillation_steps_pull_the_student_toward_the_teacher():
     assert losses[-1] < 0.7 * losses[0]
 
 
+def small_distillation(bundle_dir, lake_sets, tmp_path):
+    """``(train, val, teacher)``: 40 training and 12 validation classes of the Lake split and a copy of
+    the tiny session bundle as teacher, for runs of a few episodes."""
+    train, val, _ = lake_sets
+    teacher = tmp_path / "teacher"
+    shutil.copytree(bundle_dir, teacher)
+    return train.subset(np.arange(40)), val.subset(np.arange(12)), teacher
+
+
 def test_a_distillation_run_resumes_and_exports_a_single_view_bundle(bundle_dir, lake_sets, tmp_path):
     """The tiny session bundle (Lake split) as teacher: a few episodes, resumed, exported and loaded."""
     from edgemeta.train.export import export_bundle, load_run
 
-    train, val, _ = lake_sets
-    train, val = train.subset(np.arange(40)), val.subset(np.arange(12))
-    teacher = tmp_path / "teacher"
-    shutil.copytree(bundle_dir, teacher)
+    train, val, teacher = small_distillation(bundle_dir, lake_sets, tmp_path)
     cfg = DistillConfig(teacher=str(teacher), ways=5, episodes=4, val_every=2, val_episodes=10, val_ways=5)
     run = tmp_path / "run"
     first = distill(cfg, train, val, run, log=lambda s: None)
@@ -183,10 +189,7 @@ def test_a_widened_distillation_run_starts_as_the_teacher_single_view_resumes_an
     through the parity gate as an ordinary proto bundle with the widened backbone."""
     from edgemeta.train.export import export_bundle, load_run
 
-    train, val, _ = lake_sets
-    train, val = train.subset(np.arange(40)), val.subset(np.arange(12))
-    teacher = tmp_path / "teacher"
-    shutil.copytree(bundle_dir, teacher)
+    train, val, teacher = small_distillation(bundle_dir, lake_sets, tmp_path)
     h = student_from_teacher(*read_bundle(teacher)).backbone.widths[0]
     widths = [h, h + 8, 2 * h, h]
     base = {"teacher": str(teacher), "ways": 5, "episodes": 2, "val_every": 2, "val_episodes": 10, "val_ways": 5}
@@ -214,10 +217,7 @@ def test_a_widened_distillation_run_starts_as_the_teacher_single_view_resumes_an
 def test_a_run_recorded_before_widths_existed_resumes_with_the_default(bundle_dir, lake_sets, tmp_path):
     import json
 
-    train, val, _ = lake_sets
-    train, val = train.subset(np.arange(40)), val.subset(np.arange(12))
-    teacher = tmp_path / "teacher"
-    shutil.copytree(bundle_dir, teacher)
+    train, val, teacher = small_distillation(bundle_dir, lake_sets, tmp_path)
     cfg = DistillConfig(teacher=str(teacher), ways=5, episodes=2, val_every=2, val_episodes=10, val_ways=5)
     run = tmp_path / "run"
     distill(cfg, train, val, run, log=lambda s: None)
