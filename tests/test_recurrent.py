@@ -401,6 +401,22 @@ def test_truncated_flipped_and_half_memory_states_are_refused(rec, rec_dir, tmp_
         FewShotClassifier.load(rec_dir, tmp_path / "w.state")
 
 
+def test_a_state_whose_memory_counts_disagree_with_memory_shots_is_refused(rec, rec_dir, tmp_path):
+    """The class-mean layout's rows end with their sample count; a state whose count disagrees with
+    memory_shots (an altered file) is refused on load; the GRU-only layout has no count to compare."""
+    clf = FewShotClassifier(rec).fit(glyphs(6, 12), ["a", "b", "a", "b", "a", "b"])
+    clf.save(tmp_path / "good.state")
+    st = decode_state((tmp_path / "good.state").read_bytes())
+    st.memory_shots[0] += 1
+    (tmp_path / "altered.state").write_bytes(encode_state(st))
+    FewShotClassifier.load(rec_dir, tmp_path / "good.state")
+    if rec.manifest["recurrent"]["rule"] == "gru_class_mean":
+        with pytest.raises(StateError, match=r"memory row of class 'a' counts 3 samples where memory_shots says 4"):
+            FewShotClassifier.load(rec_dir, tmp_path / "altered.state")
+    else:
+        assert FewShotClassifier.load(rec_dir, tmp_path / "altered.state").class_counts() == {"a": 4, "b": 3}
+
+
 # ---------------------------------------------------------------- the manifest section
 
 def test_manifest_section_rules(rec):

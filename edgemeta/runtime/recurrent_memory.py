@@ -43,6 +43,7 @@ class MemoryUpdate:
     def __init__(self, bundle: Bundle, graph: bytes, optimization: str = "all"):
         self.source, self.param_names, self.dim = bundle.source, bundle.param_names, bundle.embedding_dim
         self.hidden = int(bundle.manifest[METHOD]["hidden"])
+        self.counts_in_memory = bundle.manifest[METHOD]["rule"] == "gru_class_mean"   # a row's last number: its count
         self.name = name = bundle.manifest[METHOD]["graph"]
         self.session = open_graph(graph, self.source, name, bundle.threads, optimization)
         got_in = [x.name for x in self.session.get_inputs()]
@@ -228,6 +229,13 @@ class OnlineClassifier(FewShotClassifier):
                              f"[C, {clf._update.hidden}] only (saved for a bundle of another method?)")
         if st.memory.shape[1] != clf._update.hidden:
             raise StateError(f"{path}: memory has shape {list(st.memory.shape)}, expected [C, {clf._update.hidden}]")
+        if clf._update.counts_in_memory:
+            bad = np.flatnonzero(st.memory[:, -1] != st.memory_shots)
+            if len(bad):
+                j = int(bad[0])
+                raise StateError(f"{path}: the memory row of class {st.labels[j]!r} counts {st.memory[j, -1]:g} samples "
+                                 f"where memory_shots says {int(st.memory_shots[j])}; expected the same count (an "
+                                 f"altered state file)")
         limit = clf.bundle.manifest.get("limits", {}).get("max_ways")
         if limit is not None and len(st.labels) > limit:
             raise StateError(f"{path} holds {len(st.labels)} classes; this bundle's limit is {limit}")

@@ -25,6 +25,7 @@ async function openMemoryUpdate(bundle, graph, options) {
   }
   const update = new MemoryUpdate(ort, session, Number(manifest.recurrent.hidden), bundle.embeddingDim, bundle.paramNames,
     manifest.recurrent.graph, source);
+  update.countsInMemory = manifest.recurrent.rule === 'gru_class_mean';   // a row's last number: its count
   // smoke run: two fresh classes, three samples; every output of its contract's shape and finite
   const D = bundle.embeddingDim;
   const support = Float32Array.from({ length: 3 * D }, (_, i) => (i % 7) / 7);
@@ -190,6 +191,13 @@ function makeOnlineClassifier(FewShotClassifier, uniqueSorted, labelKind) {
           '(saved for a bundle of another method?)');
       }
       if (st.memory.hidden !== hidden) throw new StateError(`${source}: memory has shape [${st.labels.length}, ${st.memory.hidden}], expected [C, ${hidden}]`);
+      if (this.bundle.memoryUpdate.countsInMemory) {
+        const j = st.labels.findIndex((_, i) => st.memory.data[i * hidden + hidden - 1] !== Number(st.memoryShots[i]));
+        if (j >= 0) {
+          throw new StateError(`${source}: the memory row of class ${JSON.stringify(st.labels[j])} counts ${st.memory.data[j * hidden + hidden - 1]} ` +
+            `samples where memory_shots says ${st.memoryShots[j]}; expected the same count (an altered state file)`);
+        }
+      }
     }
 
     /** The rows of a loaded state: the head read out of each memory again (no samples), as the Python runtime does. */

@@ -75,6 +75,18 @@ test('recurrent: partialFit in parts equals fit on the same samples in that orde
   await assert.rejects(whole.forget('zz'), /cannot forget "zz"/);
 });
 
+test('recurrent: a state whose memory rows count other samples than memory_shots is refused (class-mean layout)', async () => {
+  const steps = CASE.steps.slice(0, 3);
+  const clf = await em.FewShotClassifier.load(ort, at(BUNDLE), { ink: CASE.ink });
+  await clf.fit(steps.flatMap((s) => s.images.map(image)), steps.flatMap((s) => s.labels));
+  const good = clf._stateData();
+  const back = await em.FewShotClassifier.load(ort, at(BUNDLE), { ink: CASE.ink });
+  await back.loadState(await em.encodeState(good));                 // the saved counts agree: loads
+  const altered = { ...good, memoryShots: good.memoryShots.map((n, i) => (i === 0 ? n + 1 : n)) };
+  await assert.rejects(back.loadState(await em.encodeState(altered), { source: 'altered.state' }),
+    /altered\.state: the memory row of class .* counts \d+ samples where memory_shots says \d+/);
+});
+
 test('recurrent: a recurrent method without its section, or the section in a version-2 manifest, is refused', async () => {
   const text = fs.readFileSync(path.join(BUNDLE, 'manifest.json'), 'utf8');
   assert.equal((await parse(text)).recurrent.hidden, CASE.hidden);
