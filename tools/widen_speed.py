@@ -39,20 +39,20 @@ def main(argv: list[str] | None = None) -> int:
 
     from edgemeta.contract.bundle import read_bundle
     from edgemeta.data.omniglot import load_omniglot
-    from edgemeta.train.distill import student_from_teacher
+    from edgemeta.train.distill import parse_widths, student_from_teacher
     from edgemeta.train.export import graphs_from_model
     from edgemeta.train.quantize import measure_speedup, quantize_backbone
     from edgemeta.train.widen import widen_conv4
 
     manifest, files = read_bundle(a.teacher)
     student = student_from_teacher(manifest, files)
+    narrow = student.backbone                                  # widened copies below; never modified
     train = load_omniglot("vinyals", "train", a.omniglot)
     images = load_omniglot("vinyals", "val", a.omniglot).batch(np.arange(a.batch))
     candidates = ["64,64,64,64", *[w for w in (a.widths or DEFAULT) if w != "64,64,64,64"]]
     graphs: dict[str, tuple[bytes, bytes, int]] = {}
     for spec in candidates:
-        widths = [int(v) for v in spec.split(",")]
-        student.backbone = widen_conv4(student_from_teacher(manifest, files).backbone, widths)
+        student.backbone = widen_conv4(narrow, parse_widths(spec))
         fp32 = graphs_from_model(student, tuple(manifest["input"]["shape"][1:]))["backbone.onnx"]
         params = sum(p.numel() for p in student.backbone.parameters())
         graphs[spec] = (fp32, quantize_backbone(fp32, train), params)
