@@ -148,6 +148,8 @@ def test_registry_entry_builds_each_rule_with_its_defaults():
         assert TrainConfig.for_method(name).method_kwargs == dict(spec.method_kwargs)
         assert describe().count(f"\n{name}: ") + describe().startswith(f"{name}: ") == 1
     assert build_method("metasgd", 16).steps == 3 and build_method("metasgd", 16, steps=5).steps == 5
+    with pytest.raises(InputError, match=r"method 'recurrent' has no settings \['hiddenx'\]; its --method-kwargs are"):
+        build_method("recurrent", 16, hiddenx=8)
     assert build_method("metasgd", 16).lr_weight.shape == (3, 16)
     assert train_defaults("finetune") == {"pretrain_steps": 20_000, "max_episodes": 0,
                                           "method_kwargs": {"steps": 100, "lr": 0.1}}

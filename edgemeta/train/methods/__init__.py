@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 
+from edgemeta.errors import InputError
 from edgemeta.train.method_specs import describe, method_spec
 from edgemeta.train.methods.base import HeadMethod
 from edgemeta.train.methods.finetune import Finetune
@@ -22,10 +23,14 @@ METHODS: dict[str, type[HeadMethod]] = {cls.name: cls for cls in (Proto, MetaSGD
 
 def build_method(name: str, dim: int, **kwargs: object) -> HeadMethod:
     """Instantiate rule ``name`` for ``dim``-dimensional embeddings with its registry defaults,
-    overridden by ``kwargs``; an unknown name raises :class:`InputError` listing the known ones."""
+    overridden by ``kwargs``; an unknown name or setting raises :class:`InputError` listing the known ones."""
     spec = method_spec(name)
     cls = METHODS[name]
     settings = {**spec.method_kwargs, **kwargs}
+    accepted = set(inspect.signature(cls).parameters) - {"dim"}
+    unknown = sorted(set(settings) - accepted)
+    if unknown:
+        raise InputError(f"method {name!r} has no settings {unknown}; its --method-kwargs are {sorted(accepted)}")
     if "dim" in inspect.signature(cls).parameters:      # rules whose parameters are per dimension
         settings["dim"] = dim
     return cls(**settings)
